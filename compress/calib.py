@@ -1,0 +1,172 @@
+"""Calibration data: an image folder, an .npz/.npy of arrays, or a `module:callable`.
+
+Returns one float32 tensor (N, C, H, W) and optional integer labels. Bad data is refused with one line
+naming the problem: missing, empty, wrong shape, non-finite values. Without labels, the original
+model's predictions stand in (done by the caller, which has the model).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from .errors import CalibrationError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+
+
+@dataclass
+class CalibData:
+    x: torch.Tensor            # float32 (N, C, H, W), already normalised
+    y: torch.Tensor | None     # int64 (N,) or None
+    source: str                # what it was read from, for the report
+    labels_from: str           # "data" | "model predictions" | "none"
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+def load_calibration(spec: str, input_shape: tuple[int, int, int], samples: int = 256,
+                     mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                     seed: int = 0) -> CalibData:
+    """Load up to `samples` calibration samples shaped like `input_shape` (C, H, W)."""
+    if samples < 1:
+        raise CalibrationError(f"--calib-samples must be >= 1, got {samples}")
+    path = Path(spec)
+    if ":" in spec and not path.exists():
+        x, y = _from_callable(spec)
+        source = f"callable {spec}"
+        already_normalised = True
+    elif not path.exists():
+        raise CalibrationError(f"calibration data {spec} does not exist; pass an image folder, an .npz/.npy file "
+                               "or package.module:callable")
+    elif path.is_dir():
+        x, y = _from_image_folder(path, input_shape)
+        source = f"image folder {path}"
+        already_normalised = False
+    elif path.suffix in (".npz", ".npy"):
+        x, y = _from_numpy(path)
+        source = f"{path.suffix[1:]} file {path}"
+        already_normalised = x.dtype.kind == "f"
+    else:
+        raise CalibrationError(f"calibration data {spec}: unsupported file type {path.suffix!r}; "
+                               "pass an image folder, an .npz/.npy file or package.module:callable")
+    x = _to_nchw(np.asarray(x), input_shape, spec)
+    if not already_normalised:
+        x = x.astype(np.float32) / 255.0
+        if mean is not None and std is not None:
+            x = (x - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[:, None, None]
+    x = x.astype(np.float32, copy=False)
+    if y is not None:
+        y = np.asarray(y).reshape(-1)
+        if len(y) != len(x):
+            raise CalibrationError(f"calibration data {spec}: {len(x)} inputs but {len(y)} labels")
+    if len(x) > samples:
+        # A fixed-seed subset, so reruns see the same samples whatever order the files come in.
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), samples, replace=False))
+        x, y = x[keep], (y[keep] if y is not None else None)
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
+        raise CalibrationError(f"calibration data {spec}: {bad} of {len(x)} samples contain NaN or Inf; clean the data")
+    labels = torch.from_numpy(y.astype(np.int64)) if y is not None else None
+    return CalibData(torch.from_numpy(np.ascontiguousarray(x)), labels, source, "data" if labels is not None else "none")
+
+
+def _to_nchw(x: np.ndarray, input_shape: tuple[int, int, int], spec: str) -> np.ndarray:
+    c, h, w = input_shape
+    if x.size == 0 or x.shape[0] == 0:
+        raise CalibrationError(f"calibration data {spec} is empty; it needs at least one sample of shape {c}x{h}x{w}")
+    if x.ndim == 3 and x.shape[1:] == (c, h, w)[1:] and c == 1:
+        x = x[:, None]
+    if x.ndim == 4 and x.shape[1:] != (c, h, w) and x.shape[1:] == (h, w, c):
+        x = x.transpose(0, 3, 1, 2)  # NHWC, as images usually come
+    if x.ndim != 4 or x.shape[1:] != (c, h, w):
+        raise CalibrationError(f"calibration data {spec} has shape {tuple(x.shape)}, expected (N, {c}, {h}, {w}) "
+                               f"or (N, {h}, {w}, {c}); pass data matching --input-shape")
+    if x.dtype.kind not in "fiu":
+        raise CalibrationError(f"calibration data {spec} has dtype {x.dtype}, expected numbers")
+    return x
+
+
+def _from_numpy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - numpy raises several types for a bad file
+        raise CalibrationError(f"calibration data {path} does not load with numpy ({str(e)[:120]})") from None
+    if isinstance(data, np.ndarray):
+        return data, None
+    with data:
+        keys = list(data.keys())
+        xkey = next((k for k in ("x", "images", "data", "inputs") if k in keys), None)
+        if xkey is None:
+            raise CalibrationError(f"calibration data {path} has arrays {keys}; it needs one named 'x' (and optionally 'y')")
+        ykey = next((k for k in ("y", "labels", "targets") if k in keys), None)
+        return data[xkey], (data[ykey] if ykey else None)
+
+
+def _from_image_folder(path: Path, input_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    from PIL import Image, UnidentifiedImageError
+
+    c, h, w = input_shape
+    classes = sorted(p for p in path.iterdir() if p.is_dir())
+    if classes:
+        files = [(f, i) for i, d in enumerate(classes) for f in sorted(d.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        files = [(f, -1) for f in sorted(path.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise CalibrationError(f"calibration folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                               "put images in one sub-folder per class")
+    mode = {1: "L", 3: "RGB"}.get(c)
+    if mode is None:
+        raise CalibrationError(f"image folders give 1 or 3 channels, but --input-shape has {c}; pass an .npz instead")
+    arrays = []
+    for f, _ in files:
+        try:
+            with Image.open(f) as im:
+                arrays.append(np.asarray(im.convert(mode).resize((w, h), Image.BILINEAR), dtype=np.uint8))
+        except (UnidentifiedImageError, OSError) as e:
+            raise CalibrationError(f"calibration image {f} does not decode ({str(e)[:100]}); remove or replace it") from None
+    x = np.stack(arrays)
+    x = x[:, None] if c == 1 else x.transpose(0, 3, 1, 2)
+    labels = np.array([i for _, i in files])
+    return x, (labels if classes else None)
+
+
+def _from_callable(spec: str) -> tuple[np.ndarray, np.ndarray | None]:
+    mod_name, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(mod_name), attr)
+    except Exception as e:  # noqa: BLE001
+        raise CalibrationError(f"--calib {spec}: cannot import ({type(e).__name__}: {e})") from None
+    xs, ys = [], []
+    for batch in _iterate(fn(), spec):
+        if isinstance(batch, (tuple, list)) and len(batch) == 2:
+            xb, yb = batch
+            ys.append(np.asarray(yb.cpu() if isinstance(yb, torch.Tensor) else yb).reshape(-1))
+        else:
+            xb = batch
+        xb = xb.detach().cpu().numpy() if isinstance(xb, torch.Tensor) else np.asarray(xb)
+        xs.append(xb if xb.ndim == 4 else xb[None])
+    if not xs:
+        raise CalibrationError(f"--calib {spec} yielded no batches; it must return an iterable of x or (x, y)")
+    if ys and len(ys) != len(xs):
+        raise CalibrationError(f"--calib {spec} yielded labels for some batches only")
+    return np.concatenate(xs).astype(np.float32), (np.concatenate(ys) if ys else None)
+
+
+def _iterate(obj, spec: str) -> Iterable:
+    try:
+        return iter(obj)
+    except TypeError:
+        raise CalibrationError(f"--calib {spec} returned {type(obj).__name__}, not an iterable of batches") from None
+
+
+def synthetic_calibration(input_shape: tuple[int, int, int], samples: int, seed: int) -> CalibData:
+    """Standard-normal inputs, used only when no --calib is given; reported as such everywhere."""
+    g = torch.Generator().manual_seed(seed)
+    return CalibData(torch.randn((samples, *input_shape), generator=g), None, "synthetic standard-normal inputs "
+                     "(no --calib given)", "none")

@@ -1,0 +1,250 @@
+"""Loading user models and saving pruned ones.
+
+Loading accepts (a) a state dict, or a checkpoint dict holding one, with an architecture; (b) a pickled
+full nn.Module only with an explicit trust flag, since unpickling runs arbitrary code; (c) a TorchScript
+archive, for export and measurement only; (d) a pruned model written by this tool. Everything else is a
+one-line error naming the file, what was found and what to pass instead.
+
+A pruned model is saved as data: the architecture spec, the shape of every resized layer, and the state
+dict. `rebuild_pruned` applies those shapes to a fresh instance of the architecture, so reloading needs
+the architecture's code but not the pruning code (timm's `_prune.py` does the same).
+"""
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .archs import ArchInfo, arch_names, get_arch
+from .errors import InputError, ModelLoadError
+
+PRUNED_FORMAT = "edge-compress.pruned-model/1"
+_CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "net", "weights")
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module
+    kind: str  # "state_dict" | "pickled-module" | "torchscript" | "pruned"
+    path: Path
+    arch: str | None  # registry name or "package.module:callable"
+    arch_kwargs: dict
+    arch_info: ArchInfo | None
+
+    @property
+    def prunable(self) -> bool:
+        return self.kind != "torchscript"
+
+
+def resolve_arch(spec: str, kwargs: dict | None = None) -> tuple[nn.Module, ArchInfo | None]:
+    """Build a model from a registry name or an importable `package.module:callable`."""
+    kwargs = dict(kwargs or {})
+    if ":" not in spec:
+        try:
+            info = get_arch(spec)
+        except KeyError:
+            raise InputError(f"--arch {spec!r}: not a built-in architecture ({', '.join(arch_names())}) "
+                             "and not of the form package.module:callable") from None
+        return _call(info.factory, spec, {**info.default_kwargs, **kwargs}), info
+    mod_name, _, attr = spec.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:  # noqa: BLE001 - any import failure is the user's to fix; say which
+        raise InputError(f"--arch {spec!r}: cannot import module {mod_name!r} ({type(e).__name__}: {e}); "
+                         "check the name and that its package is installed or on PYTHONPATH") from None
+    factory = mod
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise InputError(f"--arch {spec!r}: module {mod_name!r} has no attribute {attr!r}")
+    if not callable(factory):
+        raise InputError(f"--arch {spec!r}: {attr!r} is not callable")
+    return _call(factory, spec, kwargs), None
+
+
+def _call(factory, spec: str, kwargs: dict) -> nn.Module:
+    try:
+        model = factory(**kwargs)
+    except TypeError as e:
+        raise InputError(f"--arch {spec!r} with --arch-kwargs {json.dumps(kwargs)}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise InputError(f"--arch {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def load_model(path: str | Path, arch: str | None = None, arch_kwargs: dict | None = None,
+               trust_model: bool = False) -> LoadedModel:
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"model file {path} does not exist; pass the path to a .pt/.pth/.th file")
+    if path.is_dir():
+        raise ModelLoadError(f"model path {path} is a folder; pass the model file itself")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"model file {path} is empty; re-save it with torch.save")
+    if _is_torchscript(path):
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as e:  # noqa: BLE001
+            raise ModelLoadError(f"model file {path} looks like TorchScript but does not load ({_short(e)})") from None
+        return LoadedModel(module.eval(), "torchscript", path, None, {}, None)
+    obj = _torch_load(path, trust_model)
+    if isinstance(obj, nn.Module):
+        return LoadedModel(obj.eval(), "pickled-module", path, arch, dict(arch_kwargs or {}), None)
+    if isinstance(obj, dict) and obj.get("format") == PRUNED_FORMAT:
+        module, info = rebuild_pruned(obj, path)
+        return LoadedModel(module.eval(), "pruned", path, obj["arch"], obj["arch_kwargs"], info)
+    state_dict = _find_state_dict(obj, path)
+    if arch is None:
+        raise ModelLoadError(f"{path} holds a state dict ({len(state_dict)} tensors) but no architecture; "
+                             f"pass --arch NAME (built-in: {', '.join(arch_names())}) or --arch package.module:callable")
+    module, info = resolve_arch(arch, arch_kwargs)
+    _load_state_dict(module, state_dict, path, arch)
+    return LoadedModel(module.eval(), "state_dict", path, arch, dict(arch_kwargs or {}), info)
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("/constants.pkl") for n in z.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def _torch_load(path: Path, trust_model: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" not in str(e) and "Unsupported global" not in str(e):
+            raise ModelLoadError(f"{path} is not a PyTorch file ({_short(e)}); pass a file written by torch.save") from None
+        if not trust_model:
+            raise ModelLoadError(f"{path} is a pickled Python object (full module), and unpickling runs arbitrary code; "
+                                 "pass --trust-model if you trust its source, or save model.state_dict() and pass --arch") from None
+    except RuntimeError as e:
+        msg = str(e)
+        if "central directory" in msg or "zip archive" in msg or "file not found" in msg.lower():
+            raise ModelLoadError(f"{path} is truncated or corrupt ({_short(e)}); re-save or re-download it") from None
+        raise ModelLoadError(f"{path} does not load with torch.load ({_short(e)})") from None
+    except (EOFError, OSError, ValueError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{path} is not a PyTorch file or is truncated ({_short(e)}); "
+                             "pass a file written by torch.save") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - unpickling can raise anything; say what and stop
+        raise ModelLoadError(f"{path}: unpickling the module failed ({_short(e)}); the classes it needs must be importable") from None
+
+
+def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in _CHECKPOINT_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                inner = inner.state_dict()
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                obj = inner
+                break
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) == len(obj):
+            return {k.removeprefix("module."): v for k, v in tensors.items()}
+    found = type(obj).__name__ if not isinstance(obj, dict) else f"a dict with keys {list(obj)[:6]}"
+    raise ModelLoadError(f"{path} holds {found}, not a state dict or a checkpoint with one under "
+                         f"{'/'.join(_CHECKPOINT_KEYS)}; save model.state_dict() and pass --arch")
+
+
+def _load_state_dict(module: nn.Module, state_dict: dict, path: Path, arch: str) -> None:
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shape = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in state_dict and state_dict[k].shape != v.shape]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+        if shape:
+            parts.append(f"shape mismatch {len(shape)} (e.g. {'; '.join(shape[:3])})")
+        raise ModelLoadError(f"{path} does not match --arch {arch}: {'; '.join(parts)}; "
+                             "pass the architecture (and --arch-kwargs) the weights were trained with")
+    module.load_state_dict(state_dict, strict=True)
+
+
+# ---- pruned models -------------------------------------------------------------------------------
+
+def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
+    """The constructor attributes that pruning changes, per layer: the pruned architecture as data."""
+    shapes: dict[str, dict[str, int]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            shapes[name] = {"in_channels": m.in_channels, "out_channels": m.out_channels, "groups": m.groups}
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            shapes[name] = {"num_features": m.num_features}
+        elif isinstance(m, nn.Linear):
+            shapes[name] = {"in_features": m.in_features, "out_features": m.out_features}
+        elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)):
+            attrs = {"num_channels": m.num_channels, "num_groups": m.num_groups} if isinstance(m, nn.GroupNorm) \
+                else {"normalized_shape": list(m.normalized_shape)}
+            shapes[name] = attrs
+    return shapes
+
+
+def pruned_checkpoint(model: nn.Module, arch: str, arch_kwargs: dict, extra: dict | None = None) -> dict:
+    return {"format": PRUNED_FORMAT, "arch": arch, "arch_kwargs": dict(arch_kwargs),
+            "shapes": layer_shapes(model), "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "info": dict(extra or {})}
+
+
+def save_pruned_bytes(model: nn.Module, arch: str, arch_kwargs: dict, extra: dict | None = None) -> bytes:
+    buf = io.BytesIO()
+    torch.save(pruned_checkpoint(model, arch, arch_kwargs, extra), buf)
+    return buf.getvalue()
+
+
+def rebuild_pruned(ckpt: dict, path: Path | str = "<memory>") -> tuple[nn.Module, ArchInfo | None]:
+    """Re-create a pruned model from its checkpoint: fresh architecture, shapes applied, weights loaded."""
+    module, info = resolve_arch(ckpt["arch"], ckpt["arch_kwargs"])
+    modules = dict(module.named_modules())
+    for name, attrs in ckpt["shapes"].items():
+        m = modules.get(name)
+        if m is None:
+            raise ModelLoadError(f"{path}: pruned layer {name!r} does not exist in --arch {ckpt['arch']}")
+        for key, value in attrs.items():
+            setattr(m, key, tuple(value) if key == "normalized_shape" else value)
+    # Parameters and buffers take their shapes from the saved tensors; the attributes above keep
+    # forward() (groups, num_features) consistent with them.
+    sd = ckpt["state_dict"]
+    for key, tensor in sd.items():
+        owner_name, _, leaf = key.rpartition(".")
+        owner = modules.get(owner_name)
+        if owner is None:
+            raise ModelLoadError(f"{path}: tensor {key!r} has no layer in --arch {ckpt['arch']}")
+        current = getattr(owner, leaf, None)
+        if isinstance(current, nn.Parameter):
+            setattr(owner, leaf, nn.Parameter(torch.empty_like(tensor), requires_grad=current.requires_grad))
+        elif isinstance(current, torch.Tensor):
+            owner.register_buffer(leaf, torch.empty_like(tensor))
+    _load_state_dict(module, sd, Path(str(path)), ckpt["arch"])
+    return module.eval(), info
+
+
+def load_pruned(path: str | Path) -> nn.Module:
+    """Reload a `model.pruned.pt` (weights_only: plain tensors and containers, nothing executed)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not (isinstance(ckpt, dict) and ckpt.get("format") == PRUNED_FORMAT):
+        raise ModelLoadError(f"{path} is not a pruned model written by compress")
+    return rebuild_pruned(ckpt, path)[0]
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:160]

@@ -1,0 +1,151 @@
+"""Structural channel pruning through Torch-Pruning's dependency graph, made safe.
+
+Every coupled group is first pruned on a copy of the model and the copy is run: a group whose pruning
+breaks the forward pass or changes the output shape (e.g. the residual streams of ResNets with
+zero-padding "option A" shortcuts, the classifier's outputs, ops the graph does not understand) is left
+unpruned and reported with the reason. Channels are then removed for real, group by group, with kept
+counts rounded to the device's channel multiple and never below its minimum.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from .errors import PruningError
+
+ROOT_TYPES = (nn.Conv2d, nn.Conv1d, nn.Linear)
+
+
+@dataclass
+class GroupInfo:
+    root: str                  # name of the layer whose output channels define the group
+    original_channels: int
+    channels: int              # current
+    members: list[str]         # every layer the group touches
+    prunable: bool = True
+    reason: str = ""           # why it is left unpruned
+
+    def to_dict(self) -> dict:
+        return {"root": self.root, "original_channels": self.original_channels, "channels": self.channels,
+                "members": self.members, "prunable": self.prunable, "reason": self.reason}
+
+
+@dataclass
+class ChannelPruner:
+    model: nn.Module
+    example_input: torch.Tensor
+    importance: tp.importance.Importance
+    channel_multiple: int = 1
+    min_channels: int = 1
+    groups: dict[str, GroupInfo] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.model.eval()
+        self._names = {m: n for n, m in self.model.named_modules()}
+        self._modules = dict(self.model.named_modules())
+        self._output_shape = _output_shapes(self.model, self.example_input)
+        self.graph = tp.DependencyGraph().build_dependency(self.model, example_inputs=self.example_input)
+        self._analyse()
+
+    # -- analysis -----------------------------------------------------------------------------------
+
+    def _root_groups(self) -> list[tuple[str, tp.dependency.Group]]:
+        out = []
+        for group in self.graph.get_all_groups(root_module_types=ROOT_TYPES):
+            root = group[0].dep.target.module
+            # The root may be a depthwise conv when the graph reaches it first: any out-channel handler.
+            if not self.graph.is_out_channel_pruning_fn(group[0].dep.handler):
+                continue
+            out.append((self._names[root], group))
+        return out
+
+    def _analyse(self) -> None:
+        for name, group in self._root_groups():
+            n = len(group[0].idxs)
+            members = sorted({self._names.get(d.target.module, str(d.target)) for d, _ in group
+                              if isinstance(d.target.module, nn.Module)})
+            info = GroupInfo(name, n, n, members)
+            floor = min(self.min_channels, n)
+            if n <= floor or n < 2:
+                info.prunable, info.reason = False, f"{n} channels: already at the minimum of {self.min_channels}"
+            else:
+                problem = self._trial(name, group[0].dep.handler, n)
+                if problem:
+                    info.prunable, info.reason = False, problem
+            self.groups[name] = info
+
+    def _trial(self, root: str, handler, n: int) -> str:
+        """Prune half of the group on a copy and run it; return what broke, or '' if nothing did."""
+        trial = copy.deepcopy(self.model)
+        graph = tp.DependencyGraph().build_dependency(trial, example_inputs=self.example_input)
+        module = dict(trial.named_modules())[root]
+        try:
+            graph.get_pruning_group(module, handler, idxs=list(range(0, n, 2))).prune()
+            shapes = _output_shapes(trial, self.example_input)
+        except Exception as e:  # noqa: BLE001 - any failure means this group cannot be pruned safely
+            return f"pruning it breaks the forward pass ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        if shapes != self._output_shape:
+            return f"pruning it changes the model's output shape {self._output_shape} -> {shapes}"
+        return ""
+
+    @property
+    def prunable_groups(self) -> list[GroupInfo]:
+        return [g for g in self.groups.values() if g.prunable]
+
+    # -- pruning ------------------------------------------------------------------------------------
+
+    def target_channels(self, info: GroupInfo, keep_fraction: float) -> int:
+        """Channels to keep for a keep fraction of the original: rounded to the multiple, >= the minimum."""
+        floor = min(self.min_channels, info.original_channels)
+        want = info.original_channels * keep_fraction
+        mult = self.channel_multiple
+        rounded = int(round(want / mult)) * mult if mult > 1 else int(round(want))
+        return max(floor, min(info.channels, rounded))
+
+    def prune_to(self, keep_fraction: float) -> int:
+        """Prune every prunable group to `keep_fraction` of its original channels; return channels removed."""
+        removed = 0
+        for name, group in self._root_groups():
+            info = self.groups.get(name)
+            if info is None or not info.prunable:
+                continue
+            keep = self.target_channels(info, keep_fraction)
+            n_prune = info.channels - keep
+            if n_prune <= 0:
+                continue
+            scores = self.importance(group)
+            if scores is None or len(scores) != info.channels:
+                raise PruningError(f"criterion gave no usable scores for group {name} "
+                                   f"({None if scores is None else len(scores)} for {info.channels} channels)")
+            # Stable sort so equal scores prune the same channels on every run.
+            idxs = torch.argsort(scores.detach().cpu().double(), stable=True)[:n_prune].tolist()
+            pruning_group = self.graph.get_pruning_group(self._modules[name], group[0].dep.handler, idxs=idxs)
+            if not self.graph.check_pruning_group(pruning_group):
+                continue
+            pruning_group.prune()
+            info.channels = keep
+            removed += n_prune
+        self.verify()
+        return removed
+
+    def at_minimum(self) -> bool:
+        return all(self.target_channels(g, 0.0) >= g.channels for g in self.prunable_groups)
+
+    def verify(self) -> None:
+        """A pruned model must run and keep its output shape; anything else is a bug, never returned."""
+        try:
+            shapes = _output_shapes(self.model, self.example_input)
+        except Exception as e:  # noqa: BLE001
+            raise PruningError(f"the pruned model no longer runs ({type(e).__name__}: {e}); please report this model") from None
+        if shapes != self._output_shape:
+            raise PruningError(f"pruning changed the output shape {self._output_shape} -> {shapes}")
+
+
+def _output_shapes(model: nn.Module, x: torch.Tensor):
+    with torch.no_grad():
+        out = model(x)
+    return tuple(t.shape for t in (out if isinstance(out, (tuple, list)) else (out,)))
