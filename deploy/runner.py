@@ -1,0 +1,165 @@
+"""The runner interface every runtime implements (modelled on Polygraphy's BaseRunner).
+
+A backend overrides ``_activate_impl``, ``_infer_impl`` and ``_deactivate_impl`` and names its
+inputs, runtime and provider; timing and statistics live here once, so that every runtime reports
+latency the same way.
+"""
+
+from __future__ import annotations
+
+import abc
+import gc
+import time
+from collections.abc import Mapping
+from types import TracebackType
+
+import numpy as np
+
+from deploy.environment import local_where
+from deploy.errors import RunnerStateError
+from deploy.stats import LatencyStats
+
+
+class Runner(abc.ABC):
+    """Loads a model on ``activate()``, runs it with ``infer(feed)``, frees it on ``deactivate()``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.is_active = False
+        # Wall time of the latest ``infer`` call, like Polygraphy's ``last_inference_time``.
+        self.last_inference_time_ms: float | None = None
+
+    # -- what a backend provides ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _activate_impl(self) -> None: ...
+
+    @abc.abstractmethod
+    def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    @abc.abstractmethod
+    def _deactivate_impl(self) -> None: ...
+
+    @property
+    @abc.abstractmethod
+    def input_names(self) -> list[str]: ...
+
+    @property
+    @abc.abstractmethod
+    def runtime(self) -> str:
+        """Runtime and version, e.g. ``"onnxruntime 1.31.1"``."""
+
+    @property
+    @abc.abstractmethod
+    def provider(self) -> str:
+        """The execution provider / device that actually runs the model."""
+
+    @property
+    def threads(self) -> int | None:
+        """Threads the runtime was pinned to; None means the runtime's default."""
+        return None
+
+    @property
+    def where(self) -> str:
+        """Machine the model runs on; remote runners override this."""
+        return local_where()
+
+    # -- the public interface ------------------------------------------------------------------
+
+    def activate(self) -> None:
+        if self.is_active:
+            raise RunnerStateError(f"{self.name} is already active")
+        self._activate_impl()
+        self.is_active = True
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once; ``feed`` maps every input name to an array. Returns outputs by name."""
+        self._require_active("infer")
+        self._check_feed(feed)
+        start = time.perf_counter()
+        outputs = self._infer_impl(feed)
+        self.last_inference_time_ms = (time.perf_counter() - start) * 1e3
+        return outputs
+
+    def deactivate(self) -> None:
+        self._require_active("deactivate")
+        try:
+            self._deactivate_impl()
+        finally:
+            self.is_active = False
+
+    def __enter__(self) -> Runner:
+        self.activate()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.deactivate()
+
+    def measure(
+        self,
+        feed: Mapping[str, np.ndarray],
+        warmup_runs: int,
+        timed_runs: int,
+        *,
+        batch_size: int | None = None,
+    ) -> LatencyStats:
+        """Time ``timed_runs`` calls of ``infer`` after ``warmup_runs`` untimed ones.
+
+        Warm-up matters: first runs pay for memory allocation, lazy kernel selection and (for the
+        TensorRT EP) the engine build. ``batch_size`` defaults to the first input's leading
+        dimension.
+        """
+        if isinstance(warmup_runs, bool) or not isinstance(warmup_runs, int) or warmup_runs < 0:
+            raise ValueError(f"warmup_runs must be an int >= 0, got {warmup_runs!r}")
+        if isinstance(timed_runs, bool) or not isinstance(timed_runs, int) or timed_runs < 1:
+            raise ValueError(f"timed_runs must be an int >= 1, got {timed_runs!r}")
+        self._require_active("measure")
+        for _ in range(warmup_runs):
+            self.infer(feed)
+        samples_ms: list[float] = []
+        # A garbage-collector pass inside the loop would show up as a fake latency outlier;
+        # timeit disables it for the same reason.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for _ in range(timed_runs):
+                self.infer(feed)
+                assert self.last_inference_time_ms is not None
+                samples_ms.append(self.last_inference_time_ms)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        return LatencyStats.from_samples(
+            samples_ms,
+            warmup_runs=warmup_runs,
+            batch_size=batch_size if batch_size is not None else self._batch_size_of(feed),
+            runtime=self.runtime,
+            provider=self.provider,
+            threads=self.threads,
+            where=self.where,
+        )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _require_active(self, action: str) -> None:
+        if not self.is_active:
+            raise RunnerStateError(f"{self.name}: {action} needs an active runner; call activate()")
+
+    def _check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
+        expected = self.input_names
+        missing = [n for n in expected if n not in feed]
+        extra = [n for n in feed if n not in expected]
+        if missing or extra:
+            raise ValueError(
+                f"{self.name}: feed does not match the model inputs {expected}: "
+                f"missing {missing}, unexpected {extra}"
+            )
+
+    def _batch_size_of(self, feed: Mapping[str, np.ndarray]) -> int:
+        first = np.asarray(feed[self.input_names[0]])
+        return int(first.shape[0]) if first.ndim >= 1 and first.shape[0] >= 1 else 1
