@@ -29,6 +29,10 @@ class CalibData:
     def __len__(self) -> int:
         return self.x.shape[0]
 
+    @property
+    def synthetic(self) -> bool:
+        return self.source.startswith("synthetic")
+
 
 def load_calibration(spec: str, input_shape: tuple[int, int, int], samples: int = 256,
                      mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,

@@ -162,6 +162,8 @@ def _find_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 def _load_state_dict(module: nn.Module, state_dict: dict, path: Path, arch: str) -> None:
     own = module.state_dict()
+    # Checkpoints from PyTorch < 0.4.1 lack BatchNorm's step counter; it is bookkeeping, not a weight.
+    state_dict = {**{k: v for k, v in own.items() if k.endswith("num_batches_tracked")}, **state_dict}
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     shape = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()

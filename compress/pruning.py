@@ -42,6 +42,7 @@ class ChannelPruner:
     channel_multiple: int = 1
     min_channels: int = 1
     groups: dict[str, GroupInfo] = field(default_factory=dict)
+    analysed: bool = False  # True when `groups` comes from an earlier analysis of the same architecture
 
     def __post_init__(self):
         self.model.eval()
@@ -49,7 +50,14 @@ class ChannelPruner:
         self._modules = dict(self.model.named_modules())
         self._output_shape = _output_shapes(self.model, self.example_input)
         self.graph = tp.DependencyGraph().build_dependency(self.model, example_inputs=self.example_input)
-        self._analyse()
+        if not self.analysed:
+            self._analyse()
+
+    def for_copy(self, model: nn.Module, importance=None) -> "ChannelPruner":
+        """A pruner for a deep copy of this pruner's model, reusing the (costly) safety analysis."""
+        groups = {k: copy.copy(g) for k, g in self.groups.items()}
+        return ChannelPruner(model, self.example_input, importance or self.importance, self.channel_multiple,
+                             self.min_channels, groups, analysed=True)
 
     # -- analysis -----------------------------------------------------------------------------------
 

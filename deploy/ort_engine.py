@@ -62,6 +62,8 @@ def build_ort_engine(
     selected = select_providers(providers, require=True)
     asked = selected[0]
     options = session_options(threads, _OPTIMIZATION_LEVEL)
+    # ORT warns on every save that the engine is hardware-specific; the docstring and OrtEngine say so.
+    options.log_severity_level = 3
     with atomic_path(out) as tmp:
         options.optimized_model_filepath = str(tmp)
         session = ort.InferenceSession(str(src), sess_options=options, providers=selected)

@@ -1,0 +1,208 @@
+"""The `compress` command: a thin layer over `compress.compress()` and the profile registry.
+
+Exit codes: 0 budget met, 1 budget missed or unreachable, 2 bad input, 3 internal error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+import warnings
+
+from . import __version__
+from .errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, CompressError
+
+EPILOG = """\
+examples:
+  compress --target host --arch resnet56 --speedup 1.5 resnet56.th
+  compress --target jetson-nano --arch resnet56 --calib calib.npz --latency-ms 2 resnet56.th
+  compress --target my-board.yaml --arch mypkg.models:build --arch-kwargs '{"width": 0.5}' \\
+           --input-shape 1x3x224x224 --calib images/ --memory-mb 20 model.pt
+  compress --list-targets
+  compress --show-target jetson-nano
+  compress example            # train a small model on generated images and compress it
+
+exit codes: 0 budget met, 1 budget missed or unreachable, 2 bad input, 3 internal error (rerun with -v)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="compress",
+        description="Prune a trained PyTorch CNN to a device's latency/memory budget, export it to ONNX, build the "
+                    "engine for the device, and report what was measured or predicted.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", nargs="?", help="model file: a state dict / checkpoint (with --arch), a pruned model "
+                   "written by compress, TorchScript (measure/export only) or a pickled module (with --trust-model)")
+    g = p.add_argument_group("target")
+    g.add_argument("--target", default=None, metavar="NAME|FILE.yaml",
+                   help="device profile: a built-in name (see --list-targets) or your own YAML file")
+    g.add_argument("--list-targets", action="store_true", help="list the built-in device profiles and exit")
+    g.add_argument("--show-target", metavar="NAME|FILE.yaml", help="print one device profile as JSON and exit")
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", help="architecture for a state dict: a built-in name (resnet20/32/44/56, vgg16_bn, "
+                   "mobilenetv2, example-cnn) or package.module:callable")
+    g.add_argument("--arch-kwargs", default="{}", metavar="JSON", help="keyword arguments for --arch, as JSON")
+    g.add_argument("--trust-model", action="store_true",
+                   help="allow loading a pickled full module (unpickling runs code from the file)")
+    g.add_argument("--input-shape", metavar="NxCxHxW", help="input shape, e.g. 1x3x224x224 (default: from the "
+                   "built-in architecture, batch from the profile)")
+    g = p.add_argument_group("calibration data")
+    g.add_argument("--calib", metavar="PATH|module:callable",
+                   help="image folder (one sub-folder per class), .npz/.npy (x, optional y) or module:callable")
+    g.add_argument("--calib-samples", type=int, default=256, metavar="N", help="samples to use (default 256)")
+    g.add_argument("--mean", metavar="M,M,M", help="per-channel mean for image folders (default: the architecture's)")
+    g.add_argument("--std", metavar="S,S,S", help="per-channel std for image folders (default: the architecture's)")
+    g = p.add_argument_group("budget (default: the target profile's)")
+    g.add_argument("--latency-ms", metavar="MS", help="latency at the profile's batch size, ms (or 50%% of the original)")
+    g.add_argument("--speedup", type=float, metavar="X", help="latency budget as original latency / X")
+    g.add_argument("--memory-mb", metavar="MB", help="weights + peak activations, MB (or a fraction like 50%%)")
+    g.add_argument("--macs", metavar="N", help="multiply-accumulates, e.g. 40M, or 50%% of the original")
+    g.add_argument("--params", metavar="N", help="parameters, e.g. 0.4M, or 0.5x of the original")
+    g = p.add_argument_group("pruning")
+    g.add_argument("--criterion", default="l1", help="channel importance criterion (default l1); see --list-criteria")
+    g.add_argument("--list-criteria", action="store_true", help="list the criteria and exit")
+    g.add_argument("--step", type=float, default=0.05, help="fraction of the original channels removed per round")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", help="output folder (default ./compressed/<model>-<target>)")
+    g.add_argument("--allow-miss", action="store_true", help="(reserved) write outputs even when the budget is missed")
+    g.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
+    g.add_argument("-v", "--verbose", action="store_true", help="show progress details and full tracebacks")
+    g.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    p.add_argument("--version", action="version", version=f"compress {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["example"]:
+        from .example import main as example_main
+        return example_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    _setup_logging(args)
+    try:
+        return _dispatch(args)
+    except CompressError as e:
+        _error(str(e), args.verbose)
+        return e.exit_code
+    except ValueError as e:  # the profile, export and deploy packages raise ValueError subclasses for bad input
+        from device_profiles import ProfileError
+        if isinstance(e, ProfileError) or type(e).__module__.split(".")[0] in ("export", "deploy"):
+            _error(str(e), args.verbose)
+            return EXIT_INPUT_ERROR if isinstance(e, ProfileError) else EXIT_INTERNAL_ERROR
+        return _internal(e, args.verbose)
+    except KeyboardInterrupt:
+        _error("interrupted; no output was written", False)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, traceback with -v
+        return _internal(e, args.verbose)
+
+
+def _dispatch(args) -> int:
+    from device_profiles import list_profiles, load_profile
+
+    if args.list_targets:
+        rows = [(p.name, p.runtime.engine, p.runtime.precision, p.measurement.method, p.description) for p in list_profiles()]
+        if args.json:
+            print(json.dumps([dict(zip(("name", "engine", "precision", "measurement", "description"), r)) for r in rows], indent=2))
+        else:
+            for name, engine, prec, meas, desc in rows:
+                print(f"{name:18} {engine:12} {prec:5} {('measured' if meas != 'none' else 'predicted'):9} {desc}")
+        return 0
+    if args.show_target:
+        print(json.dumps(load_profile(args.show_target).to_dict(), indent=2))
+        return 0
+    if args.list_criteria:
+        from .criteria import criterion_names, describe_criterion
+        for name in criterion_names():
+            print(f"{name:10} {describe_criterion(name)}")
+        return 0
+    if not args.model:
+        raise CompressError("no model file given; usage: compress --target NAME [options] model.pt (see --help)")
+    if not args.target:
+        raise CompressError("no --target given; pass a built-in name (compress --list-targets) or a profile YAML file")
+    from .options import CompressOptions
+    from .pipeline import compress
+
+    options = CompressOptions(
+        model=args.model, target=args.target, arch=args.arch, arch_kwargs=_json_dict(args.arch_kwargs),
+        trust_model=args.trust_model, calib=args.calib, calib_samples=args.calib_samples,
+        input_shape=_shape(args.input_shape), mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
+        latency_ms=args.latency_ms, speedup=args.speedup, memory_mb=args.memory_mb, macs=args.macs,
+        params=args.params, criterion=args.criterion, step=args.step, out=args.out, seed=args.seed,
+        allow_miss=args.allow_miss, progress=not (args.quiet or args.json))
+    result = compress(options)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif not args.quiet:
+        o, f = result.original, result.final
+        print(f"{result.verdict.upper()}: latency {o.latency_ms:.3f} -> {f.latency_ms:.3f} ms "
+              f"({f.latency_kind.split(':')[0]}), params {o.params} -> {f.params}; budget {result.budget.to_dict()}")
+        print(f"output: {result.out_dir}")
+    return result.exit_code
+
+
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CompressError(f"--arch-kwargs is not valid JSON ({e.msg}); pass e.g. '{{\"num_classes\": 100}}'") from None
+    if not isinstance(value, dict):
+        raise CompressError("--arch-kwargs must be a JSON object, e.g. '{\"num_classes\": 100}'")
+    return value
+
+
+def _shape(text: str | None):
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise CompressError(f"--input-shape {text!r} is not NxCxHxW, e.g. 1x3x32x32") from None
+
+
+def _floats(text: str | None, option: str):
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise CompressError(f"{option} {text!r} is not a comma-separated list of numbers, e.g. 0.5,0.5,0.5") from None
+
+
+def _setup_logging(args) -> None:
+    level = logging.WARNING if (args.quiet or args.json) else (logging.DEBUG if args.verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[compress] %(message)s"))
+    handler.setLevel(level)
+    logger = logging.getLogger("compress")
+    logger.handlers = [h for h in logger.handlers if not isinstance(h, logging.StreamHandler) or isinstance(h, logging.FileHandler)]
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    if not args.verbose:
+        # The exporters' own chatter (constant folding notes, deprecations) says nothing a user can act on.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx.*")
+
+
+def _error(message: str, verbose: bool) -> None:
+    print(f"compress: error: {message}", file=sys.stderr)
+    if verbose:
+        traceback.print_exc()
+
+
+def _internal(e: BaseException, verbose: bool) -> int:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    print(f"compress: internal error: {type(e).__name__}: {first[:300]} (rerun with -v for the traceback)", file=sys.stderr)
+    if verbose:
+        traceback.print_exc()
+    return EXIT_INTERNAL_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Numbers for one model on one target: latency (measured where the target can be run, predicted
+otherwise), memory (predicted), MACs and parameters (counted).
+
+Measuring goes through the same stages as the final artifact (ONNX at the profile's opset, an ONNX
+Runtime session with the profile's providers and threads), so the loop prunes against the number the
+report will show.
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from deploy import LatencyStats, OrtRunner
+from export import export_onnx
+
+from .budget import Metrics
+from .cost_model import BYTES_PER_ELEMENT, factors_from_profile, layer_costs, predict_latency_ms, predict_memory_mb
+from .errors import InputError
+
+QUICK_WARMUP, QUICK_RUNS = 10, 60  # inside the pruning loop; the final number uses the profile's counts
+
+
+@dataclass
+class Evaluation:
+    metrics: Metrics
+    stats: LatencyStats | None   # present when measured
+    layers: list                 # LayerCost list (empty for TorchScript)
+
+
+class Evaluator:
+    def __init__(self, profile, example_input: torch.Tensor, workdir: Path | None = None):
+        self.profile = profile
+        self.example_input = example_input
+        self.factors = factors_from_profile(profile)
+        self.measured = profile.measurement.method == "local"
+        if profile.measurement.method == "ssh":
+            raise InputError(f"target {profile.name}: measurement over ssh is not available in this version; "
+                             "use a profile with measurement.method local or none")
+        if not self.measured and not self.factors.usable:
+            raise InputError(f"target {profile.name} cannot be measured from here and its profile lacks the peak "
+                             "compute or memory bandwidth needed to predict latency; add them to the profile")
+        self._tmp = tempfile.TemporaryDirectory(prefix="compress-eval-") if workdir is None else None
+        self.workdir = Path(workdir or self._tmp.name)
+
+    @property
+    def latency_label(self) -> str:
+        if self.measured:
+            rt = self.profile.runtime
+            return f"measured: onnxruntime {', '.join(rt.execution_providers)} on this machine ({self.profile.name})"
+        fitted = "fitted to measurements" if self.factors.fitted else "factors NOT fitted to measurements"
+        return f"predicted: per-layer roofline cost model of profile {self.profile.name} ({fitted})"
+
+    def evaluate(self, model: nn.Module, full: bool = False, onnx_path: Path | None = None) -> Evaluation:
+        is_script = isinstance(model, torch.jit.ScriptModule)
+        costs = [] if is_script else layer_costs(model, self.example_input)
+        params = sum(p.numel() for p in model.parameters())
+        macs = sum(c.macs for c in costs) if costs else None
+        bpe = BYTES_PER_ELEMENT[self.profile.runtime.precision]
+        memory = predict_memory_mb(costs, params, bpe) if costs else params * bpe / 2**20
+        stats = None
+        if self.measured:
+            stats = self.measure(model, full, onnx_path)
+            latency, kind = stats.median_ms, (f"measured: median of {stats.runs} runs after {stats.warmup_runs} warm-up, "
+                                              f"{stats.runtime} {stats.provider}, {stats.threads} thread(s), {stats.where}")
+        else:
+            latency, kind = predict_latency_ms(costs, self.factors), self.latency_label
+            if latency is None:
+                raise InputError("latency cannot be predicted for a TorchScript model; pass a state dict with --arch")
+        return Evaluation(Metrics(float(latency), kind, float(memory), macs, int(params)), stats, costs)
+
+    def measure(self, model: nn.Module, full: bool, onnx_path: Path | None = None) -> LatencyStats:
+        if onnx_path is None:
+            onnx_path = self.workdir / "eval.onnx"
+            export_onnx(model, self.example_input, onnx_path, opset=self.profile.runtime.opset)
+        return self.measure_onnx(onnx_path, full)
+
+    def measure_onnx(self, onnx_path: Path, full: bool) -> LatencyStats:
+        m, rt = self.profile.measurement, self.profile.runtime
+        warmup, runs = (m.warmup_runs, m.timed_runs) if full else (QUICK_WARMUP, QUICK_RUNS)
+        feed_array = self.example_input.numpy()
+        with OrtRunner(onnx_path, providers=rt.execution_providers or ("CPUExecutionProvider",),
+                       threads=m.threads, require_provider=rt.require_provider) as runner:
+            return runner.measure({runner.input_names[0]: feed_array}, warmup_runs=warmup, timed_runs=runs)
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()

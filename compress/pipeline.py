@@ -1,0 +1,387 @@
+"""The pipeline driver: load -> evaluate -> prune to the budget -> re-estimate BN -> export -> engine ->
+measure -> report. It only sequences stages; each stage lives in its own module, and `export`/`deploy`
+get plain values (paths, shapes, numbers), never objects of this package.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deploy import build_ort_engine, environment_info, trtexec_command, write_build_script
+from device_profiles import load_profile
+from export import check_parity, export_onnx, simplify_onnx, tolerance_for
+
+from .bn_recalibration import recalibrate_batchnorm
+from .budget import Budget, BudgetSpec, Metrics
+from .calib import CalibData, load_calibration, synthetic_calibration
+from .cost_model import factors_from_profile, predict_layer_ms
+from .criteria import describe_criterion, make_criterion
+from .errors import EXIT_BUDGET_MISSED, EXIT_OK, BudgetError, InputError
+from .evaluate import Evaluation, Evaluator
+from .model_io import LoadedModel, load_model, save_pruned_bytes
+from .options import CompressOptions
+from .output import OutputDir, sha256_file
+from .pruning import ChannelPruner
+from .report import build_report, layer_table, versions
+
+log = logging.getLogger("compress")
+
+LATENCY_MARGIN = 0.97  # accept a measured round only 3 % under budget: the final re-measurement is noisy too
+
+
+@dataclass
+class CompressResult:
+    verdict: str                  # "met" | "missed"
+    exit_code: int
+    out_dir: Path
+    budget: Budget
+    original: Metrics
+    final: Metrics
+    report: dict = field(repr=False)
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict, "exit_code": self.exit_code, "out_dir": str(self.out_dir),
+                "budget": self.budget.to_dict(), "original": self.original.to_dict(), "final": self.final.to_dict(),
+                "report": str(self.out_dir / "report.json")}
+
+
+class _Timer:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t, 3)
+
+
+def compress(options: CompressOptions | str | Path, **kwargs) -> CompressResult:
+    """Compress one model for one target; the Python form of `compress --target T model.pt`."""
+    if not isinstance(options, CompressOptions):
+        options = CompressOptions(model=options, **kwargs)
+    elif kwargs:
+        raise TypeError("pass either a CompressOptions or keyword options, not both")
+    return _Run(options).run()
+
+
+class _Run:
+    def __init__(self, o: CompressOptions):
+        self.o = o
+        self.timer = _Timer()
+        self.notes: list[str] = []
+
+    # -- stages -------------------------------------------------------------------------------------
+
+    def run(self) -> CompressResult:
+        o = self.o
+        torch.manual_seed(o.seed)
+        np.random.seed(o.seed)
+        with self.timer.stage("load"):
+            profile = load_profile(o.target)
+            if o.criterion:
+                self.importance = make_criterion(o.criterion)
+            if not 0 < o.step < 1:
+                raise InputError(f"--step must be between 0 and 1 (a fraction of the channels per round), got {o.step}")
+            spec = BudgetSpec.from_options(o.latency_ms, o.speedup, o.memory_mb, o.macs, o.params,
+                                           profile.budget.latency_ms, profile.budget.memory_mb)
+            loaded = load_model(o.model, o.arch, o.arch_kwargs, o.trust_model)
+            shape = self._input_shape(loaded, profile)
+            calib = self._calibration(loaded, shape)
+        out = Path(o.out) if o.out else Path("compressed") / f"{Path(o.model).stem}-{profile.name}"
+        with OutputDir(out) as od:
+            handler = _file_log(od.path("logs/compress.log"))
+            try:
+                return self._run_in(od, profile, spec, loaded, shape, calib)
+            finally:
+                logging.getLogger("compress").removeHandler(handler)
+                handler.close()
+
+    def _run_in(self, od: OutputDir, profile, spec: BudgetSpec, loaded: LoadedModel, shape, calib: CalibData):
+        o = self.o
+        example = calib.x[: shape[0]].clone() if len(calib) >= shape[0] else torch.randn(shape)
+        evaluator = Evaluator(profile, example)
+        try:
+            with self.timer.stage("evaluate_original"):
+                original = evaluator.evaluate(loaded.module, full=True)
+            budget = spec.resolve(original.metrics)
+            log.info("original: %s; budget: %s", _fmt(original.metrics), budget.to_dict())
+            self._check_budget_units(budget, original)
+            model = loaded.module
+            pruning: dict = {"criterion": o.criterion, "criterion_description": describe_criterion(o.criterion),
+                             "rounds": [], "groups": []}
+            if not budget.misses(original.metrics):
+                self.notes.append("the original model already meets the budget: nothing was pruned")
+                log.info("the original model already meets the budget; nothing to prune")
+                final_eval = original
+            else:
+                if not loaded.prunable:
+                    raise InputError(f"{loaded.path} is TorchScript, which cannot be pruned structurally and misses the "
+                                     f"budget ({'; '.join(budget.misses(original.metrics))}); pass the state dict with --arch")
+                with self.timer.stage("prune"):
+                    model = copy.deepcopy(loaded.module)
+                    final_eval = self._prune_to_budget(model, example, profile, evaluator, budget, original, pruning)
+                if not calib.synthetic:
+                    with self.timer.stage("recalibrate_bn"):
+                        n_bn = recalibrate_batchnorm(model, calib.x)
+                    pruning["bn_recalibrated_layers"] = n_bn
+                else:
+                    self.notes.append("BatchNorm statistics were not re-estimated: no calibration data (--calib) given")
+            artifacts = self._export_and_deploy(od, model, example, calib, profile, evaluator)
+            final_metrics = final_eval.metrics
+            if artifacts.get("stats") is not None:  # the engine's own measurement is the number that counts
+                st = artifacts["stats"]
+                final_metrics = Metrics(st.median_ms, _measured_kind(st), final_metrics.memory_mb,
+                                        final_metrics.macs, final_metrics.params)
+            missed = budget.misses(final_metrics)
+            verdict = "missed" if missed else "met"
+            if missed:
+                self.notes.append("budget missed by the final measurement: " + "; ".join(missed))
+            with self.timer.stage("save"):
+                self._save_model(od, model, loaded)
+                accuracy = self._accuracy(loaded.module, model, calib)
+            report = self._report(od, profile, spec, budget, loaded, calib, original, final_eval, final_metrics,
+                                  artifacts, pruning, accuracy, verdict, shape)
+            od.write_json("report.json", _relative_paths(report, od.tmp))
+            out_dir = od.commit()
+            log.info("%s: %s -> %s (%s)", verdict.upper(), _fmt(original.metrics), _fmt(final_metrics), out_dir)
+            return CompressResult(verdict, EXIT_OK if verdict == "met" else EXIT_BUDGET_MISSED, out_dir, budget,
+                                  original.metrics, final_metrics, report)
+        finally:
+            evaluator.close()
+
+    def _input_shape(self, loaded: LoadedModel, profile) -> tuple[int, int, int, int]:
+        if self.o.input_shape:
+            s = tuple(int(v) for v in self.o.input_shape)
+            if len(s) == 3:
+                s = (profile.measurement.batch_size, *s)
+            if len(s) != 4 or min(s) < 1:
+                raise InputError(f"--input-shape {self.o.input_shape} must be NxCxHxW with positive sizes, e.g. 1x3x32x32")
+            return s  # type: ignore[return-value]
+        if loaded.arch_info is not None:
+            return (profile.measurement.batch_size, *loaded.arch_info.input_shape)
+        raise InputError("the input shape is unknown for this model; pass --input-shape NxCxHxW, e.g. 1x3x224x224")
+
+    def _calibration(self, loaded: LoadedModel, shape) -> CalibData:
+        o, info = self.o, loaded.arch_info
+        mean = o.mean or (info.mean if info else None)
+        std = o.std or (info.std if info else None)
+        if o.calib is None:
+            log.warning("no --calib given: using synthetic inputs for verification only; give real data for "
+                        "BatchNorm re-estimation and meaningful parity and accuracy numbers")
+            calib = synthetic_calibration(tuple(shape[1:]), min(o.calib_samples, 64), o.seed)
+        else:
+            calib = load_calibration(o.calib, tuple(shape[1:]), o.calib_samples, mean, std, o.seed)
+        try:
+            with torch.no_grad():
+                preds = torch.cat([_logits(loaded.module(calib.x[i:i + 64])).argmax(1) for i in range(0, len(calib), 64)])
+        except Exception as e:  # noqa: BLE001 - the user's model on the user's data; say it plainly
+            raise InputError(f"the model does not run on the calibration data of shape {tuple(calib.x.shape[1:])} "
+                             f"({type(e).__name__}: {str(e)[:120]}); check --input-shape and --calib") from None
+        self.original_predictions = preds
+        if calib.y is None and not calib.synthetic:
+            calib.y, calib.labels_from = preds, "model predictions"
+        return calib
+
+    def _check_budget_units(self, budget: Budget, original: Evaluation) -> None:
+        if budget.macs is not None and original.metrics.macs is None:
+            raise InputError("--macs needs a model whose layers can be counted (a state dict with --arch, not TorchScript)")
+
+    def _prune_to_budget(self, model, example, profile, evaluator: Evaluator, budget: Budget,
+                         original: Evaluation, pruning: dict) -> Evaluation:
+        o = self.o
+        pruner = ChannelPruner(model, example, self.importance, profile.pruning.channel_multiple,
+                               profile.pruning.min_channels)
+        pruning["groups"] = [g.to_dict() for g in pruner.groups.values()]
+        if not pruner.prunable_groups:
+            raise BudgetError(f"no layer of this model can be pruned safely, and the original misses the budget "
+                              f"({'; '.join(budget.misses(original.metrics))}); best reachable: {_fmt(original.metrics)}")
+        skipped = [g for g in pruner.groups.values() if not g.prunable]
+        for g in skipped:
+            log.info("left unpruned: %s (%s)", g.root, g.reason)
+        margin = LATENCY_MARGIN if evaluator.measured else 1.0
+        # The most that can be pruned: if even that misses, say so now instead of after every round.
+        floor_model = copy.deepcopy(model)
+        pruner.for_copy(floor_model).prune_to(0.0)
+        floor_eval = evaluator.evaluate(floor_model, full=evaluator.measured)
+        if budget.misses(floor_eval.metrics, margin):
+            misses = "; ".join(budget.misses(floor_eval.metrics, margin))
+            raise BudgetError(f"budget unreachable: even with every prunable layer at the minimum of "
+                              f"{profile.pruning.min_channels} channels the model misses it ({misses}); best reachable: "
+                              f"{_fmt(floor_eval.metrics)}; relax the budget", best=floor_eval.metrics.to_dict())
+        rounds = pruning["rounds"]
+        steps = int(np.ceil(1.0 / o.step))
+        progress = _progress(steps, o.progress)
+        try:
+            for k in range(1, steps + 1):
+                keep = max(0.0, 1.0 - k * o.step)
+                removed = pruner.prune_to(keep)
+                progress.update(1)
+                if removed == 0 and not pruner.at_minimum():
+                    continue  # rounding to the channel multiple left every group as it was
+                ev = evaluator.evaluate(model)
+                misses = budget.misses(ev.metrics, margin)
+                if not misses and evaluator.measured:
+                    ev = evaluator.evaluate(model, full=True)  # confirm with the full run count
+                    misses = budget.misses(ev.metrics, margin)
+                rounds.append({"keep_fraction": round(keep, 4), "channels_removed": removed,
+                               "metrics": ev.metrics.to_dict(), "meets_budget": not misses})
+                progress.set_postfix_str(f"{ev.metrics.latency_ms:.3g} ms")
+                log.info("round %d: keep %.2f, %s%s", k, keep, _fmt(ev.metrics), "" if misses else "  (budget met)")
+                if not misses:
+                    pruning["groups_after"] = [g.to_dict() for g in pruner.groups.values()]
+                    return ev
+                if pruner.at_minimum():
+                    break
+        finally:
+            progress.close()
+        best = min((r["metrics"] for r in rounds), key=lambda m: m["latency_ms"])
+        raise BudgetError(f"budget not met after pruning every layer to its minimum; best reachable: latency "
+                          f"{best['latency_ms']:.4g} ms, MACs {best['macs']}, params {best['params']}; relax the budget",
+                          best=best)
+
+    def _export_and_deploy(self, od: OutputDir, model, example, calib: CalibData, profile, evaluator: Evaluator) -> dict:
+        rt = profile.runtime
+        out: dict = {}
+        with self.timer.stage("export"):
+            raw = od.path("logs/model.raw.onnx")
+            exported = export_onnx(model, example, raw, opset=rt.opset)
+            simplified = simplify_onnx(raw, od.path("model.onnx"), check_n=3)
+            if not simplified.simplified:
+                self.notes.append(f"onnx-simplifier failed, the unsimplified model was kept: {simplified.reason}")
+            atol, rtol = tolerance_for("fp32")
+            parity_inputs = calib.x[: max(example.shape[0], min(len(calib), 64))]
+            parity = check_parity(od.path("model.onnx"), model, parity_inputs, atol=atol, rtol=rtol,
+                                  batch_size=example.shape[0])
+            parity.raise_if_failed()
+            raw.unlink()
+        out["export"] = {"onnx": exported.to_dict(), "simplify": simplified.to_dict(), "parity": parity.to_dict()}
+        with self.timer.stage("engine"):
+            if rt.engine == "onnxruntime" and evaluator.measured:
+                engine = build_ort_engine(od.path("model.onnx"), od.path("model.ort.onnx"),
+                                          providers=rt.execution_providers, threads=profile.measurement.threads)
+                out["engine"] = {"kind": "onnxruntime", **engine.to_dict()}
+            elif rt.engine == "tensorrt":
+                argv = trtexec_command("model.onnx", "model.engine", trt_version=rt.version, precision=rt.precision,
+                                       workspace_mb=rt.workspace_mb, trtexec_path=rt.trtexec_path or "trtexec")
+                write_build_script(od.path("build_engine.sh"), argv,
+                                   f"{profile.description}: build a TensorRT {rt.precision.upper()} engine")
+                out["engine"] = {"kind": "tensorrt", "built": False, "build_script": "build_engine.sh", "argv": argv,
+                                 "why_not_built": "TensorRT engines are specific to the GPU and TensorRT version: "
+                                                  "run build_engine.sh on the device"}
+            else:
+                out["engine"] = {"kind": rt.engine, "built": False,
+                                 "why_not_built": f"the engine is built on the device by {rt.engine} from model.onnx"}
+        if evaluator.measured:
+            with self.timer.stage("measure"):
+                out["stats"] = evaluator.measure_onnx(od.path("model.ort.onnx"), full=True)
+        return out
+
+    def _save_model(self, od: OutputDir, model, loaded: LoadedModel) -> None:
+        if loaded.kind == "torchscript":
+            od.path("model.pruned.pt").write_bytes(Path(loaded.path).read_bytes())
+            self.notes.append("model.pruned.pt is the unchanged TorchScript input (TorchScript cannot be pruned)")
+        elif loaded.arch is not None:
+            od.path("model.pruned.pt").write_bytes(save_pruned_bytes(model, loaded.arch, loaded.arch_kwargs))
+        else:
+            torch.save(model, od.path("model.pruned.pt"))
+            self.notes.append("model.pruned.pt is a pickled full module (the input was one): reload it with "
+                              "torch.load(path, weights_only=False) only if you trust it")
+
+    def _accuracy(self, original_model, model, calib: CalibData) -> dict:
+        if calib.synthetic:
+            return {"evaluated": False, "why": "no calibration data given"}
+        with torch.no_grad():
+            preds = torch.cat([_logits(model(calib.x[i:i + 64])).argmax(1) for i in range(0, len(calib), 64)])
+        agree = float((preds == self.original_predictions).float().mean())
+        out = {"evaluated": True, "data": calib.source, "samples": len(calib),
+               "agreement_with_original": agree, "labels_from": calib.labels_from}
+        if calib.labels_from == "data":
+            out["top1_original"] = float((self.original_predictions == calib.y).float().mean())
+            out["top1_final"] = float((preds == calib.y).float().mean())
+        return out
+
+    def _report(self, od, profile, spec, budget, loaded, calib, original, final_eval, final_metrics, artifacts,
+                pruning, accuracy, verdict, shape) -> dict:
+        factors = factors_from_profile(profile)
+        shares = None
+        if factors.usable and final_eval.layers:
+            times = {c.name: predict_layer_ms(c, factors) for c in final_eval.layers}
+            total = sum(times.values())
+            shares = {k: v / total for k, v in times.items()}
+        stats_final = artifacts.get("stats")
+        return build_report(
+            verdict=verdict,
+            inputs={"model": {"path": str(loaded.path), "sha256": sha256_file(loaded.path), "kind": loaded.kind,
+                              "arch": loaded.arch, "arch_kwargs": loaded.arch_kwargs},
+                    "target": profile.to_dict(), "input_shape": list(shape),
+                    "budget_requested": {k: v for k, v in self.o.to_dict().items()
+                                         if k in ("latency_ms", "speedup", "memory_mb", "macs", "params") and v is not None}
+                    or {"profile_defaults": profile.budget.__dict__},
+                    "criterion": self.o.criterion, "seed": self.o.seed, "step": self.o.step,
+                    "calibration": {"source": calib.source, "samples": len(calib), "labels_from": calib.labels_from},
+                    "options": self.o.to_dict()},
+            budget=budget.to_dict(),
+            original={**original.metrics.to_dict(), "latency_stats": original.stats.to_dict() if original.stats else None},
+            final={**final_metrics.to_dict(), "latency_stats": stats_final.to_dict() if stats_final else None,
+                   "memory_kind": "predicted: weights + largest layer input/output activations "
+                                  f"({profile.runtime.precision}), runtime overhead not included"},
+            pruning=pruning,
+            layers=layer_table(original.layers, final_eval.layers, shares),
+            export=artifacts["export"],
+            engine=artifacts["engine"],
+            accuracy=accuracy,
+            timings_s=self.timer.seconds,
+            environment={"versions": versions(), **environment_info()},
+            artifacts=od.artifacts(),
+            notes=self.notes,
+        )
+
+
+def _relative_paths(obj, root: Path):
+    """Artifact paths in the report are relative to the output folder (the temp folder is renamed)."""
+    prefix = str(root) + "/"
+    if isinstance(obj, dict):
+        return {k: _relative_paths(v, root) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relative_paths(v, root) for v in obj]
+    if isinstance(obj, (str, Path)) and str(obj).startswith(prefix):
+        return str(obj)[len(prefix):]
+    return obj
+
+
+def _measured_kind(st) -> str:
+    return (f"measured: median of {st.runs} runs after {st.warmup_runs} warm-up, {st.runtime} {st.provider}, "
+            f"{st.threads} thread(s), batch {st.batch_size}, {st.where}")
+
+
+def _logits(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _fmt(m: Metrics) -> str:
+    macs = f"{m.macs / 1e6:.1f} M MACs, " if m.macs is not None else ""
+    return f"{m.latency_ms:.3f} ms ({m.latency_kind.split(':')[0]}), {macs}{m.params / 1e6:.3f} M params, {m.memory_mb:.2f} MB"
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc="pruning rounds", unit="round", disable=None if enabled else True, leave=False)
+
+
+def _file_log(path: Path) -> logging.Handler:
+    h = logging.FileHandler(path)
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    h.setLevel(logging.DEBUG)
+    logging.getLogger("compress").addHandler(h)
+    logging.getLogger("compress").setLevel(logging.DEBUG)
+    return h
