@@ -124,7 +124,9 @@ def _torch_load(path: Path, trust_model: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" not in str(e) and "Unsupported global" not in str(e):
+        # Since torch 2.6 every weights_only failure mentions "weights_only"; only "Unsupported global"
+        # means the pickle names a class or function, i.e. a pickled object rather than damaged bytes.
+        if "Unsupported global" not in str(e):
             raise ModelLoadError(f"{path} is not a PyTorch file ({_short(e)}); pass a file written by torch.save") from None
         if not trust_model:
             raise ModelLoadError(f"{path} is a pickled Python object (full module), and unpickling runs arbitrary code; "
@@ -134,7 +136,7 @@ def _torch_load(path: Path, trust_model: bool) -> Any:
         if "central directory" in msg or "zip archive" in msg or "file not found" in msg.lower():
             raise ModelLoadError(f"{path} is truncated or corrupt ({_short(e)}); re-save or re-download it") from None
         raise ModelLoadError(f"{path} does not load with torch.load ({_short(e)})") from None
-    except (EOFError, OSError, ValueError, UnicodeDecodeError) as e:
+    except (EOFError, OSError, ValueError, UnicodeDecodeError, KeyError, IndexError) as e:  # random bytes, text
         raise ModelLoadError(f"{path} is not a PyTorch file or is truncated ({_short(e)}); "
                              "pass a file written by torch.save") from None
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -28,14 +29,31 @@ class OutputDir:
             raise InputError(f"--out {final} exists and is not a folder; choose another path")
         self.tmp = self.final.parent / f".{self.final.name}.tmp-{uuid.uuid4().hex[:8]}"
         self.committed = False
+        self._log: logging.Handler | None = None
 
     def __enter__(self) -> "OutputDir":
         self.tmp.mkdir(parents=True)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        self._close_log()
         if not self.committed:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def attach_log(self, logger: str, rel: str = "logs/compress.log") -> None:
+        """Copy everything `logger` says into the folder; closed before the manifest is hashed."""
+        self._log = logging.FileHandler(self.path(rel))
+        self._log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self._log.setLevel(logging.DEBUG)
+        logging.getLogger(logger).addHandler(self._log)
+        logging.getLogger(logger).setLevel(logging.DEBUG)
+        self._logger = logger
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            logging.getLogger(self._logger).removeHandler(self._log)
+            self._log.close()
+            self._log = None
 
     def path(self, rel: str) -> Path:
         p = self.tmp / rel
@@ -53,6 +71,7 @@ class OutputDir:
                 for p in sorted(self.tmp.rglob("*")) if p.is_file() and p.name != "manifest.json"}
 
     def commit(self) -> Path:
+        self._close_log()
         manifest = {"files": self.artifacts()}
         self.write_json("manifest.json", manifest)
         old = None

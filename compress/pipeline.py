@@ -99,12 +99,8 @@ class _Run:
             calib = self._calibration(loaded, shape)
         out = Path(o.out) if o.out else Path("compressed") / f"{Path(o.model).stem}-{profile.name}"
         with OutputDir(out) as od:
-            handler = _file_log(od.path("logs/compress.log"))
-            try:
-                return self._run_in(od, profile, spec, loaded, shape, calib)
-            finally:
-                logging.getLogger("compress").removeHandler(handler)
-                handler.close()
+            od.attach_log("compress")
+            return self._run_in(od, profile, spec, loaded, shape, calib)
 
     def _run_in(self, od: OutputDir, profile, spec: BudgetSpec, loaded: LoadedModel, shape, calib: CalibData):
         o = self.o
@@ -151,9 +147,9 @@ class _Run:
                 accuracy = self._accuracy(loaded.module, model, calib)
             report = self._report(od, profile, spec, budget, loaded, calib, original, final_eval, final_metrics,
                                   artifacts, pruning, accuracy, verdict, shape)
+            log.info("%s: %s -> %s (%s)", verdict.upper(), _fmt(original.metrics), _fmt(final_metrics), od.final)
             od.write_json("report.json", _relative_paths(report, od.tmp))
             out_dir = od.commit()
-            log.info("%s: %s -> %s (%s)", verdict.upper(), _fmt(original.metrics), _fmt(final_metrics), out_dir)
             return CompressResult(verdict, EXIT_OK if verdict == "met" else EXIT_BUDGET_MISSED, out_dir, budget,
                                   original.metrics, final_metrics, report)
         finally:
@@ -376,12 +372,3 @@ def _fmt(m: Metrics) -> str:
 def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc="pruning rounds", unit="round", disable=None if enabled else True, leave=False)
-
-
-def _file_log(path: Path) -> logging.Handler:
-    h = logging.FileHandler(path)
-    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    h.setLevel(logging.DEBUG)
-    logging.getLogger("compress").addHandler(h)
-    logging.getLogger("compress").setLevel(logging.DEBUG)
-    return h

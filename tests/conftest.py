@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny model file, calibration data, and the path to ../shared when it exists."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED / "models").is_dir():
+        pytest.skip(f"../shared is not present at {SHARED}: the pretrained models and data live there")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory) -> Path:
+    """A small `example-cnn` (width 8) state dict, with BatchNorm statistics from a few real batches."""
+    from compress.archs import get_arch
+    from compress.example import make_dataset, to_tensor
+
+    torch.manual_seed(0)
+    model = get_arch("example-cnn").factory(width=8)
+    x, _ = make_dataset(128, seed=5)
+    model.train()
+    with torch.no_grad():
+        model(to_tensor(x))
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    torch.save(model.eval().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def calib_file(tmp_path_factory) -> Path:
+    from compress.example import make_dataset
+
+    x, y = make_dataset(96, seed=7)
+    path = tmp_path_factory.mktemp("calib") / "calib.npz"
+    np.savez(path, x=x, y=y)
+    return path
+
+

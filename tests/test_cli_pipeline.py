@@ -1,0 +1,171 @@
+"""End to end through the command line: every stage runs for real (Torch-Pruning, the ONNX exporter,
+onnx-simplifier, ONNX Runtime), and every artifact is checked from the files it wrote."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from compress.cli import main
+from compress.model_io import load_pruned
+
+TINY_ARGS = ["--arch", "example-cnn", "--arch-kwargs", '{"width": 8}']
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_host_run_writes_every_artifact(tiny_model_file, calib_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["--target", "host", *TINY_ARGS, "--calib", calib_file, "--macs", "50%",
+                                 "--out", out, "--json", tiny_model_file], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["verdict"] == "met"
+    for name in ("model.pruned.pt", "model.onnx", "model.ort.onnx", "report.json", "manifest.json", "logs/compress.log"):
+        assert (out / name).is_file(), name
+    manifest = json.loads((out / "manifest.json").read_text())["files"]
+    assert set(manifest) >= {"model.pruned.pt", "model.onnx", "model.ort.onnx", "report.json"}
+    for rel, digest in manifest.items():
+        assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == digest, rel
+    report = json.loads((out / "report.json").read_text())
+    assert report["final"]["macs"] <= report["budget"]["macs"] <= 0.5 * report["original"]["macs"] + 1
+    assert report["final"]["latency_kind"].startswith("measured")
+    assert report["final"]["latency_stats"]["provider"] == "CPUExecutionProvider"
+    stats = report["final"]["latency_stats"]
+    assert stats["runs"] == 200 and stats["warmup_runs"] == 20
+    assert stats["median_ms"] <= stats["p90_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
+    assert report["export"]["parity"]["passed"] and report["export"]["parity"]["max_rel"] < 1e-4
+    assert report["export"]["onnx"]["opset"] == 17
+    assert not any("tmp-" in str(v) for v in report["export"]["simplify"].values())
+    assert report["accuracy"]["evaluated"] and report["accuracy"]["labels_from"] == "data"
+    changed = [r for r in report["layers"] if r["out_channels_after"] != r["out_channels_before"]]
+    assert changed and all(r["out_channels_after"] % 4 == 0 and r["out_channels_after"] >= 4 for r in changed)
+    # The pruned model reloads alone and agrees with the ONNX model.
+    model = load_pruned(out / "model.pruned.pt")
+    x = np.load(calib_file)["x"][:1].astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    x = (x - 0.5) / 0.25
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    got = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert sum(p.numel() for p in model.parameters()) == report["final"]["params"]
+
+
+def test_jetson_nano_bundle(tiny_model_file, calib_file, tmp_path, capsys):
+    out = tmp_path / "nano"
+    code, _, err = run_cli(["--target", "jetson-nano", *TINY_ARGS, "--calib", calib_file, "--latency-ms", "98%",
+                            "--out", out, tiny_model_file], capsys)
+    assert code == 0, err
+    model = onnx.load(out / "model.onnx")
+    onnx.checker.check_model(model, full_check=True)
+    assert {o.domain: o.version for o in model.opset_import}[""] == 13
+    script = out / "build_engine.sh"
+    assert script.stat().st_mode & stat.S_IXUSR
+    text = script.read_text()
+    assert "/usr/src/tensorrt/bin/trtexec" in text and "--onnx=model.onnx" in text and "--fp16" in text
+    assert "--workspace=1024" in text  # TensorRT 8.2 has no --memPoolSize
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["final"]["latency_kind"].startswith("predicted")
+    assert report["final"]["latency_ms"] <= report["budget"]["latency_ms"]
+    assert report["export"]["parity"]["max_abs"] is not None
+    assert report["engine"]["built"] is False and "device" in report["engine"]["why_not_built"]
+    assert not (out / "model.ort.onnx").exists()
+
+
+def test_rerun_gives_same_architecture_and_onnx_bytes(tiny_model_file, calib_file, tmp_path, capsys):
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"run{i}"
+        code, _, err = run_cli(["--target", "jetson-nano", *TINY_ARGS, "--calib", calib_file, "--params", "40%",
+                                "--seed", "3", "--out", out, tiny_model_file], capsys)
+        assert code == 0, err
+        outs.append(out)
+    assert (outs[0] / "model.onnx").read_bytes() == (outs[1] / "model.onnx").read_bytes()
+    layers = [json.loads((o / "report.json").read_text())["layers"] for o in outs]
+    assert layers[0] == layers[1]
+
+
+def test_rerun_replaces_previous_output(tiny_model_file, calib_file, tmp_path, capsys):
+    out = tmp_path / "same"
+    for budget in ("70%", "40%"):
+        code, _, err = run_cli(["--target", "jetson-nano", *TINY_ARGS, "--calib", calib_file, "--params", budget,
+                                "--out", out, tiny_model_file], capsys)
+        assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["inputs"]["budget_requested"] == {"params": "40%"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same"]  # no temp or backup folders left
+
+
+def test_original_already_within_budget_is_said(tiny_model_file, calib_file, tmp_path, capsys):
+    out = tmp_path / "noop"
+    code, _, err = run_cli(["--target", "jetson-nano", *TINY_ARGS, "--calib", calib_file, "--latency-ms", "1000",
+                            "--out", out, tiny_model_file], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert any("nothing was pruned" in n for n in report["notes"])
+    assert report["final"]["params"] == report["original"]["params"]
+
+
+def test_list_and_show_targets(capsys):
+    code, out, _ = run_cli(["--list-targets"], capsys)
+    assert code == 0
+    names = [line.split()[0] for line in out.strip().splitlines()]
+    assert names == sorted(["host", "jetson-nano", "jetson-orin-nano", "jetson-xavier-nx", "jetson-agx-orin",
+                            "raspberry-pi-4", "raspberry-pi-5"])
+    code, out, _ = run_cli(["--show-target", "jetson-nano"], capsys)
+    assert code == 0 and json.loads(out)["runtime"]["opset"] == 13
+
+
+def test_user_profile_extends_builtin(tiny_model_file, calib_file, tmp_path, capsys):
+    profile = tmp_path / "my-nano.yaml"
+    profile.write_text("schema_version: 1\nextends: jetson-nano\nname: my-nano\npruning:\n  channel_multiple: 4\n")
+    out = tmp_path / "mine"
+    code, _, err = run_cli(["--target", profile, *TINY_ARGS, "--calib", calib_file, "--params", "50%",
+                            "--out", out, tiny_model_file], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["inputs"]["target"]["name"] == "my-nano"
+    assert report["inputs"]["target"]["pruning"]["channel_multiple"] == 4
+
+
+def test_console_script_help_and_version():
+    exe = Path(sys.executable).with_name("compress")
+    res = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "--latency-ms" in res.stdout and "exit codes" in res.stdout
+    res = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.startswith("compress ")
+
+
+@pytest.mark.slow
+def test_resnet56_host_speedup_1_5(shared_dir, tmp_path, capsys):
+    """The issue's acceptance run: the option-A ResNet-56 must come out valid and within a measured budget."""
+    out = tmp_path / "r56"
+    weights = shared_dir / "models" / "resnet56-4bfd9763.th"
+    code, _, err = run_cli(["--target", "host", "--arch", "resnet56", "--speedup", "1.5", "--out", out, weights], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["final"]["latency_kind"].startswith("measured")
+    assert report["final"]["latency_ms"] <= report["budget"]["latency_ms"]
+    assert report["budget"]["latency_ms"] == pytest.approx(report["original"]["latency_ms"] / 1.5)
+    unprunable = {g["root"]: g["reason"] for g in report["pruning"]["groups"] if not g["prunable"]}
+    assert "conv1" in unprunable  # the residual streams joined by the zero-padding shortcuts
+    code = (f"from compress import load_pruned; import torch; m = load_pruned({str(out / 'model.pruned.pt')!r}); "
+            "print(tuple(m(torch.randn(2, 3, 32, 32)).shape))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "(2, 10)"
