@@ -88,17 +88,32 @@ def main(argv: list[str] | None = None) -> int:
     except CompressError as e:
         _error(str(e), args.verbose)
         return e.exit_code
-    except ValueError as e:  # the profile, export and deploy packages raise ValueError subclasses for bad input
-        from device_profiles import ProfileError
-        if isinstance(e, ProfileError) or type(e).__module__.split(".")[0] in ("export", "deploy"):
-            _error(str(e), args.verbose)
-            return EXIT_INPUT_ERROR if isinstance(e, ProfileError) else EXIT_INTERNAL_ERROR
-        return _internal(e, args.verbose)
+    except Exception as e:  # noqa: BLE001 - errors of the stage packages, mapped to exit codes below
+        code = _stage_error_code(e)
+        if code is None:
+            return _internal(e, args.verbose)
+        _error(str(e), args.verbose)
+        return code
     except KeyboardInterrupt:
         _error("interrupted; no output was written", False)
         return 130
-    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, traceback with -v
-        return _internal(e, args.verbose)
+
+
+def _stage_error_code(e: BaseException) -> int | None:
+    """Exit code for the errors `device_profiles`, `export` and `deploy` raise; None for anything else.
+
+    A bad profile, an op the exporter cannot handle and a provider the profile requires but this machine
+    lacks are the user's to fix (input errors); a failed parity check or engine build is not.
+    """
+    from deploy import DeployError, ProviderError
+    from device_profiles import ProfileError
+    from export import ExportError, ParityError
+
+    if isinstance(e, (ProfileError, ExportError, ProviderError)):
+        return EXIT_INPUT_ERROR
+    if isinstance(e, (ParityError, DeployError)):
+        return EXIT_INTERNAL_ERROR
+    return None
 
 
 def _dispatch(args) -> int:
