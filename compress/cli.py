@@ -79,11 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["example"]:
-        from .example import main as example_main
-        return example_main(argv[1:])
-    args = build_parser().parse_args(argv)
+        from .example import build_parser as example_parser
+        args = example_parser().parse_args(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     _setup_logging(args)
     try:
+        if argv[:1] == ["example"]:
+            from .example import run as run_example
+            return run_example(args)
         return _dispatch(args)
     except CompressError as e:
         _error(str(e), args.verbose)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 CLASSES = ("h-stripes", "v-stripes", "d-stripes", "checker", "disc", "ring", "cross", "gradient")
 MEAN, STD = 0.5, 0.25  # matches the `example-cnn` registry entry
+WIDTH = 16
 
 
 def make_dataset(n: int, seed: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +66,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return (x - MEAN) / STD
 
 
-def train(seed: int = 0, n_train: int = 3000, epochs: int = 4, width: int = 16, log=print):
+def train(seed: int = 0, n_train: int = 3000, epochs: int = 4, width: int = WIDTH, log=print):
     from .archs import get_arch
 
     torch.manual_seed(seed)
@@ -98,13 +99,18 @@ def accuracy(model, images: np.ndarray, labels: np.ndarray) -> float:
     return float((pred == labels).mean())
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compress example", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="example-run", help="working folder (default ./example-run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
-    args = p.parse_args(argv)
+    p.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
     log = (lambda *a: print(*a, file=sys.stderr))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,14 +125,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from .pipeline import compress
 
-    runs = {"host": {"speedup": 1.5}, "jetson-nano": {"latency_ms": "70%"}}
+    runs = {"host": {"speedup": 1.3}, "jetson-nano": {"latency_ms": "90%"}}
     summary = {"trained_accuracy": acc, "runs": {}}
     code = 0
     for target, budget in runs.items():
-        log(f"[example] compress --target {target} --arch example-cnn --calib calib.npz "
+        log(f"[example] compress --target {target} --arch example-cnn --arch-kwargs '{{\"width\": {WIDTH}}}' --calib calib.npz "
             + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in budget.items()) + " model.pt")
-        result = compress(out / "model.pt", target=target, arch="example-cnn", calib=str(out / "calib.npz"),
-                          out=out / f"compressed-{target}", seed=args.seed, **budget)
+        result = compress(out / "model.pt", target=target, arch="example-cnn", arch_kwargs={"width": WIDTH},
+                          calib=str(out / "calib.npz"),
+                          out=out / f"compressed-{target}", seed=args.seed, progress=not args.json, **budget)
         summary["runs"][target] = result.to_dict()
         summary["runs"][target]["accuracy"] = result.report["accuracy"]
         o, f = result.original, result.final

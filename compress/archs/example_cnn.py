@@ -12,7 +12,7 @@ def _block(inp: int, oup: int) -> list[nn.Module]:
 
 
 class ExampleCNN(nn.Module):
-    def __init__(self, num_classes: int = 8, width: int = 32):
+    def __init__(self, num_classes: int = 8, width: int = 16):
         super().__init__()
         w = width
         self.features = nn.Sequential(
@@ -29,5 +29,5 @@ class ExampleCNN(nn.Module):
 
 @register_arch("example-cnn", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=8,
                description="six-conv CNN of the built-in example (8 procedural pattern classes)")
-def example_cnn(num_classes: int = 8, width: int = 32) -> ExampleCNN:
+def example_cnn(num_classes: int = 8, width: int = 16) -> ExampleCNN:
     return ExampleCNN(num_classes, width)
