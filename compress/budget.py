@@ -5,6 +5,7 @@ half the original latency; `--macs 50%` or `--params 0.5x` means that fraction o
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 
@@ -40,8 +41,8 @@ def parse_quantity(text: str | float | int, option: str, allow_suffix: bool = Fa
             q = Quantity(number, True)
         else:
             q = Quantity(number * _SUFFIX[unit], False)
-    if q.value <= 0:
-        raise InputError(f"{option} must be positive, got {text!r}")
+    if not 0 < q.value < math.inf:  # also refuses NaN and inf, which would make every check pass or fail
+        raise InputError(f"{option} must be positive and finite, got {text!r}")
     if q.relative and q.value > 1:
         raise InputError(f"{option} {text!r} asks for more than the original model; give a fraction below 100%")
     return q
@@ -62,7 +63,7 @@ class BudgetSpec:
                      default_latency_ms=None, default_memory_mb=None) -> "BudgetSpec":
         if latency_ms is not None and speedup is not None:
             raise InputError("give --latency-ms or --speedup, not both")
-        if speedup is not None and float(speedup) <= 1.0:
+        if speedup is not None and not float(speedup) > 1.0:  # NaN would resolve to a budget nothing misses
             raise InputError(f"--speedup must be greater than 1, got {speedup}")
         spec = cls(
             latency_ms=parse_quantity(latency_ms, "--latency-ms") if latency_ms is not None else None,

@@ -121,6 +121,14 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _torch_load(path: Path, trust_model: bool) -> Any:
+    # torch.save writes a zip archive ("PK") or, in the legacy format, a pickle starting with PROTO
+    # (0x80). Anything else (text, random bytes) would be parsed as protocol-0 pickle opcodes: a text
+    # file starting with "c" reads as GLOBAL and would be reported as a pickled module.
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):
+        raise ModelLoadError(f"{path} is not a PyTorch file (neither a zip archive nor a pickle); "
+                             "pass a file written by torch.save")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

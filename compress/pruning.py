@@ -74,8 +74,8 @@ class ChannelPruner:
     def _analyse(self) -> None:
         for name, group in self._root_groups():
             n = len(group[0].idxs)
-            members = sorted({self._names.get(d.target.module, str(d.target)) for d, _ in group
-                              if isinstance(d.target.module, nn.Module)})
+            # Layers of the model only: Torch-Pruning's functional-op nodes (ReLU, add, pad) are nn.Modules too.
+            members = sorted({self._names[d.target.module] for d, _ in group if d.target.module in self._names})
             info = GroupInfo(name, n, n, members)
             floor = min(self.min_channels, n)
             if n <= floor or n < 2:

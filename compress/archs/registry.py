@@ -33,7 +33,7 @@ def register_arch(name: str, *, input_shape=(3, 32, 32), mean=CIFAR_MEAN, std=CI
                   num_classes: int = 10, description: str = ""):
     def wrap(factory):
         if name in _REGISTRY:
-            raise ValueError(f"architecture {name!r} is registered twice")
+            raise ValueError(f"architecture {name!r} is registered twice; registered: {', '.join(arch_names())}")
         _REGISTRY[name] = ArchInfo(name, factory, tuple(input_shape), tuple(mean), tuple(std),
                                    num_classes, description or (factory.__doc__ or "").strip().split("\n")[0])
         return factory
