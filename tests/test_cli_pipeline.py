@@ -169,3 +169,34 @@ def test_resnet56_host_speedup_1_5(shared_dir, tmp_path, capsys):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "(2, 10)"
+
+
+def test_python_api_matches_cli(tiny_model_file, calib_file, tmp_path, capsys):
+    from compress import CompressOptions, compress
+
+    result = compress(tiny_model_file, target="jetson-nano", arch="example-cnn", arch_kwargs={"width": 8},
+                      calib=str(calib_file), params="50%", out=tmp_path / "api", seed=1)
+    code, stdout, _ = run_cli(["--target", "jetson-nano", *TINY_ARGS, "--calib", calib_file, "--params", "50%",
+                               "--seed", "1", "--out", tmp_path / "cli", "--json", tiny_model_file], capsys)
+    assert code == result.exit_code == 0
+    assert json.loads(stdout)["final"] == result.final.to_dict()
+    assert (tmp_path / "api" / "model.onnx").read_bytes() == (tmp_path / "cli" / "model.onnx").read_bytes()
+    with pytest.raises(TypeError):
+        compress(CompressOptions(model=tiny_model_file), target="host")
+
+
+@pytest.mark.slow
+def test_builtin_example_command(tmp_path):
+    """The README's first command runs `compress example`: train, then compress for host and jetson-nano."""
+    exe = Path(sys.executable).with_name("compress")
+    res = subprocess.run([str(exe), "example", "--out", str(tmp_path), "--json"], capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads(res.stdout)
+    assert summary["trained_accuracy"] > 0.9  # a trained model, so that the metrics mean something
+    assert set(summary["runs"]) == {"host", "jetson-nano"}
+    assert all(run["verdict"] == "met" for run in summary["runs"].values())
+    assert summary["runs"]["host"]["final"]["latency_kind"].startswith("measured")
+    assert summary["runs"]["jetson-nano"]["final"]["latency_kind"].startswith("predicted")
+    assert (tmp_path / "compressed-jetson-nano" / "build_engine.sh").is_file()
+    assert (tmp_path / "compressed-host" / "model.ort.onnx").is_file()
