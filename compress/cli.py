@@ -68,7 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="output folder (default ./compressed/<model>-<target>)")
-    g.add_argument("--allow-miss", action="store_true", help="(reserved) write outputs even when the budget is missed")
     g.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     g.add_argument("-v", "--verbose", action="store_true", help="show progress details and full tracebacks")
     g.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
@@ -152,7 +151,7 @@ def _dispatch(args) -> int:
         input_shape=_shape(args.input_shape), mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
         latency_ms=args.latency_ms, speedup=args.speedup, memory_mb=args.memory_mb, macs=args.macs,
         params=args.params, criterion=args.criterion, step=args.step, out=args.out, seed=args.seed,
-        allow_miss=args.allow_miss, progress=not (args.quiet or args.json))
+        progress=not (args.quiet or args.json))
     result = compress(options)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

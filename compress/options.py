@@ -26,7 +26,6 @@ class CompressOptions:
     step: float = 0.05                            # fraction of the original channels removed per round
     out: str | Path | None = None
     seed: int = 0
-    allow_miss: bool = False
     progress: bool = True
 
     def to_dict(self) -> dict:

@@ -88,8 +88,7 @@ class _Run:
         np.random.seed(o.seed)
         with self.timer.stage("load"):
             profile = load_profile(o.target)
-            if o.criterion:
-                self.importance = make_criterion(o.criterion)
+            self.importance = make_criterion(o.criterion)
             if not 0 < o.step < 1:
                 raise InputError(f"--step must be between 0 and 1 (a fraction of the channels per round), got {o.step}")
             spec = BudgetSpec.from_options(o.latency_ms, o.speedup, o.memory_mb, o.macs, o.params,
