@@ -103,7 +103,8 @@ class _Run:
 
     def _run_in(self, od: OutputDir, profile, spec: BudgetSpec, loaded: LoadedModel, shape, calib: CalibData):
         o = self.o
-        example = calib.x[: shape[0]].clone() if len(calib) >= shape[0] else torch.randn(shape)
+        # The example batch is real data; a batch larger than the calibration set repeats its samples.
+        example = calib.x[torch.arange(shape[0]) % len(calib)].clone()
         evaluator = Evaluator(profile, example)
         try:
             with self.timer.stage("evaluate_original"):
