@@ -47,10 +47,7 @@ class Evaluator:
         self.workdir = Path(workdir or self._tmp.name)
 
     @property
-    def latency_label(self) -> str:
-        if self.measured:
-            rt = self.profile.runtime
-            return f"measured: onnxruntime {', '.join(rt.execution_providers)} on this machine ({self.profile.name})"
+    def predicted_label(self) -> str:
         fitted = "fitted to measurements" if self.factors.fitted else "factors NOT fitted to measurements"
         return f"predicted: per-layer roofline cost model of profile {self.profile.name} ({fitted})"
 
@@ -64,10 +61,9 @@ class Evaluator:
         stats = None
         if self.measured:
             stats = self.measure(model, full, onnx_path)
-            latency, kind = stats.median_ms, (f"measured: median of {stats.runs} runs after {stats.warmup_runs} warm-up, "
-                                              f"{stats.runtime} {stats.provider}, {stats.threads} thread(s), {stats.where}")
+            latency, kind = stats.median_ms, measured_kind(stats)
         else:
-            latency, kind = predict_latency_ms(costs, self.factors), self.latency_label
+            latency, kind = predict_latency_ms(costs, self.factors), self.predicted_label
             if latency is None:
                 raise InputError("latency cannot be predicted for a TorchScript model; pass a state dict with --arch")
         return Evaluation(Metrics(float(latency), kind, float(memory), macs, int(params)), stats, costs)
@@ -89,3 +85,9 @@ class Evaluator:
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def measured_kind(stats: LatencyStats) -> str:
+    """How a measured latency was obtained, in the words every report and summary uses."""
+    return (f"measured: median of {stats.runs} runs after {stats.warmup_runs} warm-up, {stats.runtime} "
+            f"{stats.provider}, {stats.threads} thread(s), batch {stats.batch_size}, {stats.where}")

@@ -12,6 +12,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from .errors import InputError
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
@@ -25,7 +27,6 @@ class OutputDir:
     def __init__(self, final: Path):
         self.final = Path(final).resolve()
         if self.final.exists() and not self.final.is_dir():
-            from .errors import InputError
             raise InputError(f"--out {final} exists and is not a folder; choose another path")
         self.tmp = self.final.parent / f".{self.final.name}.tmp-{uuid.uuid4().hex[:8]}"
         self.committed = False

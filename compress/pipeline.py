@@ -24,7 +24,7 @@ from .calib import CalibData, load_calibration, synthetic_calibration
 from .cost_model import factors_from_profile, predict_layer_ms
 from .criteria import describe_criterion, make_criterion
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, BudgetError, InputError
-from .evaluate import Evaluation, Evaluator
+from .evaluate import Evaluation, Evaluator, measured_kind
 from .model_io import LoadedModel, load_model, save_pruned_bytes
 from .options import CompressOptions
 from .output import OutputDir, sha256_file
@@ -136,7 +136,7 @@ class _Run:
             final_metrics = final_eval.metrics
             if artifacts.get("stats") is not None:  # the engine's own measurement is the number that counts
                 st = artifacts["stats"]
-                final_metrics = Metrics(st.median_ms, _measured_kind(st), final_metrics.memory_mb,
+                final_metrics = Metrics(st.median_ms, measured_kind(st), final_metrics.memory_mb,
                                         final_metrics.macs, final_metrics.params)
             missed = budget.misses(final_metrics)
             verdict = "missed" if missed else "met"
@@ -353,11 +353,6 @@ def _relative_paths(obj, root: Path):
     if isinstance(obj, (str, Path)) and str(obj).startswith(prefix):
         return str(obj)[len(prefix):]
     return obj
-
-
-def _measured_kind(st) -> str:
-    return (f"measured: median of {st.runs} runs after {st.warmup_runs} warm-up, {st.runtime} {st.provider}, "
-            f"{st.threads} thread(s), batch {st.batch_size}, {st.where}")
 
 
 def _logits(out):

@@ -133,6 +133,9 @@ class ChannelPruner:
             idxs = torch.argsort(scores.detach().cpu().double(), stable=True)[:n_prune].tolist()
             pruning_group = self.graph.get_pruning_group(self._modules[name], group[0].dep.handler, idxs=idxs)
             if not self.graph.check_pruning_group(pruning_group):
+                # Never skip silently: the group leaves the search and the report says why.
+                info.prunable, info.reason = False, (f"Torch-Pruning refused to prune it to {keep} channels "
+                                                     "(its check_pruning_group failed)")
                 continue
             pruning_group.prune()
             info.channels = keep
