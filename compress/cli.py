@@ -63,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--params", metavar="N", help="parameters, e.g. 0.4M, or 0.5x of the original")
     g = p.add_argument_group("pruning")
     g.add_argument("--criterion", default="l1", help="channel importance criterion (default l1); see --list-criteria")
-    g.add_argument("--list-criteria", action="store_true", help="list the criteria and exit")
+    g.add_argument("--criterion-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the criterion, repeatable (e.g. alpha=1.01, cutoff=scree); "
+                        "see --list-criteria for each criterion's options")
+    g.add_argument("--list-criteria", action="store_true", help="list the criteria and their options, and exit")
     g.add_argument("--step", type=float, default=0.05, help="fraction of the original channels removed per round")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g = p.add_argument_group("output")
@@ -135,8 +138,12 @@ def _dispatch(args) -> int:
         return 0
     if args.list_criteria:
         from .criteria import criterion_names, describe_criterion
+        from .info_criteria import criterion_option_defaults
         for name in criterion_names():
-            print(f"{name:10} {describe_criterion(name)}")
+            print(f"{name:22} {describe_criterion(name)}")
+            opts = criterion_option_defaults(name)
+            if opts:
+                print(" " * 23 + "options: " + ", ".join(f"{k}={v}" for k, v in opts.items()))
         return 0
     if not args.model:
         raise CompressError("no model file given; usage: compress --target NAME [options] model.pt (see --help)")
@@ -150,7 +157,8 @@ def _dispatch(args) -> int:
         trust_model=args.trust_model, calib=args.calib, calib_samples=args.calib_samples,
         input_shape=_shape(args.input_shape), mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
         latency_ms=args.latency_ms, speedup=args.speedup, memory_mb=args.memory_mb, macs=args.macs,
-        params=args.params, criterion=args.criterion, step=args.step, out=args.out, seed=args.seed,
+        params=args.params, criterion=args.criterion, criterion_options=_key_values(args.criterion_option),
+        step=args.step, out=args.out, seed=args.seed,
         progress=not (args.quiet or args.json))
     result = compress(options)
     if args.json:
@@ -161,6 +169,16 @@ def _dispatch(args) -> int:
               f"({f.latency_kind.split(':')[0]}), params {o.params} -> {f.params}; budget {result.budget.to_dict()}")
         print(f"output: {result.out_dir}")
     return result.exit_code
+
+
+def _key_values(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CompressError(f"--criterion-option {item!r} is not KEY=VALUE, e.g. --criterion-option alpha=1.01")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _json_dict(text: str) -> dict:

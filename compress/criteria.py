@@ -1,21 +1,80 @@
-"""One registry of channel-importance criteria; each entry builds a Torch-Pruning `Importance`.
+"""One registry of channel-importance criteria, all behind one small interface.
 
-A criterion maps a dependency group to one score per channel of the group's root (lower = pruned
-first). The baselines are Torch-Pruning's own classes, so they behave exactly as in that library.
+A criterion maps a dependency group to one score per current channel of the group's root (lower =
+pruned first). The Torch-Pruning baselines are that library's own `Importance` classes, so they behave
+exactly as there; the information methods (compress/info_criteria.py) score from calibration data.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+import torch
+import torch.nn.functional as F
 import torch_pruning as tp
 
-from .errors import InputError
+from .errors import CalibrationError, InputError
 
-_CRITERIA: dict[str, tuple[Callable[[], tp.importance.Importance], str]] = {}
+if TYPE_CHECKING:
+    from .pruning import ChannelPruner, GroupInfo
+
+
+class Criterion:
+    """Scores channels of coupled groups. `prepare` runs before each pruning round."""
+
+    name = ""
+    needs_data = False  # True: needs real calibration data (and labels or the model's predictions)
+
+    def prepare(self, pruner: "ChannelPruner", x: torch.Tensor | None, y: torch.Tensor | None) -> None:
+        """Called with the calibration data before each pruning round; data-free criteria ignore it."""
+
+    def scores(self, pruner: "ChannelPruner", info: "GroupInfo", group) -> torch.Tensor:
+        raise NotImplementedError
+
+    def allocation(self) -> dict[str, float] | None:
+        """The criterion's own keep fraction per group root, when it decides how many channels a layer needs."""
+        return None
+
+    def details(self) -> dict:
+        """What drove the choices (per-layer scores, curves), for report.json."""
+        return {}
+
+
+class TorchPruningCriterion(Criterion):
+    def __init__(self, name: str, importance: tp.importance.Importance, needs_grad: bool = False):
+        self.name, self.importance, self.needs_grad = name, importance, needs_grad
+        self.needs_data = needs_grad
+
+    def prepare(self, pruner, x, y) -> None:
+        if not self.needs_grad:
+            return
+        if x is None or y is None:
+            raise CalibrationError(f"criterion {self.name!r} needs calibration data with labels (or the model's "
+                                   "predictions); pass --calib")
+        _accumulate_loss_gradients(pruner.model, x, y)
+
+    def scores(self, pruner, info, group) -> torch.Tensor:
+        return self.importance(group)
+
+
+def _accumulate_loss_gradients(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> None:
+    """Cross-entropy gradients of the parameters summed over the calibration set (for Taylor importance)."""
+    was_training = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    try:
+        for i in range(0, len(x), batch_size):
+            out = model(x[i:i + batch_size])
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            F.cross_entropy(out.reshape(out.shape[0], -1), y[i:i + batch_size].long(), reduction="sum").backward()
+    finally:
+        model.train(was_training)
+
+
+_CRITERIA: dict[str, tuple[Callable[[dict], Criterion], str]] = {}
 
 
 def register_criterion(name: str, description: str):
-    def wrap(factory):
+    def wrap(factory: Callable[[dict], Criterion]):
         if name in _CRITERIA:
             raise ValueError(f"criterion {name!r} is registered twice")
         _CRITERIA[name] = (factory, description)
@@ -23,29 +82,47 @@ def register_criterion(name: str, description: str):
     return wrap
 
 
-def make_criterion(name: str) -> tp.importance.Importance:
+def make_criterion(name: str, options: dict | None = None) -> Criterion:
+    """Build criterion `name` with its options (KEY=VALUE strings or values); unknown names or keys raise InputError."""
+    _load_information_criteria()
     if name not in _CRITERIA:
         raise InputError(f"unknown --criterion {name!r}; available: {', '.join(criterion_names())}")
-    return _CRITERIA[name][0]()
+    return _CRITERIA[name][0](dict(options or {}))
 
 
 def criterion_names() -> list[str]:
+    _load_information_criteria()
     return sorted(_CRITERIA)
 
 
 def describe_criterion(name: str) -> str:
+    _load_information_criteria()
     return _CRITERIA[name][1]
 
 
-register_criterion("l1", "L1 norm of each channel's weights over the whole coupled group (Torch-Pruning)")(
-    lambda: tp.importance.GroupMagnitudeImportance(p=1))
-register_criterion("l2", "L2 norm of each channel's weights over the coupled group (Torch-Pruning)")(
-    lambda: tp.importance.GroupMagnitudeImportance(p=2))
-register_criterion("bn-scale", "absolute BatchNorm scale (network slimming; Torch-Pruning)")(
-    lambda: tp.importance.BNScaleImportance())
-register_criterion("lamp", "layer-adaptive magnitude (LAMP; Torch-Pruning)")(
-    lambda: tp.importance.LAMPImportance())
-register_criterion("fpgm", "distance to the filters' geometric median (FPGM; Torch-Pruning)")(
-    lambda: tp.importance.FPGMImportance())
-register_criterion("random", "random scores (a control; Torch-Pruning)")(
-    lambda: tp.importance.RandomImportance())
+def _load_information_criteria() -> None:
+    from . import info_criteria  # noqa: F401 - registers the information methods (imports the metric library)
+
+
+def _baseline(name: str, description: str, factory: Callable[[], tp.importance.Importance], needs_grad=False):
+    def build(options: dict) -> Criterion:
+        if options:
+            raise InputError(f"criterion {name!r} takes no --criterion-option (got {', '.join(options)})")
+        return TorchPruningCriterion(name, factory(), needs_grad)
+    register_criterion(name, description)(build)
+
+
+_baseline("l1", "L1 norm of each channel's weights over the whole coupled group (Torch-Pruning)",
+          lambda: tp.importance.GroupMagnitudeImportance(p=1))
+_baseline("l2", "L2 norm of each channel's weights over the coupled group (Torch-Pruning)",
+          lambda: tp.importance.GroupMagnitudeImportance(p=2))
+_baseline("bn-scale", "absolute BatchNorm scale (network slimming; Torch-Pruning)",
+          lambda: tp.importance.BNScaleImportance())
+_baseline("taylor", "first-order Taylor expansion of the loss on the calibration data (Torch-Pruning)",
+          lambda: tp.importance.GroupTaylorImportance(), needs_grad=True)
+_baseline("lamp", "layer-adaptive magnitude (LAMP; Torch-Pruning)",
+          lambda: tp.importance.LAMPImportance())
+_baseline("fpgm", "distance to the filters' geometric median (FPGM; Torch-Pruning)",
+          lambda: tp.importance.FPGMImportance())
+_baseline("random", "random scores (a control; Torch-Pruning)",
+          lambda: tp.importance.RandomImportance())

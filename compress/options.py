@@ -23,6 +23,7 @@ class CompressOptions:
     macs: str | float | None = None
     params: str | float | None = None
     criterion: str = "l1"
+    criterion_options: dict = field(default_factory=dict)   # e.g. {"alpha": 1.01, "cutoff": "scree"}
     step: float = 0.05                            # fraction of the original channels removed per round
     out: str | Path | None = None
     seed: int = 0

@@ -88,7 +88,7 @@ class _Run:
         np.random.seed(o.seed)
         with self.timer.stage("load"):
             profile = load_profile(o.target)
-            self.importance = make_criterion(o.criterion)
+            self.criterion = make_criterion(o.criterion, o.criterion_options)
             if not 0 < o.step < 1:
                 raise InputError(f"--step must be between 0 and 1 (a fraction of the channels per round), got {o.step}")
             spec = BudgetSpec.from_options(o.latency_ms, o.speedup, o.memory_mb, o.macs, o.params,
@@ -114,7 +114,7 @@ class _Run:
             self._check_budget_units(budget, original)
             model = loaded.module
             pruning: dict = {"criterion": o.criterion, "criterion_description": describe_criterion(o.criterion),
-                             "rounds": [], "groups": []}
+                             "criterion_options": dict(o.criterion_options), "rounds": [], "groups": []}
             if not budget.misses(original.metrics):
                 self.notes.append("the original model already meets the budget: nothing was pruned")
                 log.info("the original model already meets the budget; nothing to prune")
@@ -195,7 +195,7 @@ class _Run:
     def _prune_to_budget(self, model, example, profile, evaluator: Evaluator, budget: Budget,
                          original: Evaluation, pruning: dict) -> Evaluation:
         o = self.o
-        pruner = ChannelPruner(model, example, self.importance, profile.pruning.channel_multiple,
+        pruner = ChannelPruner(model, example, self.criterion, profile.pruning.channel_multiple,
                                profile.pruning.min_channels)
         pruning["groups"] = [g.to_dict() for g in pruner.groups.values()]
         if not pruner.prunable_groups:
@@ -207,7 +207,8 @@ class _Run:
         margin = LATENCY_MARGIN if evaluator.measured else 1.0
         # The most that can be pruned: if even that misses, say so now instead of after every round.
         floor_model = copy.deepcopy(model)
-        pruner.for_copy(floor_model).prune_to(0.0)
+        # Which channels survive does not change the floor's shapes: any criterion will do, and L1 needs no data.
+        pruner.for_copy(floor_model, make_criterion("l1")).prune_to(0.0)
         floor_eval = evaluator.evaluate(floor_model, full=evaluator.measured)
         if budget.misses(floor_eval.metrics, margin):
             misses = "; ".join(budget.misses(floor_eval.metrics, margin))
@@ -220,6 +221,8 @@ class _Run:
         try:
             for k in range(1, steps + 1):
                 keep = max(0.0, 1.0 - k * o.step)
+                with self.timer.stage("score"):
+                    self._prepare_criterion(pruner, calib)
                 removed = pruner.prune_to(keep)
                 progress.update(1)
                 if removed == 0 and not pruner.at_minimum():
@@ -244,6 +247,28 @@ class _Run:
         raise BudgetError(f"budget not met after pruning every layer to its minimum; best reachable: latency "
                           f"{best['latency_ms']:.4g} ms, MACs {best['macs']}, params {best['params']}; relax the budget",
                           best=best)
+
+    def _prepare_criterion(self, pruner: ChannelPruner, calib: CalibData) -> None:
+        crit = self.criterion
+        if crit.needs_data and calib.synthetic:
+            raise InputError(f"criterion {crit.name!r} scores channels from data and needs calibration data; "
+                             "pass --calib (images, .npz/.npy) or choose a data-free criterion such as l1")
+        bar = None
+
+        def progress(stage: str, done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=total, desc=f"scoring ({stage})", leave=False, disable=None if self.o.progress else True)
+            bar.n = done
+            bar.refresh()
+
+        crit.progress = progress
+        try:
+            pruner.prepare_criterion(None if calib.synthetic else calib.x, None if calib.synthetic else calib.y)
+        finally:
+            if bar is not None:
+                bar.close()
 
     def _export_and_deploy(self, od: OutputDir, model, example, calib: CalibData, profile, evaluator: Evaluator) -> dict:
         rt = profile.runtime

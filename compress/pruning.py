@@ -9,12 +9,14 @@ counts rounded to the device's channel multiple and never below its minimum.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from .criteria import Criterion, TorchPruningCriterion
 from .errors import PruningError
 
 ROOT_TYPES = (nn.Conv2d, nn.Conv1d, nn.Linear)
@@ -28,6 +30,11 @@ class GroupInfo:
     members: list[str]         # every layer the group touches
     prunable: bool = True
     reason: str = ""           # why it is left unpruned
+    kept: list[int] = field(default_factory=list)  # original channel indices still present, in order
+
+    def __post_init__(self):
+        if not self.kept:
+            self.kept = list(range(self.channels))
 
     def to_dict(self) -> dict:
         return {"root": self.root, "original_channels": self.original_channels, "channels": self.channels,
@@ -38,13 +45,15 @@ class GroupInfo:
 class ChannelPruner:
     model: nn.Module
     example_input: torch.Tensor
-    importance: tp.importance.Importance
+    criterion: Criterion | tp.importance.Importance
     channel_multiple: int = 1
     min_channels: int = 1
     groups: dict[str, GroupInfo] = field(default_factory=dict)
     analysed: bool = False  # True when `groups` comes from an earlier analysis of the same architecture
 
     def __post_init__(self):
+        if not isinstance(self.criterion, Criterion):
+            self.criterion = TorchPruningCriterion("custom", self.criterion)
         self.model.eval()
         self._names = {m: n for n, m in self.model.named_modules()}
         self._modules = dict(self.model.named_modules())
@@ -53,10 +62,10 @@ class ChannelPruner:
         if not self.analysed:
             self._analyse()
 
-    def for_copy(self, model: nn.Module, importance=None) -> "ChannelPruner":
+    def for_copy(self, model: nn.Module, criterion=None) -> "ChannelPruner":
         """A pruner for a deep copy of this pruner's model, reusing the (costly) safety analysis."""
-        groups = {k: copy.copy(g) for k, g in self.groups.items()}
-        return ChannelPruner(model, self.example_input, importance or self.importance, self.channel_multiple,
+        groups = {k: dataclasses.replace(g, kept=list(g.kept), members=list(g.members)) for k, g in self.groups.items()}
+        return ChannelPruner(model, self.example_input, criterion or self.criterion, self.channel_multiple,
                              self.min_channels, groups, analysed=True)
 
     # -- analysis -----------------------------------------------------------------------------------
@@ -114,18 +123,48 @@ class ChannelPruner:
         rounded = int(round(want / mult)) * mult if mult > 1 else int(round(want))
         return max(floor, min(info.channels, rounded))
 
+    def prepare_criterion(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        """Give the criterion the calibration data (data-driven criteria score here; others do nothing)."""
+        self.criterion.prepare(self, x, y)
+
+    def keep_fractions(self, keep_fraction: float) -> dict[str, float]:
+        """Per-group keep fractions for an overall keep fraction of the prunable channels.
+
+        Uniform unless the criterion suggests its own per-group fractions f_g (CMI cutoffs, MIPP). Then
+        every group follows one curve keep_g(u) = f_g + (1 - f_g) u for u >= 0 and f_g (1 + u) for u < 0,
+        with u in [-1, 1] solved so that the channel-weighted mean equals `keep_fraction`: at the
+        criterion's own point all groups sit at f_g; beyond it, all shrink in proportion to f_g.
+        """
+        groups = self.prunable_groups
+        alloc = self.criterion.allocation()
+        if not alloc:
+            return {g.root: keep_fraction for g in groups}
+        f = {g.root: min(1.0, max(0.0, alloc.get(g.root, 1.0))) for g in groups}
+        total = sum(g.original_channels for g in groups)
+
+        def at(u: float) -> dict[str, float]:
+            return {r: (fr + (1 - fr) * u) if u >= 0 else fr * (1 + u) for r, fr in f.items()}
+
+        lo, hi = -1.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            mean = sum(at(mid)[g.root] * g.original_channels for g in groups) / total
+            lo, hi = (mid, hi) if mean < keep_fraction else (lo, mid)
+        return at((lo + hi) / 2)
+
     def prune_to(self, keep_fraction: float) -> int:
-        """Prune every prunable group to `keep_fraction` of its original channels; return channels removed."""
+        """Prune the prunable groups to `keep_fraction` of the original channels overall; return channels removed."""
         removed = 0
+        fractions = self.keep_fractions(keep_fraction)
         for name, group in self._root_groups():
             info = self.groups.get(name)
             if info is None or not info.prunable:
                 continue
-            keep = self.target_channels(info, keep_fraction)
+            keep = self.target_channels(info, fractions[name])
             n_prune = info.channels - keep
             if n_prune <= 0:
                 continue
-            scores = self.importance(group)
+            scores = self.criterion.scores(self, info, group)
             if scores is None or len(scores) != info.channels:
                 raise PruningError(f"criterion gave no usable scores for group {name} "
                                    f"({None if scores is None else len(scores)} for {info.channels} channels)")
@@ -138,10 +177,36 @@ class ChannelPruner:
                                                      "(its check_pruning_group failed)")
                 continue
             pruning_group.prune()
+            dropped = set(idxs)
+            info.kept = [k for i, k in enumerate(info.kept) if i not in dropped]
             info.channels = keep
             removed += n_prune
         self.verify()
         return removed
+
+    def execution_order(self, types=ROOT_TYPES) -> list[str]:
+        """Names of the model's layers of `types` in the order a forward pass runs them."""
+        order: list[str] = []
+        handles = [m.register_forward_hook(lambda mod, i, o, n=n: order.append(n) if n not in order else None)
+                   for n, m in self.model.named_modules() if isinstance(m, types)]
+        try:
+            _output_shapes(self.model, self.example_input)
+        finally:
+            for h in handles:
+                h.remove()
+        return order
+
+    def producers(self, root: str) -> list[tuple[str, list[int], list[int]]]:
+        """The layers whose output channels a group couples: (layer, its channel idxs, the root's idxs)."""
+        for name, group in self._root_groups():
+            if name == root:
+                out = []
+                for i, (dep, idxs) in enumerate(group):
+                    module = dep.target.module
+                    if isinstance(module, ROOT_TYPES) and self.graph.is_out_channel_pruning_fn(dep.handler):
+                        out.append((self._names[module], list(idxs), list(group[i].root_idxs)))
+                return out
+        raise KeyError(f"no group rooted at {root!r}")
 
     def at_minimum(self) -> bool:
         return all(self.target_channels(g, 0.0) >= g.channels for g in self.prunable_groups)

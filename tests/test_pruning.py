@@ -18,6 +18,9 @@ from helpers_units import randomise_bn
 
 X = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 X2 = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+# Calibration data for the data-driven criteria (Taylor and the information methods): random inputs and labels.
+XC = torch.randn(40, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+YC = torch.arange(40) % 8
 SMALL = {"resnet20": {}, "mobilenetv2": {"width_mult": 0.25}, "example-cnn": {"width": 8}}
 
 
@@ -217,6 +220,7 @@ def test_every_criterion_prunes_every_family(analysed, arch, criterion):
     pruner = base.for_copy(model, make_criterion(criterion))
     assert pruner.analysed and pruner.groups.keys() == base.groups.keys()
     params_before = sum(p.numel() for p in model.parameters())
+    pruner.prepare_criterion(XC, YC)
     removed = pruner.prune_to(0.7)
     assert removed > 0
     assert sum(p.numel() for p in model.parameters()) < params_before
@@ -236,7 +240,8 @@ def test_every_criterion_prunes_every_family(analysed, arch, criterion):
 
 
 def test_criteria_registry():
-    assert set(criterion_names()) >= {"l1", "l2", "bn-scale", "lamp", "fpgm", "random"}
+    assert set(criterion_names()) >= {"l1", "l2", "bn-scale", "taylor", "lamp", "fpgm", "random",
+                                      "cmi", "mipp", "mi-gradient", "capacity-independence"}
     from compress.errors import InputError
 
     with pytest.raises(InputError) as exc:

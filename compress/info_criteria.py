@@ -1,0 +1,410 @@
+"""The information methods as pruning criteria: `cmi`, `mipp`, `mi-gradient`, `capacity-independence`.
+
+Each scores the channels of every prunable coupled group from calibration data, once (or before every
+round with rescore=true), in the original channel numbering; the pruner's record of which original
+channels survive (GroupInfo.kept) maps the scores onto the current model.
+
+Coupled groups: a group's channel c is the same index in every layer that produces it (the convs
+summed into a residual stream, a conv and the depthwise conv after it). Its feature is the
+concatenation of those layers' channel-c features, so distance-based methods (CMI, MIPP) see one
+variable per coupled channel; score-based methods (MI gradient, capacity-independence) average the
+per-layer scores after normalising each layer by its mean.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+import torch
+
+from .criteria import Criterion, register_criterion
+from .errors import CalibrationError, InputError
+from .info import capacity as cap
+from .info.cmi import CmiConfig, layer_distances, rank_layers
+from .info.features import collect_features
+from .info.mi_gradient import mi_gradient_scores
+from .info.mipp import mipp_select
+from .info.renyi import LABEL_KERNELS, channel_sq_distances, gram_from_sq_dist, label_gram, median_sigma, paper_sigma
+
+log = logging.getLogger("compress")
+
+
+# -- options --------------------------------------------------------------------------------------
+
+def _parse_value(kind, text: Any, key: str):
+    if not isinstance(text, str):
+        return kind(text)
+    try:
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        return kind(text)
+    except ValueError:
+        raise InputError(f"--criterion-option {key}={text}: expected a {kind.__name__}") from None
+
+
+def _options(cls, name: str, given: dict):
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise InputError(f"criterion {name!r} has no option {unknown[0]!r}; its options: {', '.join(sorted(known))}")
+    kinds = {"float": float, "int": int, "bool": bool, "str": str}
+    values = {k: _parse_value(kinds[str(known[k].type)], v, k) for k, v in given.items()}
+    try:
+        return cls(**values)
+    except ValueError as e:
+        raise InputError(f"criterion {name!r}: {e}") from None
+
+
+@dataclass
+class _Common:
+    min_samples: int = 32   # fewer calibration samples than this is an error, not a noisy score
+    rescore: bool = False   # recompute the scores before every pruning round (iterative) instead of once
+    labels: str = "delta"   # label kernel: delta (exact for classes) or onehot (Gaussian, the CMI paper's code)
+
+    def __post_init__(self):
+        if self.labels not in LABEL_KERNELS:
+            raise ValueError(f"unknown label kernel {self.labels!r}; choose one of {', '.join(LABEL_KERNELS)}")
+        if self.min_samples < 4:
+            raise ValueError("min_samples must be at least 4")
+
+
+# -- the shared machinery -------------------------------------------------------------------------
+
+class InformationCriterion(Criterion):
+    needs_data = True
+    needs_labels = True
+
+    def __init__(self, opts):
+        self.opts = opts
+        self._scores: dict[str, torch.Tensor] = {}   # root -> scores over the ORIGINAL channels
+        self._alloc: dict[str, float] | None = None
+        self._details: dict = {}
+        self.progress: Callable[[str, int, int], None] | None = None  # (stage, done, total)
+
+    def prepare(self, pruner, x, y) -> None:
+        if self._scores and not self.opts.rescore:
+            return
+        if x is None or len(x) < self.opts.min_samples:
+            raise CalibrationError(f"criterion {self.name!r} needs at least {self.opts.min_samples} calibration samples "
+                                   f"(got {0 if x is None else len(x)}); pass more with --calib / --calib-samples, or "
+                                   "lower --criterion-option min_samples")
+        if not torch.isfinite(x).all():
+            raise CalibrationError("the calibration data contains NaN or inf values; clean it before pruning")
+        if self.needs_labels:
+            if y is None:
+                raise CalibrationError(f"criterion {self.name!r} needs labels or the model's predictions; pass --calib")
+            if len(torch.unique(y)) < 2:
+                raise CalibrationError(f"the calibration labels have a single class, so no channel carries information "
+                                       f"about them and {self.name!r} cannot rank channels; use data with several classes")
+        groups = [g for g in pruner.prunable_groups]
+        order = {n: i for i, n in enumerate(pruner.execution_order())}
+        groups.sort(key=lambda g: order.get(g.root, len(order)))
+        current = self.compute(pruner, groups, x, y)
+        for g in groups:
+            s = current[g.root].detach().to(torch.float64).cpu()
+            if s.numel() != g.channels or not torch.isfinite(s).all():
+                raise CalibrationError(f"{self.name}: no usable scores for {g.root} (NaN, or {s.numel()} for "
+                                       f"{g.channels} channels); check the calibration data")
+            full = torch.full((g.original_channels,), float("-inf"), dtype=torch.float64)
+            full[g.kept] = s
+            self._scores[g.root] = full
+
+    def compute(self, pruner, groups, x, y) -> dict[str, torch.Tensor]:
+        """Scores for the CURRENT channels of each group, keyed by root."""
+        raise NotImplementedError
+
+    def scores(self, pruner, info, group) -> torch.Tensor:
+        if info.root not in self._scores:
+            raise CalibrationError(f"{self.name}: {info.root} was not scored; the criterion was not prepared with data")
+        return self._scores[info.root][info.kept].to(torch.float32)
+
+    def allocation(self):
+        return self._alloc
+
+    def details(self) -> dict:
+        return {"options": vars(self.opts), "layers": self._details}
+
+    # helpers for subclasses
+
+    def _tick(self, stage: str, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(stage, done, total)
+
+    def _features(self, pruner, groups, x) -> dict[str, torch.Tensor]:
+        """Per group: (N, C_root, D) features, each coupled channel's maps from every producer concatenated."""
+        producers = {g.root: pruner.producers(g.root) for g in groups}
+        names = sorted({p for prods in producers.values() for p, _, _ in prods})
+        feats = collect_features(pruner.model, x, names)
+        out = {}
+        for g in groups:
+            parts = []
+            for layer, idxs, root_idxs in producers[g.root]:
+                f = feats[layer].tensor
+                flat = f.reshape(f.shape[0], f.shape[1], -1)
+                mapped = flat.new_zeros(flat.shape[0], g.channels, flat.shape[2])
+                mapped[:, root_idxs] = flat[:, idxs]
+                parts.append(mapped)
+            out[g.root] = torch.cat(parts, 2)
+        return out
+
+    def _label_gram(self, y: torch.Tensor) -> torch.Tensor:
+        return label_gram(y, self.opts.labels, num_classes=int(y.max()) + 1)
+
+
+def _normalised(v: torch.Tensor) -> torch.Tensor:
+    m = v.abs().mean()
+    return v / m if m > 0 else v
+
+
+def _merge_producers(pruner, g, per_layer: dict[str, torch.Tensor]) -> torch.Tensor:
+    total = torch.zeros(g.channels, dtype=torch.float64)
+    count = torch.zeros(g.channels, dtype=torch.float64)
+    for layer, idxs, root_idxs in pruner.producers(g.root):
+        v = _normalised(per_layer[layer].to(torch.float64))
+        total[root_idxs] += v[idxs]
+        count[root_idxs] += 1
+    return total / count.clamp_min(1)
+
+
+# -- CMI ------------------------------------------------------------------------------------------
+
+@dataclass
+class CmiOptions(_Common):
+    alpha: float = 2.0
+    width: str = "median"
+    cutoff: str = "permutation"
+    permutations: int = 100
+    eta: float = 0.05
+    conditioning: str = "per-layer"
+    order: str = "forward"
+    allocate: bool = True   # let the cutoffs set each layer's share (the budget still decides the total)
+    seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.config()
+
+    def config(self) -> CmiConfig:
+        return CmiConfig(self.alpha, self.width, self.cutoff, self.permutations, self.eta, self.conditioning,
+                         self.order, self.seed)
+
+
+class CmiCriterion(InformationCriterion):
+    name = "cmi"
+
+    def compute(self, pruner, groups, x, y):
+        feats = self._features(pruner, groups, x)
+        ky = self._label_gram(y)
+        done = []
+
+        def distances(root):
+            return layer_distances(feats[root], self.opts.width)
+
+        def tick(root):
+            done.append(root)
+            self._tick("cmi", len(done), len(groups))
+
+        results = rank_layers([g.root for g in groups], distances, ky, self.opts.config(), tick)
+        self._details = {r: res.to_dict() for r, res in results.items()}
+        if self.opts.allocate and self.opts.cutoff != "none":
+            self._alloc = {r: res.keep / res.channels for r, res in results.items()}
+        return {r: res.scores() for r, res in results.items()}
+
+
+# -- MIPP -----------------------------------------------------------------------------------------
+
+@dataclass
+class MippOptions(_Common):
+    alpha: float = 2.0
+    width: str = "median"      # median (of the whole layer's summed distances) or paper
+    confidence: float = 0.95
+    n_boot: int = 20
+    allocate: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.width not in ("median", "paper"):
+            raise ValueError(f"MIPP kernel width must be 'median' or 'paper', got {self.width!r}")
+
+
+class MippCriterion(InformationCriterion):
+    """Back to front: each layer keeps what preserves its MI with the already-pruned next layer."""
+
+    name = "mipp"
+    needs_labels = False
+
+    def compute(self, pruner, groups, x, y):
+        feats = self._features(pruner, groups, x)
+        layers = pruner.execution_order()
+        owner = {p: g for g in groups for p, _, _ in pruner.producers(g.root)}
+        targets = {g.root: self._next_layer(pruner, layers, g) for g in groups}
+        extra = sorted({t for t in targets.values() if t is not None and t not in owner})
+        target_feats = {n: f.tensor for n, f in collect_features(pruner.model, x, extra).items()} if extra else {}
+        out_feats = None
+        kept: dict[str, list[int]] = {}
+        results = {}
+        for i, g in enumerate(reversed(groups)):
+            t = targets[g.root]
+            if t is None:
+                if out_feats is None:
+                    out_feats = _model_output(pruner.model, x)
+                target = out_feats
+            elif t in owner:                     # the next layer belongs to a group already pruned
+                h = owner[t]
+                target = feats[h.root][:, kept.get(h.root, list(range(h.channels)))]
+            else:
+                target = target_feats[t]
+            tg = _gram_of(target, self.opts.width)
+            d2 = channel_sq_distances(feats[g.root])
+            total = d2.sum(0)
+            sigma = median_sigma(total) if self.opts.width == "median" else \
+                paper_sigma(x.shape[0], feats[g.root].shape[1] * feats[g.root].shape[2])
+            res = mipp_select(d2, tg, sigma, alpha=self.opts.alpha, confidence=self.opts.confidence,
+                              n_boot=self.opts.n_boot, seed=self.opts.seed, min_keep=1)
+            kept[g.root] = res.keep
+            results[g.root] = res
+            self._details[g.root] = {**res.to_dict(), "target": t or "model output"}
+            self._tick("mipp", i + 1, len(groups))
+        if self.opts.allocate:
+            channels = {g.root: g.channels for g in groups}
+            self._alloc = {r: len(res.keep) / channels[r] for r, res in results.items()}
+        return {r: res.scores for r, res in results.items()}
+
+    @staticmethod
+    def _next_layer(pruner, layers: list[str], g) -> str | None:
+        mine = {p for p, _, _ in pruner.producers(g.root)}
+        after = layers[layers.index(g.root) + 1:] if g.root in layers else []
+        return next((n for n in after if n not in mine), None)
+
+
+def _gram_of(features: torch.Tensor, width: str) -> torch.Tensor:
+    flat = features.reshape(features.shape[0], -1).to(torch.float64)
+    d2 = channel_sq_distances(flat.unsqueeze(1))[0].to(torch.float64)
+    sigma = median_sigma(d2) if width == "median" else paper_sigma(flat.shape[0], flat.shape[1])
+    return gram_from_sq_dist(d2, sigma)
+
+
+def _model_output(model, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        outs = [model(x[i:i + 64]) for i in range(0, len(x), 64)]
+    outs = [o[0] if isinstance(o, (tuple, list)) else o for o in outs]
+    return torch.cat(outs).reshape(len(x), -1)
+
+
+# -- MI gradient ----------------------------------------------------------------------------------
+
+@dataclass
+class MiGradientOptions(_Common):
+    target: str = "output"
+    alpha: float = 2.0
+    width: str = "median"
+    batch_size: int = 128
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.target not in ("output", "layer"):
+            raise ValueError(f"unknown MI-gradient target {self.target!r}; choose output or layer")
+        if self.width not in ("median", "paper"):
+            raise ValueError(f"MI-gradient kernel width must be 'median' or 'paper', got {self.width!r}")
+
+
+class MiGradientCriterion(InformationCriterion):
+    name = "mi-gradient"
+
+    def compute(self, pruner, groups, x, y):
+        names = sorted({p for g in groups for p, _, _ in pruner.producers(g.root)})
+        seen = [0]
+
+        def tick(n):
+            seen[0] += n
+            self._tick("mi-gradient", seen[0], len(x))
+
+        per_layer = mi_gradient_scores(pruner.model, x, lambda idx: self._label_gram(y[idx]), names,
+                                       target=self.opts.target, alpha=self.opts.alpha, width=self.opts.width,
+                                       batch_size=self.opts.batch_size, progress=tick)
+        out = {g.root: _merge_producers(pruner, g, per_layer) for g in groups}
+        self._details = {r: {"scores": [round(float(v), 6) for v in s]} for r, s in out.items()}
+        return out
+
+
+# -- information capacity and independence ----------------------------------------------------------
+
+@dataclass
+class CapacityOptions(_Common):
+    source: str = "activations"   # activations (data-driven) or weights (data-free)
+    capacity: str = "gaussian"    # gaussian or histogram (activations only)
+    balance: float = 1.0          # weight of independence against capacity
+    max_samples: int = 256        # samples used for the nuclear-norm independence
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.source not in ("activations", "weights"):
+            raise ValueError(f"unknown source {self.source!r}; choose activations or weights")
+        if self.capacity not in ("gaussian", "histogram"):
+            raise ValueError(f"unknown capacity estimate {self.capacity!r}; choose gaussian or histogram")
+        if self.balance < 0:
+            raise ValueError("balance must be >= 0")
+
+
+class CapacityCriterion(InformationCriterion):
+    name = "capacity-independence"
+    needs_labels = False
+
+    def prepare(self, pruner, x, y) -> None:
+        if self.opts.source == "weights" and x is None:   # data-free: runs without calibration data
+            x = torch.zeros(0)
+            self.opts.min_samples = 0
+        super().prepare(pruner, x, y)
+
+    def compute(self, pruner, groups, x, y):
+        names = sorted({p for g in groups for p, _, _ in pruner.producers(g.root)})
+        per_layer = {}
+        if self.opts.source == "weights":
+            modules = dict(pruner.model.named_modules())
+            for n in names:
+                w = modules[n].weight.detach()
+                per_layer[n] = cap.capacity_independence(cap.capacity_from_weights(w), cap.independence_from_weights(w),
+                                                         self.opts.balance)
+        else:
+            feats = collect_features(pruner.model, x, names)
+            for i, n in enumerate(names):
+                f = feats[n].tensor
+                per_layer[n] = cap.capacity_independence(
+                    cap.capacity_from_activations(f, self.opts.capacity),
+                    cap.independence_from_activations(f, self.opts.max_samples), self.opts.balance)
+                self._tick("capacity-independence", i + 1, len(names))
+        out = {g.root: _merge_producers(pruner, g, per_layer) for g in groups}
+        self._details = {r: {"scores": [round(float(v), 6) for v in s]} for r, s in out.items()}
+        return out
+
+
+_OPTION_TYPES: dict[str, type] = {}
+
+
+def criterion_option_defaults(name: str) -> dict:
+    """The options of criterion `name` with their defaults ({} for the Torch-Pruning baselines)."""
+    cls = _OPTION_TYPES.get(name)
+    return {f.name: f.default for f in fields(cls)} if cls else {}
+
+
+def _register(name: str, cls, opts_cls, description: str) -> None:
+    _OPTION_TYPES[name] = opts_cls
+    register_criterion(name, description)(lambda options: cls(_options(opts_cls, name, options)))
+
+
+_register("cmi", CmiCriterion, CmiOptions,
+          "conditional mutual information with the labels, greedy per layer, with cutoffs that set each layer's "
+          "share (Vu-Van et al.)")
+_register("mipp", MippCriterion, MippOptions,
+          "mutual-information preserving pruning: back to front, keep what preserves the MI with the next layer "
+          "(Westphal et al.)")
+_register("mi-gradient", MiGradientCriterion, MiGradientOptions,
+          "|activation x gradient of the MI between output and labels| (our reading of Lee et al., ICIP 2020)")
+_register("capacity-independence", CapacityCriterion, CapacityOptions,
+          "information capacity (entropy) plus independence (nuclear-norm contribution) (Tang et al.; CHIP)")
