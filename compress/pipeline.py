@@ -103,6 +103,7 @@ class _Run:
 
     def _run_in(self, od: OutputDir, profile, spec: BudgetSpec, loaded: LoadedModel, shape, calib: CalibData):
         o = self.o
+        self.calib = calib
         # The example batch is real data; a batch larger than the calibration set repeats its samples.
         example = calib.x[torch.arange(shape[0]) % len(calib)].clone()
         evaluator = Evaluator(profile, example)
@@ -126,6 +127,10 @@ class _Run:
                 with self.timer.stage("prune"):
                     model = copy.deepcopy(loaded.module)
                     final_eval = self._prune_to_budget(model, example, profile, evaluator, budget, original, pruning)
+                details = self.criterion.details()
+                if details:  # what drove the choices: per-layer scores, CMI curves and cutoffs
+                    pruning["criterion_details"] = details
+                    od.write_json("scores.json", {"criterion": o.criterion, **details})
                 if not calib.synthetic:
                     with self.timer.stage("recalibrate_bn"):
                         n_bn = recalibrate_batchnorm(model, calib.x)
@@ -222,7 +227,7 @@ class _Run:
             for k in range(1, steps + 1):
                 keep = max(0.0, 1.0 - k * o.step)
                 with self.timer.stage("score"):
-                    self._prepare_criterion(pruner, calib)
+                    self._prepare_criterion(pruner, self.calib)
                 removed = pruner.prune_to(keep)
                 progress.update(1)
                 if removed == 0 and not pruner.at_minimum():

@@ -27,6 +27,7 @@ CUTOFFS = ("permutation", "scree", "xmeans", "none")
 CONDITIONINGS = ("per-layer", "compact", "full")
 ORDERS = ("forward", "backward", "bidirectional")
 _NEGLIGIBLE = 1e-4  # CMI differences below this share of cmi_0 are rounding, not information
+_NEGLIGIBLE_NATS = 1e-5
 _FLAT = 1e-3        # scree: drops below this share of cmi_0 count as flat
 _CHUNK = 64  # candidates per batched eigendecomposition (memory: CHUNK * N^2 float64)
 
@@ -231,6 +232,8 @@ def _greedy(d2, sigma, label_gram, cfg, cond_gram, name, generator) -> LayerCmi:
     objective: list[float] = []
     p_values: list[float] = []
     testing, keep = cfg.cutoff == "permutation", None
+    # Below this, CMI differences are float32 rounding (about 1e-6 nats), not information.
+    tol = max(_NEGLIGIBLE * curve[0], _NEGLIGIBLE_NATS)
     gen = generator or torch.Generator(device="cpu").manual_seed(cfg.seed)
     for t in range(1, c + 1):
         h = joint.candidates(d_s, remaining)
@@ -244,7 +247,7 @@ def _greedy(d2, sigma, label_gram, cfg, cond_gram, name, generator) -> LayerCmi:
         cmi = float(cmi_of(h_s, h_all)) if remaining else 0.0
         curve.append(cmi)
         if testing and remaining:
-            p = _permutation_p(joint, j, d_prev, d_all - d2[j], cmi, cmi_of, cfg, gen, _NEGLIGIBLE * curve[0])
+            p = _permutation_p(joint, j, d_prev, d_all - d2[j], cmi, cmi_of, cfg, gen, tol)
             p_values.append(p)
             if p >= cfg.eta:
                 keep, testing = t - 1, False

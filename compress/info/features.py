@@ -29,6 +29,10 @@ class Feature:
     stage: str             # "conv", "norm" or "act": how far after the producer it was taken
 
 
+def _in_place(fname: str) -> bool:
+    return (fname.endswith("_") and not fname.startswith("__")) or fname.startswith("__i")
+
+
 class _Follow(TorchFunctionMode):
     """Follows producer outputs through a norm and an activation applied directly to them."""
 
@@ -42,10 +46,16 @@ class _Follow(TorchFunctionMode):
         self.latest[name] = (stage, t)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        fname = getattr(func, "__name__", "")
+        first = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if first is not None and id(first) in self.live and fname not in _ACTIVATIONS and _in_place(fname):
+            # e.g. `out += shortcut`: the op would change the captured tensor; keep its value from before
+            name, stage, t = self.live.pop(id(first))
+            if self.latest[name][1] is t:
+                self.latest[name] = (stage, t.clone())
         out = func(*args, **(kwargs or {}))
-        if args and isinstance(args[0], torch.Tensor) and id(args[0]) in self.live and isinstance(out, torch.Tensor):
-            name, stage, _ = self.live[id(args[0])]
-            fname = getattr(func, "__name__", "")
+        if first is not None and id(first) in self.live and isinstance(out, torch.Tensor):
+            name, stage, _ = self.live[id(first)]
             if fname in _NORMS and stage == 0:
                 self.track(name, 1, out)
             elif fname in _ACTIVATIONS and stage <= 1 and out.shape == args[0].shape:

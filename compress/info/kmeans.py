@@ -1,8 +1,11 @@
-"""x-means cutoff on a CMI curve: k-means on the points (t, cmi_t) with k chosen by BIC.
+"""x-means cutoff on a CMI curve: k-means on the curve's points with k chosen by BIC.
 
-Both coordinates are scaled to [0, 1] so the index and the information count alike. k-means is
-initialised deterministically (points spread evenly along t), so the cut does not depend on a seed.
-BIC follows Pelleg & Moore (2000) for spherical Gaussian clusters.
+The paper clusters the points (t, cmi_t) and cuts at the first index of the second cluster. With the
+index as a coordinate, evenly spaced t dominates: BIC prefers clusters cut along t and the cut lands
+inside the first plateau. So the clustering here is on the CMI values, the clusters are read along
+t, and the cut is where the last cluster (the flat tail of channels that add nothing) begins; with two
+clusters this is exactly the first index of the second one. k-means is initialised
+deterministically, so the cut does not depend on a seed; BIC follows Pelleg & Moore (2000).
 """
 from __future__ import annotations
 
@@ -39,8 +42,8 @@ def _bic(x: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 
 def xmeans_labels(t: np.ndarray, y: np.ndarray, k_max: int = 6) -> np.ndarray:
-    """Cluster labels of the points (t, y), numbered in order of first appearance along t."""
-    pts = np.stack([t, y], 1).astype(float)
+    """Cluster labels of the values y (clustered in 1-D), in order of t, numbered by first appearance."""
+    pts = np.asarray(y, dtype=float)[:, None][np.argsort(t, kind="stable")]
     span = pts.max(0) - pts.min(0)
     pts = (pts - pts.min(0)) / np.where(span > 0, span, 1.0)
     best, best_bic = np.zeros(len(pts), dtype=int), -math.inf
@@ -56,7 +59,13 @@ def xmeans_labels(t: np.ndarray, y: np.ndarray, k_max: int = 6) -> np.ndarray:
 
 
 def xmeans_cut(t: np.ndarray, y: np.ndarray, k_max: int = 6) -> int:
-    """The first index of the second cluster along t (len(t) - 1, i.e. keep all, when one cluster wins)."""
-    labels = xmeans_labels(t, y, k_max)
-    second = np.nonzero(labels != labels[0])[0]
-    return int(t[second[0]]) if len(second) else int(t[-1])
+    """The t where the last cluster (the tail) begins; the last t (keep all) when one cluster wins."""
+    order = np.argsort(t, kind="stable")
+    ts, labels = np.asarray(t)[order], xmeans_labels(t, y, k_max)
+    if (labels == labels[0]).all():
+        return int(ts[-1])
+    tail = labels[-1]
+    start = len(labels) - 1
+    while start > 0 and labels[start - 1] == tail:
+        start -= 1
+    return int(ts[start])
