@@ -65,8 +65,13 @@ class _Common:
     min_samples: int = 32   # fewer calibration samples than this is an error, not a noisy score
     rescore: bool = False   # recompute the scores before every pruning round (iterative) instead of once
     labels: str = "delta"   # label kernel: delta (exact for classes) or onehot (Gaussian, the CMI paper's code)
+    device: str = "cpu"     # where the metrics run (cpu or cuda); the model's forward passes stay where it is
 
     def __post_init__(self):
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} was asked for but no CUDA device is visible; use device=cpu")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"unknown device {self.device!r}; use cpu or cuda")
         if self.labels not in LABEL_KERNELS:
             raise ValueError(f"unknown label kernel {self.labels!r}; choose one of {', '.join(LABEL_KERNELS)}")
         if self.min_samples < 4:
@@ -149,7 +154,7 @@ class InformationCriterion(Criterion):
                 mapped = flat.new_zeros(flat.shape[0], g.channels, flat.shape[2])
                 mapped[:, root_idxs] = flat[:, idxs]
                 parts.append(mapped)
-            out[g.root] = torch.cat(parts, 2)
+            out[g.root] = torch.cat(parts, 2).to(self.opts.device)
         return out
 
     def _label_gram(self, y: torch.Tensor) -> torch.Tensor:
@@ -199,7 +204,7 @@ class CmiCriterion(InformationCriterion):
 
     def compute(self, pruner, groups, x, y):
         feats = self._features(pruner, groups, x)
-        ky = self._label_gram(y)
+        ky = self._label_gram(y.to(self.opts.device))
         done = []
 
         def distances(root):
@@ -260,7 +265,7 @@ class MippCriterion(InformationCriterion):
                 target = feats[h.root][:, kept.get(h.root, list(range(h.channels)))]
             else:
                 target = target_feats[t]
-            tg = _gram_of(target, self.opts.width)
+            tg = _gram_of(target.to(self.opts.device), self.opts.width)
             d2 = channel_sq_distances(feats[g.root])
             total = d2.sum(0)
             sigma = median_sigma(total) if self.opts.width == "median" else \
@@ -374,7 +379,7 @@ class CapacityCriterion(InformationCriterion):
         else:
             feats = collect_features(pruner.model, x, names)
             for i, n in enumerate(names):
-                f = feats[n].tensor
+                f = feats[n].tensor.to(self.opts.device)
                 per_layer[n] = cap.capacity_independence(
                     cap.capacity_from_activations(f, self.opts.capacity),
                     cap.independence_from_activations(f, self.opts.max_samples), self.opts.balance)

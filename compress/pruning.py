@@ -198,15 +198,23 @@ class ChannelPruner:
 
     def producers(self, root: str) -> list[tuple[str, list[int], list[int]]]:
         """The layers whose output channels a group couples: (layer, its channel idxs, the root's idxs)."""
-        for name, group in self._root_groups():
-            if name == root:
-                out = []
-                for i, (dep, idxs) in enumerate(group):
-                    module = dep.target.module
-                    if isinstance(module, ROOT_TYPES) and self.graph.is_out_channel_pruning_fn(dep.handler):
-                        out.append((self._names[module], list(idxs), list(group[i].root_idxs)))
-                return out
-        raise KeyError(f"no group rooted at {root!r}")
+        found = self.producer_map()
+        if root not in found:
+            raise KeyError(f"no group rooted at {root!r}")
+        return found[root]
+
+    def producer_map(self) -> dict[str, list[tuple[str, list[int], list[int]]]]:
+        """`producers` of every group, from one traversal of the dependency graph (cached per channel count)."""
+        key = tuple(g.channels for g in self.groups.values())
+        if getattr(self, "_producer_cache", (None,))[0] != key:
+            out = {}
+            for name, group in self._root_groups():
+                out[name] = [(self._names[dep.target.module], list(idxs), list(group[i].root_idxs))
+                             for i, (dep, idxs) in enumerate(group)
+                             if isinstance(dep.target.module, ROOT_TYPES)
+                             and self.graph.is_out_channel_pruning_fn(dep.handler)]
+            self._producer_cache = (key, out)
+        return self._producer_cache[1]
 
     def at_minimum(self) -> bool:
         return all(self.target_channels(g, 0.0) >= g.channels for g in self.prunable_groups)

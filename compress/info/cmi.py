@@ -28,6 +28,7 @@ CONDITIONINGS = ("per-layer", "compact", "full")
 ORDERS = ("forward", "backward", "bidirectional")
 _NEGLIGIBLE = 1e-4  # CMI differences below this share of cmi_0 are rounding, not information
 _NEGLIGIBLE_NATS = 1e-5
+_FLOOR = math.exp(-40.0)
 _FLAT = 1e-3        # scree: drops below this share of cmi_0 count as flat
 _CHUNK = 64  # candidates per batched eigendecomposition (memory: CHUNK * N^2 float64)
 
@@ -118,12 +119,13 @@ def layer_distances(features: torch.Tensor, width: str = "median") -> tuple[torc
 
 
 def _exp_neg(d: torch.Tensor, scale: float) -> torch.Tensor:
-    """exp(-d / scale) in float32, exponents floored at -80 (e^-80 ~ 2e-35, still a normal float32).
+    """exp(-d / scale) in float32, exponents floored at -40 (e^-40 ~ 4e-18).
 
-    Far-apart pairs would otherwise underflow to denormals, which CPUs process about 100x slower; a
-    floor of e^-80 changes no sum of N^2 terms that includes the unit diagonal.
+    Far-apart pairs would otherwise underflow to denormals, which CPUs process about 100x slower, also
+    inside the matrix products of two such factors (e^-80 is still a normal float32). The floor changes
+    a sum of N^2 terms that includes the unit diagonal by less than N * 4e-18 relative.
     """
-    return torch.exp((d.to(torch.float32) * (-1.0 / scale)).clamp_min_(-80.0))
+    return torch.exp((d.to(torch.float32) * (-1.0 / scale)).clamp_min_(-40.0))
 
 
 @contextmanager
@@ -152,10 +154,13 @@ class _Joint:
     def __init__(self, d2: torch.Tensor, sigma: float, alpha: float, ky: torch.Tensor, kz: torch.Tensor | None):
         self.d2, self.sigma, self.alpha = d2, sigma, alpha
         self.n = d2.shape[-1]
+        self.has_z = kz is not None
         kz = torch.ones_like(ky) if kz is None else kz
         self.w = torch.stack([kz, kz * ky])  # (2, N, N): Hadamard factors of H(Z, .) and H(Y, Z, .)
         if alpha == 2:
-            self.w_sq = (self.w * self.w).reshape(2, -1).to(torch.float32)
+            w_sq = (self.w * self.w).reshape(2, -1)
+            # the same floor as _exp_neg for tiny conditioning-Gram entries; exact zeros stay zero
+            self.w_sq = torch.where(w_sq > 0, w_sq.clamp_min(_FLOOR), w_sq).to(torch.float32)
             self.e = _exp_neg(d2.reshape(d2.shape[0], -1), sigma * sigma)
 
     def _exp(self, d: torch.Tensor) -> torch.Tensor:
@@ -169,7 +174,8 @@ class _Joint:
         out = []
         for chunk in d.split(_CHUNK):
             g = gram_from_sq_dist(chunk, self.sigma)
-            out.append(torch.stack([entropy(g * self.w[0], self.alpha), entropy(g * self.w[1], self.alpha)], 1))
+            gz = g * self.w[0] if self.has_z else g
+            out.append(torch.stack([entropy(gz, self.alpha), entropy(g * self.w[1], self.alpha)], 1))
         return torch.cat(out)
 
     def of(self, d: torch.Tensor) -> torch.Tensor:
@@ -185,7 +191,7 @@ class _Joint:
         """Entropies of base u {j} for each channel j in `channels` -> (len, 2)."""
         if self.alpha == 2:
             v = self._exp(d_base).unsqueeze(0) * self.w_sq  # (2, N^2)
-            return self._from_sums((self.e @ v.T)[channels])
+            return self._from_sums(self.e.index_select(0, torch.tensor(channels, device=self.e.device)) @ v.T)
         return self._general(d_base.unsqueeze(0) + self.d2[channels])
 
     def permuted(self, d_bases: torch.Tensor, j: int, perms: torch.Tensor) -> torch.Tensor:
@@ -326,8 +332,8 @@ def rank_layers(layers: list[str], distances: Callable[[str], tuple[torch.Tensor
             kz = kept_grams[other] if kz is None else kz * kept_grams[other]
         res = greedy_cmi(d2, sigma, label_gram, cfg, kz, name, gen)
         res.conditioned_on = list(cond)
-        keep_idx = res.order[:res.keep]
-        kept_grams[name] = gram_from_sq_dist(d2[keep_idx].sum(0), sigma)
+        if cfg.conditioning != "per-layer" or cfg.order == "bidirectional":
+            kept_grams[name] = gram_from_sq_dist(d2[res.order[:res.keep]].sum(0), sigma)
         if progress:
             progress(name)
         return res
