@@ -28,7 +28,7 @@ CONDITIONINGS = ("per-layer", "compact", "full")
 ORDERS = ("forward", "backward", "bidirectional")
 _NEGLIGIBLE = 1e-4  # CMI differences below this share of cmi_0 are rounding, not information
 _NEGLIGIBLE_NATS = 1e-5
-_FLOOR = math.exp(-40.0)
+_FLOOR = math.exp(-300.0)
 _FLAT = 1e-3        # scree: drops below this share of cmi_0 count as flat
 _CHUNK = 64  # candidates per batched eigendecomposition (memory: CHUNK * N^2 float64)
 
@@ -119,13 +119,14 @@ def layer_distances(features: torch.Tensor, width: str = "median") -> tuple[torc
 
 
 def _exp_neg(d: torch.Tensor, scale: float) -> torch.Tensor:
-    """exp(-d / scale) in float32, exponents floored at -40 (e^-40 ~ 4e-18).
+    """exp(-d / scale) in float64, exponents floored at -300.
 
-    Far-apart pairs would otherwise underflow to denormals, which CPUs process about 100x slower, also
-    inside the matrix products of two such factors (e^-80 is still a normal float32). The floor changes
-    a sum of N^2 terms that includes the unit diagonal by less than N * 4e-18 relative.
+    float64 because a greedy step compares sums of N^2 terms whose differences near the end of the
+    search are far below float32 resolution (float32 sums made the order drift from the exact one).
+    The floor keeps far-apart pairs (and products of two of them, e^-600) out of the denormal range,
+    which CPUs process about 100x slower; it changes no sum that includes the unit diagonal.
     """
-    return torch.exp((d.to(torch.float32) * (-1.0 / scale)).clamp_min_(-40.0))
+    return torch.exp((d.to(torch.float64) * (-1.0 / scale)).clamp_min_(-300.0))
 
 
 @contextmanager
@@ -160,7 +161,7 @@ class _Joint:
         if alpha == 2:
             w_sq = (self.w * self.w).reshape(2, -1)
             # the same floor as _exp_neg for tiny conditioning-Gram entries; exact zeros stay zero
-            self.w_sq = torch.where(w_sq > 0, w_sq.clamp_min(_FLOOR), w_sq).to(torch.float32)
+            self.w_sq = torch.where(w_sq > 0, w_sq.clamp_min(_FLOOR), w_sq)
             self.e = _exp_neg(d2.reshape(d2.shape[0], -1), sigma * sigma)
 
     def _exp(self, d: torch.Tensor) -> torch.Tensor:
@@ -238,7 +239,7 @@ def _greedy(d2, sigma, label_gram, cfg, cond_gram, name, generator) -> LayerCmi:
     objective: list[float] = []
     p_values: list[float] = []
     testing, keep = cfg.cutoff == "permutation", None
-    # Below this, CMI differences are float32 rounding (about 1e-6 nats), not information.
+    # Below this, CMI differences are rounding (float32 distances), not information.
     tol = max(_NEGLIGIBLE * curve[0], _NEGLIGIBLE_NATS)
     gen = generator or torch.Generator(device="cpu").manual_seed(cfg.seed)
     for t in range(1, c + 1):
