@@ -67,8 +67,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an option of the criterion, repeatable (e.g. alpha=1.01, cutoff=scree); "
                         "see --list-criteria for each criterion's options")
     g.add_argument("--list-criteria", action="store_true", help="list the criteria and their options, and exit")
-    g.add_argument("--step", type=float, default=0.05, help="fraction of the original channels removed per round")
+    g.add_argument("--selection", choices=("knapsack", "uniform"), default="knapsack",
+                   help="knapsack: remove the least important channels per unit of the binding resource, priced by "
+                        "the target's cost model and corrected by each measurement (default); uniform: the same "
+                        "share of every layer per round")
+    g.add_argument("--step", type=float, default=0.05,
+                   help="uniform selection: fraction of the original channels removed per round")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g = p.add_argument_group("recovery after pruning (fine-tuning with labels, distillation from the original without)")
+    g.add_argument("--train-data", metavar="PATH", help="training data, same formats as --calib; enables recovery")
+    g.add_argument("--train-samples", type=int, metavar="N", help="samples of --train-data to use (default all)")
+    g.add_argument("--epochs", type=float, help="epochs (default 1; fractions allowed)")
+    g.add_argument("--lr", type=float, help="learning rate (default 0.01, SGD with cosine decay)")
+    g.add_argument("--train-batch-size", type=int, help="batch size per process (default 64)")
+    g.add_argument("--weight-decay", type=float, help="weight decay (default 1e-4)")
+    g.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
+    g.add_argument("--kd-temperature", type=float, help="distillation temperature (default 4)")
+    g.add_argument("--kd-alpha", type=float, help="with labels: weight of distillation against cross-entropy (default 0)")
+    g.add_argument("--recovery-mode", choices=("auto", "finetune", "distill"),
+                   help="auto (default): fine-tune when the data has labels, distil from the original otherwise")
+    g.add_argument("--train-device", choices=("auto", "cpu", "cuda"), help="default auto: a GPU when present")
+    g.add_argument("--train-workers", type=int, help="data loader workers (default 0)")
+    g.add_argument("--max-steps", type=int, help="stop after this many steps")
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="output folder (default ./compressed/<model>-<target>)")
     g.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
@@ -158,7 +178,8 @@ def _dispatch(args) -> int:
         input_shape=_shape(args.input_shape), mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
         latency_ms=args.latency_ms, speedup=args.speedup, memory_mb=args.memory_mb, macs=args.macs,
         params=args.params, criterion=args.criterion, criterion_options=_key_values(args.criterion_option),
-        step=args.step, out=args.out, seed=args.seed,
+        selection=args.selection, step=args.step, train_data=args.train_data, train_samples=args.train_samples,
+        recovery=_recovery_options(args), out=args.out, seed=args.seed,
         progress=not (args.quiet or args.json))
     result = compress(options)
     if args.json:
@@ -169,6 +190,13 @@ def _dispatch(args) -> int:
               f"({f.latency_kind.split(':')[0]}), params {o.params} -> {f.params}; budget {result.budget.to_dict()}")
         print(f"output: {result.out_dir}")
     return result.exit_code
+
+
+def _recovery_options(args) -> dict:
+    names = {"epochs": "epochs", "lr": "lr", "train_batch_size": "batch_size", "weight_decay": "weight_decay",
+             "momentum": "momentum", "kd_temperature": "temperature", "kd_alpha": "alpha",
+             "recovery_mode": "mode", "train_device": "device", "train_workers": "num_workers", "max_steps": "max_steps"}
+    return {field: getattr(args, flag) for flag, field in names.items() if getattr(args, flag) is not None}
 
 
 def _key_values(items: list[str]) -> dict:

@@ -24,7 +24,11 @@ class CompressOptions:
     params: str | float | None = None
     criterion: str = "l1"
     criterion_options: dict = field(default_factory=dict)   # e.g. {"alpha": 1.01, "cutoff": "scree"}
+    selection: str = "knapsack"                   # knapsack (cost-model priced) or uniform per-layer ratios
     step: float = 0.05                            # fraction of the original channels removed per round
+    train_data: str | None = None                 # recovery data (same formats as --calib); None: no recovery
+    train_samples: int | None = None
+    recovery: dict = field(default_factory=dict)  # compress.recovery.RecoveryOptions fields, e.g. {"epochs": 1}
     out: str | Path | None = None
     seed: int = 0
     progress: bool = True

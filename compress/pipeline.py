@@ -29,6 +29,7 @@ from .model_io import LoadedModel, load_model, save_pruned_bytes
 from .options import CompressOptions
 from .output import OutputDir, sha256_file
 from .pruning import ChannelPruner
+from .search import MAX_ROUNDS, SELECTIONS, SearchContext, knapsack_search, uniform_search
 from .report import build_report, layer_table, versions
 
 log = logging.getLogger("compress")
@@ -89,6 +90,8 @@ class _Run:
         with self.timer.stage("load"):
             profile = load_profile(o.target)
             self.criterion = make_criterion(o.criterion, o.criterion_options)
+            if o.selection not in SELECTIONS:
+                raise InputError(f"unknown --selection {o.selection!r}; choose one of {', '.join(SELECTIONS)}")
             if not 0 < o.step < 1:
                 raise InputError(f"--step must be between 0 and 1 (a fraction of the channels per round), got {o.step}")
             spec = BudgetSpec.from_options(o.latency_ms, o.speedup, o.memory_mb, o.macs, o.params,
@@ -117,7 +120,8 @@ class _Run:
             pruning: dict = {"criterion": o.criterion, "criterion_description": describe_criterion(o.criterion),
                              "criterion_options": dict(o.criterion_options), "rounds": [], "groups": []}
             if not budget.misses(original.metrics):
-                self.notes.append("the original model already meets the budget: nothing was pruned")
+                self.notes.append("the original model already meets the budget: nothing was pruned"
+                                  + (" (and nothing recovered from --train-data)" if o.train_data else ""))
                 log.info("the original model already meets the budget; nothing to prune")
                 final_eval = original
             else:
@@ -137,6 +141,8 @@ class _Run:
                     pruning["bn_recalibrated_layers"] = n_bn
                 else:
                     self.notes.append("BatchNorm statistics were not re-estimated: no calibration data (--calib) given")
+                if o.train_data:
+                    pruning["recovery"] = self._recover(model, loaded, shape)
             artifacts = self._export_and_deploy(od, model, example, calib, profile, evaluator)
             final_metrics = final_eval.metrics
             if artifacts.get("stats") is not None:  # the engine's own measurement is the number that counts
@@ -220,38 +226,38 @@ class _Run:
             raise BudgetError(f"budget unreachable: even with every prunable layer at the minimum of "
                               f"{profile.pruning.min_channels} channels the model misses it ({misses}); best reachable: "
                               f"{_fmt(floor_eval.metrics)}; relax the budget", best=floor_eval.metrics.to_dict())
-        rounds = pruning["rounds"]
-        steps = int(np.ceil(1.0 / o.step))
-        progress = _progress(steps, o.progress)
+        def prepare() -> None:
+            with self.timer.stage("score"):
+                self._prepare_criterion(pruner, self.calib)
+
+        def after_round() -> None:
+            if not self.calib.synthetic:   # every comparison after a round sees re-estimated statistics
+                with self.timer.stage("recalibrate_bn"):
+                    recalibrate_batchnorm(model, self.calib.x)
+
+        progress = _progress(MAX_ROUNDS if o.selection == "knapsack" else int(np.ceil(1.0 / o.step)), o.progress)
+        ctx = SearchContext(pruner, evaluator, budget, margin, prepare, after_round, progress, pruning["rounds"])
         try:
-            for k in range(1, steps + 1):
-                keep = max(0.0, 1.0 - k * o.step)
-                with self.timer.stage("score"):
-                    self._prepare_criterion(pruner, self.calib)
-                removed = pruner.prune_to(keep)
-                progress.update(1)
-                if removed == 0 and not pruner.at_minimum():
-                    continue  # rounding to the channel multiple left every group as it was
-                ev = evaluator.evaluate(model)
-                misses = budget.misses(ev.metrics, margin)
-                if not misses and evaluator.measured:
-                    ev = evaluator.evaluate(model, full=True)  # confirm with the full run count
-                    misses = budget.misses(ev.metrics, margin)
-                rounds.append({"keep_fraction": round(keep, 4), "channels_removed": removed,
-                               "metrics": ev.metrics.to_dict(), "meets_budget": not misses})
-                progress.set_postfix_str(f"{ev.metrics.latency_ms:.3g} ms")
-                log.info("round %d: keep %.2f, %s%s", k, keep, _fmt(ev.metrics), "" if misses else "  (budget met)")
-                if not misses:
-                    pruning["groups_after"] = [g.to_dict() for g in pruner.groups.values()]
-                    return ev
-                if pruner.at_minimum():
-                    break
+            ev = knapsack_search(ctx, original) if o.selection == "knapsack" else uniform_search(ctx, o.step)
         finally:
             progress.close()
-        best = min((r["metrics"] for r in rounds), key=lambda m: m["latency_ms"])
-        raise BudgetError(f"budget not met after pruning every layer to its minimum; best reachable: latency "
-                          f"{best['latency_ms']:.4g} ms, MACs {best['macs']}, params {best['params']}; relax the budget",
-                          best=best)
+        pruning["selection"] = o.selection
+        pruning["groups_after"] = [g.to_dict() for g in pruner.groups.values()]
+        return ev
+
+    def _recover(self, model, loaded: LoadedModel, shape) -> dict:
+        from .recovery import RecoveryOptions, load_training_data, recover
+
+        o, info = self.o, loaded.arch_info
+        try:
+            options = RecoveryOptions(**{"seed": o.seed, **o.recovery})
+        except TypeError as e:
+            raise InputError(f"unknown recovery option ({e}); see compress --help, group 'recovery'") from None
+        train = load_training_data(o.train_data, tuple(shape[1:]), o.mean or (info.mean if info else None),
+                                   o.std or (info.std if info else None), o.train_samples, o.seed)
+        with self.timer.stage("recover"):
+            result = recover(model, loaded.module, train, options, progress=o.progress, log=log.info)
+        return result.to_dict()
 
     def _prepare_criterion(self, pruner: ChannelPruner, calib: CalibData) -> None:
         crit = self.criterion

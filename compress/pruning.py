@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +32,7 @@ class GroupInfo:
     prunable: bool = True
     reason: str = ""           # why it is left unpruned
     kept: list[int] = field(default_factory=list)  # original channel indices still present, in order
+    divisor: int = 1           # grouped convs in the group: channels go in equal numbers from each conv group
 
     def __post_init__(self):
         if not self.kept:
@@ -85,7 +87,7 @@ class ChannelPruner:
             n = len(group[0].idxs)
             # Layers of the model only: Torch-Pruning's functional-op nodes (ReLU, add, pad) are nn.Modules too.
             members = sorted({self._names[d.target.module] for d, _ in group if d.target.module in self._names})
-            info = GroupInfo(name, n, n, members)
+            info = GroupInfo(name, n, n, members, divisor=self._divisor(group))
             floor = min(self.min_channels, n)
             if n <= floor or n < 2:
                 info.prunable, info.reason = False, f"{n} channels: already at the minimum of {self.min_channels}"
@@ -96,18 +98,43 @@ class ChannelPruner:
             self.groups[name] = info
 
     def _trial(self, root: str, handler, n: int) -> str:
-        """Prune half of the group on a copy and run it; return what broke, or '' if nothing did."""
+        """Check on a copy that pruning the group is exactly removing its channels; '' if so, else why not.
+
+        The copy gets random weights (so no channel is dead by accident); the trial channels are zeroed
+        all along the group (output filters, biases, norm scale and shift) and the copy is run; then the
+        same channels are pruned and the copy run again. Both outputs must agree: a group whose indices
+        the dependency graph maps wrongly (a zero-padding shortcut, a channel shuffle) fails here even
+        when every shape still fits.
+        """
         trial = copy.deepcopy(self.model)
+        _randomise(trial)
         graph = tp.DependencyGraph().build_dependency(trial, example_inputs=self.example_input)
         module = dict(trial.named_modules())[root]
         try:
-            graph.get_pruning_group(module, handler, idxs=list(range(0, n, 2))).prune()
-            shapes = _output_shapes(trial, self.example_input)
+            group = graph.get_pruning_group(module, handler, idxs=list(range(0, n, 2)))
+            _zero_out_channels(graph, group)
+            reference = _outputs(trial, self.example_input)
+            group.prune()
+            outputs = _outputs(trial, self.example_input)
         except Exception as e:  # noqa: BLE001 - any failure means this group cannot be pruned safely
             return f"pruning it breaks the forward pass ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+        shapes = tuple(t.shape for t in outputs)
         if shapes != self._output_shape:
             return f"pruning it changes the model's output shape {self._output_shape} -> {shapes}"
+        for ref, out in zip(reference, outputs):
+            if not torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()) + 1e-6):
+                return ("pruning it is not the same as zeroing those channels: the dependency graph maps its "
+                        "channel indices wrongly (e.g. a zero-padding shortcut or a channel shuffle)")
         return ""
+
+    def _divisor(self, group) -> int:
+        """Grouped convolutions in the group: kept counts must stay a multiple of their groups."""
+        d = 1
+        for dep, _ in group:
+            m = dep.target.module
+            if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < max(m.in_channels, m.out_channels):
+                d = math.lcm(d, m.groups)
+        return d
 
     @property
     def prunable_groups(self) -> list[GroupInfo]:
@@ -117,11 +144,20 @@ class ChannelPruner:
 
     def target_channels(self, info: GroupInfo, keep_fraction: float) -> int:
         """Channels to keep for a keep fraction of the original: rounded to the multiple, >= the minimum."""
-        floor = min(self.min_channels, info.original_channels)
+        floor = self.floor_of(info)
         want = info.original_channels * keep_fraction
-        mult = self.channel_multiple
+        mult = self.step_of(info)
         rounded = int(round(want / mult)) * mult if mult > 1 else int(round(want))
         return max(floor, min(info.channels, rounded))
+
+    def floor_of(self, info: GroupInfo) -> int:
+        """The fewest channels a group may keep: the profile's minimum, in whole convolution groups."""
+        floor = min(self.min_channels, info.original_channels)
+        return -(-floor // info.divisor) * info.divisor
+
+    def step_of(self, info: GroupInfo) -> int:
+        """The granularity of a group's channel count: the profile's multiple and its grouped convs' groups."""
+        return math.lcm(max(1, self.channel_multiple), info.divisor)
 
     def prepare_criterion(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
         """Give the criterion the calibration data (data-driven criteria score here; others do nothing)."""
@@ -154,22 +190,29 @@ class ChannelPruner:
 
     def prune_to(self, keep_fraction: float) -> int:
         """Prune the prunable groups to `keep_fraction` of the original channels overall; return channels removed."""
-        removed = 0
         fractions = self.keep_fractions(keep_fraction)
+        keep = {g.root: self.target_channels(g, fractions[g.root]) for g in self.prunable_groups}
+        return self.prune_counts({r: self.groups[r].channels - k for r, k in keep.items()})
+
+    def prune_counts(self, remove: dict[str, int]) -> int:
+        """Remove `remove[root]` channels (the lowest-scoring) from each group; return channels removed."""
+        removed = 0
         for name, group in self._root_groups():
             info = self.groups.get(name)
-            if info is None or not info.prunable:
+            n_prune = remove.get(name, 0)
+            if info is None or not info.prunable or n_prune <= 0:
                 continue
-            keep = self.target_channels(info, fractions[name])
-            n_prune = info.channels - keep
-            if n_prune <= 0:
-                continue
+            keep = info.channels - n_prune
+            if keep < self.floor_of(info) or keep < 1:
+                raise PruningError(f"refusing to prune {name} to {keep} channels (minimum {self.min_channels})")
             scores = self.criterion.scores(self, info, group)
             if scores is None or len(scores) != info.channels:
                 raise PruningError(f"criterion gave no usable scores for group {name} "
                                    f"({None if scores is None else len(scores)} for {info.channels} channels)")
-            # Stable sort so equal scores prune the same channels on every run.
-            idxs = torch.argsort(scores.detach().cpu().double(), stable=True)[:n_prune].tolist()
+            if n_prune % info.divisor or info.channels % info.divisor:
+                raise PruningError(f"{name}: {n_prune} of {info.channels} channels cannot go in equal numbers from "
+                                   f"its {info.divisor} convolution groups")
+            idxs = _lowest(scores.detach().cpu().double(), n_prune, info.divisor)
             pruning_group = self.graph.get_pruning_group(self._modules[name], group[0].dep.handler, idxs=idxs)
             if not self.graph.check_pruning_group(pruning_group):
                 # Never skip silently: the group leaves the search and the report says why.
@@ -183,6 +226,25 @@ class ChannelPruner:
             removed += n_prune
         self.verify()
         return removed
+
+    def root_groups_by_name(self) -> dict:
+        return dict(self._root_groups())
+
+    def member_map(self) -> dict[str, tuple[list[str], list[str]]]:
+        """Per group root: the layers losing output channels and the layers losing input channels."""
+        out = {}
+        for name, group in self._root_groups():
+            producers, consumers = [], []
+            for dep, _ in group:
+                module = dep.target.module
+                if not isinstance(module, ROOT_TYPES) or module not in self._names:
+                    continue
+                if self.graph.is_out_channel_pruning_fn(dep.handler):
+                    producers.append(self._names[module])
+                elif self.graph.is_in_channel_pruning_fn(dep.handler):
+                    consumers.append(self._names[module])
+            out[name] = (sorted(set(producers)), sorted(set(consumers) - set(producers)))
+        return out
 
     def execution_order(self, types=ROOT_TYPES) -> list[str]:
         """Names of the model's layers of `types` in the order a forward pass runs them."""
@@ -227,6 +289,49 @@ class ChannelPruner:
             raise PruningError(f"the pruned model no longer runs ({type(e).__name__}: {e}); please report this model") from None
         if shapes != self._output_shape:
             raise PruningError(f"pruning changed the output shape {self._output_shape} -> {shapes}")
+
+
+def _lowest(scores: torch.Tensor, n: int, parts: int) -> list[int]:
+    """The n lowest-scoring channels; with parts > 1, the same positions in each of `parts` equal chunks."""
+    if parts == 1:
+        return torch.argsort(scores, stable=True)[:n].tolist()  # stable: equal scores, same choice every run
+    size = len(scores) // parts
+    positions = torch.argsort(scores.reshape(parts, size).sum(0), stable=True)[:n // parts].tolist()
+    return sorted(p + k * size for k in range(parts) for p in positions)
+
+
+def _randomise(model: nn.Module) -> None:
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, ROOT_TYPES):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / max(1, m.weight[0].numel()) ** 0.5)
+                if m.bias is not None:
+                    m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and m.track_running_stats:
+                n = m.num_features
+                m.weight.copy_(0.5 + torch.rand(n, generator=g))
+                m.bias.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_mean.copy_(0.2 * torch.randn(n, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+
+
+def _zero_out_channels(graph, group) -> None:
+    """Make the group's channels exactly zero where they are produced (filters, biases, norm scale and shift)."""
+    with torch.no_grad():
+        for dep, idxs in group:
+            m = dep.target.module
+            if idxs and graph.is_out_channel_pruning_fn(dep.handler) and \
+                    isinstance(m, ROOT_TYPES + (nn.modules.batchnorm._BatchNorm,)) and getattr(m, "weight", None) is not None:
+                m.weight[list(idxs)] = 0
+                if m.bias is not None:
+                    m.bias[list(idxs)] = 0
+
+
+def _outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    with torch.no_grad():
+        out = model(x)
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
 def _output_shapes(model: nn.Module, x: torch.Tensor):

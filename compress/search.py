@@ -1,0 +1,149 @@
+"""The pruning rounds that bring a model to its budget: knapsack (default) or uniform selection.
+
+Knapsack rounds (compress/selection.py) remove, per round, the least important channels per unit of the
+resource that most exceeds its budget, priced by the target's cost model, and then evaluate the real
+model: measured where the target can be measured (host), predicted elsewhere. The closed loop works in
+relative terms: a round asks the cost model for the share of the resource that the last evaluation
+says is still too much, so a cost model that is off by a constant factor is corrected by each
+measurement (the ratio measured / predicted is recorded per round). Rounds aim a little under the
+budget (AIM) and shrink as they get close, so the result lands at 90-100 % of it rather than far below.
+Each round is capped (MAX_ROUND_SHARE) so scores can be recomputed as the network shrinks.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .budget import Budget
+from .errors import BudgetError
+from .evaluate import Evaluation, Evaluator
+from .pruning import ChannelPruner
+from .selection import ResourceModel, plan_round
+
+log = logging.getLogger("compress")
+
+SELECTIONS = ("knapsack", "uniform")
+MAX_ROUND_SHARE = 0.15   # at most this share of the binding resource per round
+MAX_ROUNDS = 80
+AIM = {True: 0.93, False: 0.98}   # target share of the budget, measured vs predicted latency
+
+
+@dataclass
+class SearchContext:
+    pruner: ChannelPruner
+    evaluator: Evaluator
+    budget: Budget
+    margin: float                              # a measured latency must be under budget * margin
+    prepare: Callable[[], None]                # scores for the round (criterion.prepare with calibration data)
+    after_round: Callable[[], None]            # e.g. BatchNorm re-estimation on the calibration data
+    progress: object                           # a tqdm-like bar
+    rounds: list
+
+
+def binding(budget: Budget, ev: Evaluation, margin: float, measured: bool) -> tuple[str, float] | None:
+    """The budget dimension furthest over its limit and the share of it still to remove (None: all met)."""
+    m = ev.metrics
+    worst = None
+    for name, limit, value, accept in (("latency_ms", budget.latency_ms, m.latency_ms, margin),
+                                       ("macs", budget.macs, m.macs, 1.0), ("params", budget.params, m.params, 1.0),
+                                       ("memory_mb", budget.memory_mb, m.memory_mb, 1.0)):
+        if limit is None or value is None or value <= limit * accept:
+            continue
+        aim = AIM[measured] if name == "latency_ms" else 0.999
+        share = 1.0 - limit * aim / value
+        if worst is None or share > worst[1]:
+            worst = (name, share)
+    return worst
+
+
+def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
+    pruner, evaluator, budget = ctx.pruner, ctx.evaluator, ctx.budget
+    def block_of(info) -> int:
+        step = pruner.step_of(info)
+        return info.channels % step or step   # first realign a count that is off the multiple
+
+    floor_of = pruner.floor_of
+
+    ev = start
+    for k in range(1, MAX_ROUNDS + 1):
+        need = binding(budget, ev, ctx.margin, evaluator.measured)
+        if need is None:
+            return ev
+        resource, share = need
+        priced = resource
+        if resource == "latency_ms" and not evaluator.factors.usable:
+            priced = "macs"   # no latency model for this target yet: MACs stand in, the measurement decides
+        ctx.prepare()
+        rm = ResourceModel(pruner, ev.layers, evaluator.factors, ev.metrics.params)
+        now = rm.value(priced)
+        plan = plan_round(pruner, rm, priced, now * min(share, MAX_ROUND_SHARE), block_of, floor_of)
+        if not plan.remove:
+            break
+        predicted_before = rm.value("latency_ms") if evaluator.factors.usable else None
+        removed = pruner.prune_counts(plan.remove)
+        ctx.after_round()
+        ev = evaluator.evaluate(pruner.model)
+        met = not budget.misses(ev.metrics, ctx.margin)
+        if met and evaluator.measured:
+            ev = evaluator.evaluate(pruner.model, full=True)   # confirm with the full run count
+            met = not budget.misses(ev.metrics, ctx.margin)
+        predicted_after = ResourceModel(pruner, ev.layers, evaluator.factors, ev.metrics.params).value("latency_ms") \
+            if evaluator.factors.usable else None
+        ctx.rounds.append({
+            "selection": "knapsack", "binding": resource, "priced_by": priced, "share_asked": round(share, 4),
+            "channels_removed": removed, "removed_per_group": plan.remove,
+            "priced_saving": plan.saving, "importance_removed": round(plan.value, 4),
+            "predicted_latency_ms": predicted_after,
+            "measured_over_predicted": (ev.metrics.latency_ms / predicted_after
+                                        if evaluator.measured and predicted_after else None),
+            "predicted_latency_before_ms": predicted_before,
+            "metrics": ev.metrics.to_dict(), "meets_budget": met})
+        ctx.progress.update(1)
+        ctx.progress.set_postfix_str(f"{ev.metrics.latency_ms:.3g} ms")
+        log.info("round %d (%s): -%d channels, %s%s", k, resource, removed, _fmt(ev), "  (budget met)" if met else "")
+        if met:
+            return ev
+    raise _unreachable(ctx)
+
+
+def uniform_search(ctx: SearchContext, step: float) -> Evaluation:
+    pruner, evaluator, budget = ctx.pruner, ctx.evaluator, ctx.budget
+    for k in range(1, int(np.ceil(1.0 / step)) + 1):
+        keep = max(0.0, 1.0 - k * step)
+        ctx.prepare()
+        removed = pruner.prune_to(keep)
+        ctx.progress.update(1)
+        if removed == 0 and not pruner.at_minimum():
+            continue  # rounding to the channel multiple left every group as it was
+        ctx.after_round()
+        ev = evaluator.evaluate(pruner.model)
+        misses = budget.misses(ev.metrics, ctx.margin)
+        if not misses and evaluator.measured:
+            ev = evaluator.evaluate(pruner.model, full=True)
+            misses = budget.misses(ev.metrics, ctx.margin)
+        ctx.rounds.append({"selection": "uniform", "keep_fraction": round(keep, 4), "channels_removed": removed,
+                           "metrics": ev.metrics.to_dict(), "meets_budget": not misses})
+        ctx.progress.set_postfix_str(f"{ev.metrics.latency_ms:.3g} ms")
+        log.info("round %d: keep %.2f, %s%s", k, keep, _fmt(ev), "" if misses else "  (budget met)")
+        if not misses:
+            return ev
+        if pruner.at_minimum():
+            break
+    raise _unreachable(ctx)
+
+
+def _unreachable(ctx: SearchContext) -> BudgetError:
+    if not ctx.rounds:
+        return BudgetError("no channel could be removed; relax the budget")
+    best = min((r["metrics"] for r in ctx.rounds), key=lambda m: m["latency_ms"])
+    return BudgetError(f"budget not met after pruning every layer as far as it goes; best reachable: latency "
+                       f"{best['latency_ms']:.4g} ms, MACs {best['macs']}, params {best['params']}; relax the budget",
+                       best=best)
+
+
+def _fmt(ev: Evaluation) -> str:
+    m = ev.metrics
+    return f"{m.latency_ms:.3f} ms ({m.latency_kind.split(':')[0]}), {m.macs / 1e6:.1f} M MACs, {m.params / 1e6:.3f} M params"

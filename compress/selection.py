@@ -1,0 +1,146 @@
+"""Which channels to remove in one round: a knapsack over coupled groups, priced by the device's cost model.
+
+Value of a channel = its criterion score, normalised by its group's mean (so every group's average
+channel is worth 1 and criteria of any scale compare across groups). Weight of a block of channels =
+the resource its removal saves (predicted latency on the target, MACs, parameters or memory),
+computed from the layer shapes: a group's producers lose output channels, its consumers input channels.
+The greedy fills the round's saving with the blocks of lowest value per unit saved (as HALP does for
+latency and saliency), one block (the profile's channel multiple) at a time, re-pricing the group after
+each block; the resource is then recomputed exactly from the pruned model, so the linearisation never
+accumulates across rounds.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .cost_model import LayerCost, predict_latency_ms, predict_memory_mb
+
+RESOURCES = ("latency_ms", "macs", "params", "memory_mb")
+
+
+@dataclass
+class Plan:
+    remove: dict[str, int]          # group root -> channels to remove this round
+    saving: float                   # the resource saved, as priced (linear estimate)
+    value: float                    # normalised importance removed
+
+
+def _scaled(c: LayerCost, out_keep: float = 1.0, in_keep: float = 1.0, depthwise: bool = False) -> LayerCost:
+    """The layer's cost with a share of its output / input channels gone."""
+    if depthwise:  # a depthwise conv loses input, output and weights together
+        k = out_keep * in_keep
+        return dataclasses.replace(c, in_channels=round(c.in_channels * k), out_channels=round(c.out_channels * k),
+                                   macs=round(c.macs * k), weight_elems=round(c.weight_elems * k),
+                                   input_elems=round(c.input_elems * k), output_elems=round(c.output_elems * k))
+    return dataclasses.replace(c, in_channels=round(c.in_channels * in_keep), out_channels=round(c.out_channels * out_keep),
+                               macs=round(c.macs * out_keep * in_keep), weight_elems=round(c.weight_elems * out_keep * in_keep),
+                               input_elems=round(c.input_elems * in_keep), output_elems=round(c.output_elems * out_keep))
+
+
+class ResourceModel:
+    """Prices removing n channels from a group, from the current model's layer costs."""
+
+    def __init__(self, pruner, costs: list[LayerCost], factors, total_params: int):
+        self.pruner, self.costs, self.factors, self.total_params = pruner, costs, factors, total_params
+        self.by_name = {c.name: i for i, c in enumerate(costs)}
+        modules = dict(pruner.model.named_modules())
+        self.depthwise = {n for n, m in modules.items()
+                          if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels}
+        self.members = pruner.member_map()   # root -> (producers, consumers) layer names
+
+    def value(self, resource: str, costs: list[LayerCost] | None = None, params: int | None = None) -> float:
+        costs = self.costs if costs is None else costs
+        params = self.total_params if params is None else params
+        if resource == "latency_ms":
+            v = predict_latency_ms(costs, self.factors)
+            if v is None:
+                raise ValueError("the profile's cost model has no peak compute or bandwidth: latency cannot be predicted")
+            return v
+        if resource == "macs":
+            return float(sum(c.macs for c in costs))
+        if resource == "params":
+            return float(params)
+        if resource == "memory_mb":
+            return predict_memory_mb(costs, params, self.factors.bytes_per_element)
+        raise ValueError(f"unknown resource {resource!r}")
+
+    def after(self, removals: dict[str, int]) -> tuple[list[LayerCost], int]:
+        """Layer costs and parameter count with `removals` (root -> channels) applied to the current model."""
+        out_keep: dict[str, float] = {}
+        in_keep: dict[str, float] = {}
+        for root, n in removals.items():
+            info = self.pruner.groups[root]
+            keep = (info.channels - n) / info.channels
+            producers, consumers = self.members[root]
+            for p in producers:
+                out_keep[p] = out_keep.get(p, 1.0) * keep
+            for c in consumers:
+                in_keep[c] = in_keep.get(c, 1.0) * keep
+        costs = list(self.costs)
+        params = self.total_params
+        for name in set(out_keep) | set(in_keep):
+            i = self.by_name.get(name)
+            if i is None:
+                continue
+            old = costs[i]
+            new = _scaled(old, out_keep.get(name, 1.0), in_keep.get(name, 1.0), name in self.depthwise)
+            params -= old.weight_elems - new.weight_elems
+            costs[i] = new
+        return costs, params
+
+    def saving(self, resource: str, removals: dict[str, int]) -> float:
+        costs, params = self.after(removals)
+        return self.value(resource) - self.value(resource, costs, params)
+
+
+def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: float, block_of: Callable[[object], int],
+               floor_of: Callable[[object], int]) -> Plan:
+    """Blocks to remove so that the priced saving of `resource` reaches `needed` at the least importance."""
+    scores: dict[str, torch.Tensor] = {}
+    for root, group in pruner.root_groups_by_name().items():
+        info = pruner.groups.get(root)
+        if info is None or not info.prunable or info.channels <= floor_of(info):
+            continue
+        s = pruner.criterion.scores(pruner, info, group).detach().double().cpu()
+        s = s - s.min() if s.min() < 0 else s    # values must not go negative (e.g. log-entropies)
+        mean = s.mean()
+        scores[root] = torch.sort(s / mean if mean > 0 else torch.ones_like(s)).values
+    remove: dict[str, int] = {r: 0 for r in scores}
+    priced: dict[str, tuple[float, float, int]] = {}
+
+    def price(root: str) -> tuple[float, float, int] | None:
+        info = pruner.groups[root]
+        n = remove[root]
+        block = min(block_of(info), info.channels - floor_of(info) - n)
+        if block <= 0:
+            return None
+        value = float(scores[root][n:n + block].sum())
+        before = resource_model.saving(resource, {**remove, root: n}) if n else 0.0
+        gain = resource_model.saving(resource, {**remove, root: n + block}) - before
+        return value, gain, block
+
+    for r in scores:
+        p = price(r)
+        if p:
+            priced[r] = p
+    saved = value_removed = 0.0
+    while saved < needed and priced:
+        # lowest importance per unit of resource saved; a block that saves nothing goes last
+        root = min(priced, key=lambda r: (priced[r][0] / priced[r][1]) if priced[r][1] > 0 else float("inf"))
+        value, gain, block = priced[root]
+        if gain <= 0 and all(p[1] <= 0 for p in priced.values()):
+            break
+        remove[root] += block
+        saved += gain
+        value_removed += value
+        p = price(root)
+        if p:
+            priced[root] = p
+        else:
+            del priced[root]
+    return Plan({r: n for r, n in remove.items() if n}, saved, value_removed)
