@@ -211,7 +211,11 @@ def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
 
 
 def pruned_checkpoint(model: nn.Module, arch: str, arch_kwargs: dict, extra: dict | None = None) -> dict:
-    return {"format": PRUNED_FORMAT, "arch": arch, "arch_kwargs": dict(arch_kwargs),
+    from .depth import removable_blocks
+
+    current = dict(model.named_modules())
+    removed = [n for n in removable_blocks(resolve_arch(arch, arch_kwargs)[0]) if isinstance(current.get(n), nn.ReLU)]
+    return {"format": PRUNED_FORMAT, "arch": arch, "arch_kwargs": dict(arch_kwargs), "removed_blocks": removed,
             "shapes": layer_shapes(model), "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
             "info": dict(extra or {})}
 
@@ -225,6 +229,9 @@ def save_pruned_bytes(model: nn.Module, arch: str, arch_kwargs: dict, extra: dic
 def rebuild_pruned(ckpt: dict, path: Path | str = "<memory>") -> tuple[nn.Module, ArchInfo | None]:
     """Re-create a pruned model from its checkpoint: fresh architecture, shapes applied, weights loaded."""
     module, info = resolve_arch(ckpt["arch"], ckpt["arch_kwargs"])
+    for name in ckpt.get("removed_blocks", []):   # depth pruning: the block became relu(x)
+        parent_name, _, leaf = name.rpartition(".")
+        setattr(module.get_submodule(parent_name) if parent_name else module, leaf, nn.ReLU())
     modules = dict(module.named_modules())
     for name, attrs in ckpt["shapes"].items():
         m = modules.get(name)

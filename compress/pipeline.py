@@ -219,12 +219,17 @@ class _Run:
         # The most that can be pruned: if even that misses, say so now instead of after every round.
         floor_model = copy.deepcopy(model)
         # Which channels survive does not change the floor's shapes: any criterion will do, and L1 needs no data.
-        pruner.for_copy(floor_model, make_criterion("l1")).prune_to(0.0)
+        floor_pruner = pruner.for_copy(floor_model, make_criterion("l1"))
+        floor_pruner.prune_to(0.0)
+        if o.selection == "knapsack":   # the knapsack can also remove whole residual blocks at their minimum
+            floor_pruner.without_blocks(list(floor_pruner.depth_blocks()))
         floor_eval = evaluator.evaluate(floor_model, full=evaluator.measured)
         if budget.misses(floor_eval.metrics, margin):
             misses = "; ".join(budget.misses(floor_eval.metrics, margin))
             raise BudgetError(f"budget unreachable: even with every prunable layer at the minimum of "
-                              f"{profile.pruning.min_channels} channels the model misses it ({misses}); best reachable: "
+                              f"{profile.pruning.min_channels} channels"
+                              f"{' and every removable residual block removed' if o.selection == 'knapsack' else ''}"
+                              f" the model misses it ({misses}); best reachable: "
                               f"{_fmt(floor_eval.metrics)}; relax the budget", best=floor_eval.metrics.to_dict())
         def prepare() -> None:
             with self.timer.stage("score"):
@@ -242,7 +247,8 @@ class _Run:
         finally:
             progress.close()
         pruning["selection"] = o.selection
-        pruning["groups_after"] = [g.to_dict() for g in pruner.groups.values()]
+        pruning["groups_after"] = [g.to_dict() for g in ctx.pruner.groups.values()]
+        pruning["blocks_removed"] = list(getattr(ctx.pruner, "removed_blocks", []))
         return ev
 
     def _recover(self, model, loaded: LoadedModel, shape) -> dict:

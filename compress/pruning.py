@@ -246,6 +246,41 @@ class ChannelPruner:
             out[name] = (sorted(set(producers)), sorted(set(consumers) - set(producers)))
         return out
 
+    def depth_blocks(self) -> dict[str, list[str]]:
+        """Removable residual blocks -> the prunable groups that live entirely inside them."""
+        from .depth import removable_blocks
+
+        out = {}
+        for block in removable_blocks(self.model):
+            inside = [g.root for g in self.prunable_groups
+                      if all(m.startswith(block + ".") for m in g.members)]
+            if inside:
+                out[block] = inside
+        return out
+
+    def without_blocks(self, blocks: list[str]) -> "ChannelPruner":
+        """Remove residual blocks (depth pruning) and return a pruner for the changed model.
+
+        Groups inside the blocks disappear; a group whose root layer was inside a block gets a new root
+        in the rebuilt graph and is left unpruned (its scores and channel record belonged to the old root).
+        """
+        from .depth import remove_block
+
+        for b in blocks:
+            remove_block(self.model, b)
+        groups = {k: g for k, g in self.groups.items() if not any(k.startswith(b + ".") for b in blocks)}
+        new = ChannelPruner(self.model, self.example_input, self.criterion, self.channel_multiple, self.min_channels,
+                            groups, analysed=True)
+        for name, group in new._root_groups():
+            if name not in new.groups:
+                n = len(group[0].idxs)
+                members = sorted({new._names[d.target.module] for d, _ in group if d.target.module in new._names})
+                new.groups[name] = GroupInfo(name, n, n, members, prunable=False,
+                                             reason="its root layer was removed with a residual block; left as it is")
+        new.removed_blocks = list(getattr(self, "removed_blocks", [])) + list(blocks)
+        new.verify()
+        return new
+
     def execution_order(self, types=ROOT_TYPES) -> list[str]:
         """Names of the model's layers of `types` in the order a forward pass runs them."""
         order: list[str] = []

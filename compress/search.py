@@ -79,11 +79,15 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
         ctx.prepare()
         rm = ResourceModel(pruner, ev.layers, evaluator.factors, ev.metrics.params)
         now = rm.value(priced)
-        plan = plan_round(pruner, rm, priced, now * min(share, MAX_ROUND_SHARE), block_of, floor_of)
-        if not plan.remove:
+        plan = plan_round(pruner, rm, priced, now * min(share, MAX_ROUND_SHARE), block_of, floor_of,
+                          pruner.depth_blocks())
+        if not plan.remove and not plan.blocks:
             break
         predicted_before = rm.value("latency_ms") if evaluator.factors.usable else None
         removed = pruner.prune_counts(plan.remove)
+        if plan.blocks:
+            pruner = ctx.pruner = pruner.without_blocks(plan.blocks)
+            floor_of = pruner.floor_of
         ctx.after_round()
         ev = evaluator.evaluate(pruner.model)
         met = not budget.misses(ev.metrics, ctx.margin)
@@ -94,7 +98,7 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
             if evaluator.factors.usable else None
         ctx.rounds.append({
             "selection": "knapsack", "binding": resource, "priced_by": priced, "share_asked": round(share, 4),
-            "channels_removed": removed, "removed_per_group": plan.remove,
+            "channels_removed": removed, "removed_per_group": plan.remove, "blocks_removed": plan.blocks,
             "priced_saving": plan.saving, "importance_removed": round(plan.value, 4),
             "predicted_latency_ms": predicted_after,
             "measured_over_predicted": (ev.metrics.latency_ms / predicted_after
@@ -103,7 +107,9 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
             "metrics": ev.metrics.to_dict(), "meets_budget": met})
         ctx.progress.update(1)
         ctx.progress.set_postfix_str(f"{ev.metrics.latency_ms:.3g} ms")
-        log.info("round %d (%s): -%d channels, %s%s", k, resource, removed, _fmt(ev), "  (budget met)" if met else "")
+        log.info("round %d (%s): -%d channels%s, %s%s", k, resource, removed,
+                 f", -{len(plan.blocks)} blocks ({', '.join(plan.blocks)})" if plan.blocks else "", _fmt(ev),
+                 "  (budget met)" if met else "")
         if met:
             return ev
     raise _unreachable(ctx)

@@ -28,6 +28,7 @@ class Plan:
     remove: dict[str, int]          # group root -> channels to remove this round
     saving: float                   # the resource saved, as priced (linear estimate)
     value: float                    # normalised importance removed
+    blocks: list[str] = dataclasses.field(default_factory=list)   # residual blocks to remove (depth pruning)
 
 
 def _scaled(c: LayerCost, out_keep: float = 1.0, in_keep: float = 1.0, depthwise: bool = False) -> LayerCost:
@@ -69,8 +70,8 @@ class ResourceModel:
             return predict_memory_mb(costs, params, self.factors.bytes_per_element)
         raise ValueError(f"unknown resource {resource!r}")
 
-    def after(self, removals: dict[str, int]) -> tuple[list[LayerCost], int]:
-        """Layer costs and parameter count with `removals` (root -> channels) applied to the current model."""
+    def after(self, removals: dict[str, int], blocks: tuple[str, ...] = ()) -> tuple[list[LayerCost], int]:
+        """Layer costs and parameter count with `removals` (root -> channels) and `blocks` removed."""
         out_keep: dict[str, float] = {}
         in_keep: dict[str, float] = {}
         for root, n in removals.items():
@@ -91,16 +92,25 @@ class ResourceModel:
             new = _scaled(old, out_keep.get(name, 1.0), in_keep.get(name, 1.0), name in self.depthwise)
             params -= old.weight_elems - new.weight_elems
             costs[i] = new
+        if blocks:
+            gone = [c for c in costs if any(c.name.startswith(b + ".") for b in blocks)]
+            params -= sum(c.weight_elems for c in gone)
+            costs = [c for c in costs if c not in gone]
         return costs, params
 
-    def saving(self, resource: str, removals: dict[str, int]) -> float:
-        costs, params = self.after(removals)
+    def saving(self, resource: str, removals: dict[str, int], blocks: tuple[str, ...] = ()) -> float:
+        costs, params = self.after(removals, blocks)
         return self.value(resource) - self.value(resource, costs, params)
 
 
 def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: float, block_of: Callable[[object], int],
-               floor_of: Callable[[object], int]) -> Plan:
-    """Blocks to remove so that the priced saving of `resource` reaches `needed` at the least importance."""
+               floor_of: Callable[[object], int], depth_blocks: dict[str, list[str]] | None = None) -> Plan:
+    """Blocks to remove so that the priced saving of `resource` reaches `needed` at the least importance.
+
+    `depth_blocks` (residual block -> the prunable groups inside it) adds whole-block removal as an item
+    once every group inside the block is at its minimum: its value is what is left of those groups,
+    its weight everything the block's layers cost (overhead included).
+    """
     scores: dict[str, torch.Tensor] = {}
     for root, group in pruner.root_groups_by_name().items():
         info = pruner.groups.get(root)
@@ -128,6 +138,12 @@ def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: flo
         p = price(r)
         if p:
             priced[r] = p
+    for block, roots in (depth_blocks or {}).items():
+        infos = [pruner.groups[r] for r in roots if r in pruner.groups]
+        if infos and all(i.prunable and i.channels <= floor_of(i) for i in infos):
+            value = float(sum(len(i.kept) for i in infos))   # normalised scores average 1 per channel
+            priced["block:" + block] = (value, resource_model.saving(resource, {}, (block,)), 0)
+    blocks: list[str] = []
     saved = value_removed = 0.0
     while saved < needed and priced:
         # lowest importance per unit of resource saved; a block that saves nothing goes last
@@ -135,6 +151,12 @@ def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: flo
         value, gain, block = priced[root]
         if gain <= 0 and all(p[1] <= 0 for p in priced.values()):
             break
+        if root.startswith("block:"):
+            blocks.append(root[6:])
+            saved += gain
+            value_removed += value
+            del priced[root]
+            continue
         remove[root] += block
         saved += gain
         value_removed += value
@@ -143,4 +165,4 @@ def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: flo
             priced[root] = p
         else:
             del priced[root]
-    return Plan({r: n for r, n in remove.items() if n}, saved, value_removed)
+    return Plan({r: n for r, n in remove.items() if n}, saved, value_removed, blocks)
