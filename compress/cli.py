@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["fit-cost-model"], ["cost-model"]):
+        from .costfit import main as costfit_main
+        return costfit_main(argv)
     if argv[:1] == ["example"]:
         from .example import build_parser as example_parser
         args = example_parser().parse_args(argv[1:])

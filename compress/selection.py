@@ -36,6 +36,7 @@ def _scaled(c: LayerCost, out_keep: float = 1.0, in_keep: float = 1.0, depthwise
     if depthwise:  # a depthwise conv loses input, output and weights together
         k = out_keep * in_keep
         return dataclasses.replace(c, in_channels=round(c.in_channels * k), out_channels=round(c.out_channels * k),
+                                   groups=max(1, round(c.groups * k)),
                                    macs=round(c.macs * k), weight_elems=round(c.weight_elems * k),
                                    input_elems=round(c.input_elems * k), output_elems=round(c.output_elems * k))
     return dataclasses.replace(c, in_channels=round(c.in_channels * in_keep), out_channels=round(c.out_channels * out_keep),
@@ -126,13 +127,18 @@ def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: flo
     def price(root: str) -> tuple[float, float, int] | None:
         info = pruner.groups[root]
         n = remove[root]
-        block = min(block_of(info), info.channels - floor_of(info) - n)
-        if block <= 0:
+        room = info.channels - floor_of(info) - n
+        step = block_of(info)
+        if min(step, room) <= 0:
             return None
-        value = float(scores[root][n:n + block].sum())
         before = resource_model.saving(resource, {**remove, root: n}) if n else 0.0
-        gain = resource_model.saving(resource, {**remove, root: n + block}) - before
-        return value, gain, block
+        block = min(step, room)
+        while True:   # grow the block until it saves something: kernels work on padded channel blocks
+            gain = resource_model.saving(resource, {**remove, root: n + block}) - before
+            if gain > 0 or block >= room:
+                break
+            block = min(block + pruner.step_of(info), room)
+        return float(scores[root][n:n + block].sum()), gain, block
 
     for r in scores:
         p = price(r)

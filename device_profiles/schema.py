@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -118,13 +119,59 @@ class Measurement:
     ssh: SshTarget | None = None
 
 
+LAYER_KINDS = ("conv_kxk", "conv_1x1", "depthwise", "linear")
+COST_FACTORS = ("compute_efficiency", "memory_efficiency", "layer_overhead_ms", "network_overhead_ms",
+                "channel_alignment") + tuple(f"kind_efficiency.{k}" for k in LAYER_KINDS)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _fraction_or_null() -> Any:
+    return _rule("a number in (0, 1]", lambda v: 0 < v <= 1, default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class KindEfficiency:
+    """Compute efficiency per layer kind; a kind left out uses cost_model.compute_efficiency."""
+
+    conv_kxk: float | None = _fraction_or_null()
+    conv_1x1: float | None = _fraction_or_null()
+    depthwise: float | None = _fraction_or_null()
+    linear: float | None = _fraction_or_null()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostFit:
+    """Provenance of fitted factors: a fit without its data and error is not to be trusted."""
+
+    data: str = _non_empty()
+    # Quoted in YAML: an unquoted date would load as a date object, not the text that was written.
+    date: str = _rule("a quoted date \"YYYY-MM-DD\"", lambda v: bool(_DATE.fullmatch(v)))
+    command: str | None = None
+    samples: int = _at_least(1)
+    free_factors: tuple[str, ...] = _rule("a list of factor names out of " + ", ".join(COST_FACTORS),
+                                          lambda v: bool(v) and all(f in COST_FACTORS for f in v))
+    median_abs_error_pct: float = _at_least(0, kind="a number")
+    max_abs_error_pct: float = _at_least(0, kind="a number")
+    share_within_10pct: float = _rule("a number in [0, 1]", lambda v: 0 <= v <= 1)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CostModel:
     compute_efficiency: float = _fraction()
     memory_efficiency: float = _fraction()
     layer_overhead_ms: float = _at_least(0, kind="a number")
+    # Paid once per inference (session call, input/output copies), whatever the layers.
+    network_overhead_ms: float = _at_least(0, kind="a number", default=0.0)
+    kind_efficiency: KindEfficiency | None = None
+    # Kernels that compute in channel blocks pad the channels up to the block (ONNX Runtime's NCHWc).
+    channel_alignment: int = _at_least(1, default=1)
+    # The rates the efficiencies are fractions of, where the hardware section has none that fits
+    # (e.g. one thread of a multi-core CPU); null: the hardware peak at the runtime precision.
+    reference_gflops: Fact | None = _fact("number", optional=True)
+    reference_gbps: Fact | None = _fact("number", optional=True)
     fitted: bool
     source: str = _non_empty()
+    fit: CostFit | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -279,13 +326,17 @@ def parse_dataclass(cls: type, data: Any, where: str, prefix: str = "") -> Any:
 def parse_profile(data: Any, where: str, source_file: str) -> DeviceProfile:
     profile = parse_dataclass(DeviceProfile, data, where)
     _check_facts(profile.hardware, where)
+    _check_facts(profile.cost_model, where, "cost_model")
+    _check_cost_fit(profile.cost_model, where)
     _check_consistency(profile, where)
     return dataclasses.replace(profile, source_file=source_file)
 
 
-def _check_facts(hardware: Hardware, where: str) -> None:
-    for f in dataclasses.fields(Hardware):
-        fact = getattr(hardware, f.name)
+def _check_facts(section: Any, where: str, prefix: str = "hardware") -> None:
+    for f in dataclasses.fields(section):
+        if "value_kind" not in f.metadata:
+            continue
+        fact = getattr(section, f.name)
         if fact is None or fact.value is None:
             continue  # null value = unknown or not supported; the source says which
         value, kind = fact.value, f.metadata["value_kind"]
@@ -296,7 +347,16 @@ def _check_facts(hardware: Hardware, where: str) -> None:
         else:
             ok, expect = isinstance(value, (int, float)) and value >= 0, "a number >= 0 or null"
         if not ok:
-            raise _type_error(f"hardware.{f.name}.value", expect, value, where)
+            raise _type_error(f"{prefix}.{f.name}.value", expect, value, where)
+
+
+def _check_cost_fit(cm: CostModel, where: str) -> None:
+    if cm.fitted and cm.fit is None:
+        raise ProfileError(f"profile {where}: missing key 'cost_model.fit', required when cost_model.fitted is "
+                           "true (give the data, date, samples, free_factors and the fit's errors)")
+    if not cm.fitted and cm.fit is not None:
+        raise ProfileError(f"profile {where}: key 'cost_model.fit' is given but cost_model.fitted is false; "
+                           "set fitted: true or remove the fit block")
 
 
 def _check_consistency(p: DeviceProfile, where: str) -> None:

@@ -73,9 +73,9 @@ def test_arch_info_is_immutable():
 
 def test_unknown_name_lists_the_known_names():
     with pytest.raises(KeyError) as exc:
-        get_arch("resnet18")
+        get_arch("resnet19")
     msg = exc.value.args[0]
-    assert "'resnet18'" in msg
+    assert "'resnet19'" in msg
     for name in arch_names():
         assert name in msg
 

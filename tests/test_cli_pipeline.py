@@ -67,7 +67,7 @@ def test_host_run_writes_every_artifact(tiny_model_file, calib_file, tmp_path, c
 
 def test_jetson_nano_bundle(tiny_model_file, calib_file, tmp_path, capsys):
     out = tmp_path / "nano"
-    code, _, err = run_cli(["--target", "jetson-nano", *TINY_ARGS, "--calib", calib_file, "--latency-ms", "98%",
+    code, _, err = run_cli(["--target", "jetson-nano", *TINY_ARGS, "--calib", calib_file, "--macs", "70%",
                             "--out", out, tiny_model_file], capsys)
     assert code == 0, err
     model = onnx.load(out / "model.onnx")
@@ -81,7 +81,9 @@ def test_jetson_nano_bundle(tiny_model_file, calib_file, tmp_path, capsys):
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     report = json.loads((out / "report.json").read_text())
     assert report["final"]["latency_kind"].startswith("predicted")
-    assert report["final"]["latency_ms"] <= report["budget"]["latency_ms"]
+    assert report["final"]["macs"] <= report["budget"]["macs"]
+    # The Nano's fitted per-call overhead (about 2.6 ms) dominates a model this small
+    assert report["final"]["latency_ms"] > 2.5
     assert report["export"]["parity"]["max_abs"] is not None
     assert report["engine"]["built"] is False and "device" in report["engine"]["why_not_built"]
     assert not (out / "model.ort.onnx").exists()

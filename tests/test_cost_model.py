@@ -2,6 +2,10 @@
 and the factors it reads from device profiles."""
 from __future__ import annotations
 
+import copy
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -12,11 +16,22 @@ from compress.cost_model import (
     LayerCost,
     factors_from_profile,
     layer_costs,
+    padded_macs,
     predict_latency_ms,
     predict_layer_ms,
     predict_memory_mb,
 )
-from device_profiles import load_profile
+from compress.costfit import (
+    NANO_PUBLISHED_MS,
+    Sample,
+    explain,
+    fit_factors,
+    profile_layers_ort,
+    prune_inner_channels,
+    random_variants,
+    write_cost_model,
+)
+from device_profiles import ProfileError, load_profile
 
 
 class Hand(nn.Module):
@@ -131,6 +146,7 @@ def test_predict_memory_mb(costs):
     for bpe in (4, 2, 1):
         assert predict_memory_mb(layers, params, bpe) == pytest.approx((params + peak) * bpe / 2**20)
     assert predict_memory_mb([], 1024 * 1024, 4) == pytest.approx(4.0)
+    assert predict_memory_mb([], 1024 * 1024, 4, runtime_overhead_mb=100) == pytest.approx(104.0)
     assert predict_memory_mb(layers, params, 4) > predict_memory_mb(layers, params - 100, 4)
 
 
@@ -141,21 +157,28 @@ def test_factors_from_jetson_nano():
     assert f.peak_gflops == 471.6  # fp16 peak, since the runtime precision is fp16
     assert f.bandwidth_gbps == 25.6
     assert f.bytes_per_element == 2 == BYTES_PER_ELEMENT["fp16"]
-    assert (f.compute_efficiency, f.memory_efficiency, f.layer_overhead_ms) == (0.5, 0.6, 0.05)
-    assert f.fitted is False and f.source and f.usable
-    # ResNet-20 on the Nano: 20 layers of overhead plus compute; a small positive number of ms
+    cm = load_profile("jetson-nano").cost_model
+    assert (f.compute_efficiency, f.memory_efficiency, f.layer_overhead_ms) == (
+        cm.compute_efficiency, cm.memory_efficiency, cm.layer_overhead_ms)
+    assert f.efficiency("conv_1x1") == cm.kind_efficiency.conv_1x1 < f.efficiency("conv_kxk")
+    assert f.fitted is True and cm.fit.samples == 3 and len(cm.fit.free_factors) <= 3 and f.usable
+    # ResNet-20 (41 M MACs) on the Nano: the overheads plus well under a millisecond of compute
     from compress.archs import get_arch
 
     costs = layer_costs(get_arch("resnet20").factory().eval(), torch.randn(1, 3, 32, 32))
-    ms = predict_latency_ms(costs, f)
-    assert 20 * 0.05 < ms < 20 * 0.05 + 10
+    overhead = f.network_overhead_ms + 20 * f.layer_overhead_ms
+    assert overhead < predict_latency_ms(costs, f) < overhead + 1
 
 
-def test_factors_from_host_are_not_usable():
-    f = factors_from_profile(load_profile("host"))
-    assert f.peak_gflops is None and f.bandwidth_gbps is None
-    assert not f.usable and f.bytes_per_element == 4
-    assert predict_latency_ms([_layer(macs=1000)], f) is None
+def test_factors_from_host_use_the_cost_models_reference_rates():
+    profile = load_profile("host")
+    assert profile.hardware.fp32_gflops.value is None  # the chip's peak stays unknown ...
+    f = factors_from_profile(profile)
+    # ... the efficiencies are fractions of the one-thread rate measured by the fit
+    assert f.peak_gflops == profile.cost_model.reference_gflops.value > 0
+    assert f.bandwidth_gbps == profile.cost_model.reference_gbps.value > 0
+    assert f.usable and f.fitted and f.bytes_per_element == 4 and f.channel_alignment == 16
+    assert profile.cost_model.fit.share_within_10pct >= 0.9
 
 
 @pytest.mark.parametrize("precision,peak,bpe", [("int8", 20.0 * 1000, 1), ("fp32", 1280.0, 4)])
@@ -171,3 +194,208 @@ def test_int8_without_int8_peak_falls_back_to_fp32(tmp_path):
     path.write_text("extends: jetson-nano\nruntime:\n  precision: int8\n")
     f = factors_from_profile(load_profile(path))
     assert f.peak_gflops == 235.8 and f.bytes_per_element == 1
+
+
+# ---- layer kinds, channel alignment, network overhead ----------------------------------------------
+
+def test_layer_kinds(costs):
+    assert [c.cost_kind for c in costs.values()] == ["conv_kxk", "depthwise", "conv_1x1", "linear"]
+    assert costs["conv"].kernel_elems == 9 and costs["dw"].groups == 8
+
+
+def test_channel_alignment_pads_channels_but_not_narrow_inputs():
+    conv = LayerCost("c", "Conv2d", 20, 20, 20 * 20 * 9 * 64, 0, 0, 0, kernel_elems=9)
+    assert padded_macs(conv, 1) == conv.macs
+    assert padded_macs(conv, 16) == conv.macs * (32 / 20) * (32 / 20)
+    narrow_in = LayerCost("c", "Conv2d", 4, 16, 4 * 16 * 9 * 64, 0, 0, 0, kernel_elems=9)
+    assert padded_macs(narrow_in, 16) == narrow_in.macs  # a 4-channel input is read unpadded
+    fc = LayerCost("fc", "Linear", 20, 10, 200, 210, 20, 10)
+    assert padded_macs(fc, 16) == 200
+    # a depthwise cost scaled down for pruning while keeping its original groups stays depthwise
+    dw = LayerCost("dw", "Conv2d", 20, 20, 20 * 9 * 64, 180, 0, 0, kernel_elems=9, groups=32)
+    assert dw.cost_kind == "depthwise" and padded_macs(dw, 16) == dw.macs * 32 / 20
+
+
+def test_kind_efficiency_and_network_overhead():
+    f = CostFactors(1.0, 1e9, 0.5, 1.0, 0.0, 4, False, "test", {"conv_1x1": 0.25}, network_overhead_ms=2.0)
+    kxk = LayerCost("a", "Conv2d", 1, 1, 1000, 0, 0, 0, kernel_elems=9)
+    one = LayerCost("b", "Conv2d", 1, 1, 1000, 0, 0, 0, kernel_elems=1)
+    assert predict_layer_ms(one, f) == pytest.approx(2 * predict_layer_ms(kxk, f))
+    assert predict_latency_ms([kxk, one], f) == pytest.approx(2.0 + 0.004 + 0.008)
+    assert predict_latency_ms([], f) == 2.0
+
+
+# ---- fitting -------------------------------------------------------------------------------------
+
+def _synthetic_samples(f: CostFactors, n: int = 30, seed: int = 0) -> list[Sample]:
+    """Random conv nets (3x3, 1x1, FC layers of random widths and sizes), timed by the model itself."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        costs = []
+        for j in range(int(rng.integers(3, 40))):
+            cin, cout = (int(v) for v in rng.integers(4, 257, 2))
+            hw = int(rng.choice([4, 8, 16, 32]))
+            k = int(rng.choice([1, 9]))
+            costs.append(LayerCost(f"l{j}", "Conv2d", cin, cout, cin * cout * k * hw * hw, cin * cout * k,
+                                   cin * hw * hw, cout * hw * hw, kernel_elems=k))
+        fin, fout = (int(v) for v in rng.integers(256, 4097, 2))
+        costs.append(LayerCost("fc", "Linear", fin, fout, fin * fout, fin * fout + fout, fin, fout))
+        out.append(Sample({"index": i}, costs, 0.0))
+    return [Sample(s.description, s.costs, predict_latency_ms(s.costs, f)) for s in out]
+
+
+def test_fit_recovers_known_factors_from_synthetic_data():
+    truth = CostFactors(200.0, 20.0, 0.7, 0.4, 0.003, 4, False, "truth", {"conv_1x1": 0.35},
+                        network_overhead_ms=0.02, channel_alignment=8)
+    samples = _synthetic_samples(truth)
+    start = CostFactors(200.0, 20.0, 0.5, 0.6, 0.01, 4, False, "start", {}, network_overhead_ms=0.001)
+    free = ("compute_efficiency", "kind_efficiency.conv_1x1", "memory_efficiency", "layer_overhead_ms",
+            "network_overhead_ms")
+    result = fit_factors(samples, start, free, alignments=(1, 8, 16))
+    f = result.factors
+    assert f.channel_alignment == 8 and f.fitted
+    assert f.compute_efficiency == pytest.approx(0.7, rel=1e-3)
+    assert f.efficiency("conv_1x1") == pytest.approx(0.35, rel=1e-3)
+    assert f.memory_efficiency == pytest.approx(0.4, rel=1e-3)
+    assert f.layer_overhead_ms == pytest.approx(0.003, rel=1e-2)
+    assert f.network_overhead_ms == pytest.approx(0.02, rel=5e-2)
+    assert result.stats()["max_abs_error_pct"] < 0.1 and result.free_factors[-1] == "channel_alignment"
+
+
+def test_fit_rejects_unknown_factor_names():
+    f = CostFactors(1.0, 1.0, 0.5, 0.5, 0.1, 4, False, "t")
+    with pytest.raises(ValueError, match="unknown free factors"):
+        fit_factors(_synthetic_samples(f, 3), f, ("peak_gflops",))
+
+
+# ---- Jetson Nano against its published latencies ------------------------------------------------
+
+@pytest.mark.parametrize("arch", sorted(NANO_PUBLISHED_MS))
+def test_nano_predictions_within_20pct_of_published(arch):
+    from compress.archs import get_arch
+
+    f = factors_from_profile(load_profile("jetson-nano"))
+    with torch.device("meta"):  # shapes are all the cost model needs
+        model = get_arch(arch).factory().eval()
+    ms = predict_latency_ms(layer_costs(model, torch.zeros(1, 3, 224, 224, device="meta")), f)
+    assert ms == pytest.approx(NANO_PUBLISHED_MS[arch], rel=0.2)
+
+
+# ---- ImageNet ResNets ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch,params", [("resnet18", 11_689_512), ("resnet34", 21_797_672),
+                                         ("resnet50", 25_557_032)])
+def test_imagenet_resnets_match_torchvision(arch, params):
+    from compress.archs import get_arch
+
+    info = get_arch(arch)
+    assert info.input_shape == (3, 224, 224) and info.num_classes == 1000
+    with torch.device("meta"):
+        model = info.factory().eval()
+    assert sum(p.numel() for p in model.parameters()) == params
+    keys = set(model.state_dict())
+    assert {"conv1.weight", "bn1.running_var", "layer1.0.conv1.weight", "layer2.0.downsample.0.weight",
+            "layer2.0.downsample.1.running_mean", "layer4.1.bn2.num_batches_tracked", "fc.weight", "fc.bias"} <= keys
+    # only the bottleneck widens the stream in layer1, so only ResNet-50 has a downsample there
+    assert any(k.startswith("layer1.0.downsample") for k in keys) == (arch == "resnet50")
+    assert model(torch.zeros(1, 3, 224, 224, device="meta")).shape == (1, 1000)
+    if arch == "resnet18":  # one real forward pass; the shapes above hold for all three
+        with torch.no_grad():
+            assert info.factory().eval()(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+
+
+# ---- the profile's cost-model keys ---------------------------------------------------------------
+
+def _host_with(tmp_path, cost_model: dict):
+    import yaml
+
+    data = load_profile("host").to_dict()
+    data["cost_model"] = {**data["cost_model"], **cost_model}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("change,fragments", [
+    ({"kind_efficiency": {"conv_3x3": 0.5}}, ["unknown key 'cost_model.kind_efficiency.conv_3x3'"]),
+    ({"kind_efficiency": {"linear": 1.5}}, ["key 'cost_model.kind_efficiency.linear'", "(0, 1]"]),
+    ({"channel_alignment": 0}, ["key 'cost_model.channel_alignment'", ">= 1"]),
+    ({"network_overhead_ms": -1}, ["key 'cost_model.network_overhead_ms'"]),
+    ({"fit": None}, ["missing key 'cost_model.fit'", "fitted is true"]),
+    ({"fitted": False}, ["key 'cost_model.fit' is given but cost_model.fitted is false"]),
+    ({"fit": {"data": "x", "date": "21.11.2026", "samples": 3, "free_factors": ["compute_efficiency"],
+              "median_abs_error_pct": 1, "max_abs_error_pct": 2, "share_within_10pct": 1}},
+     ["key 'cost_model.fit.date'", "YYYY-MM-DD"]),
+    ({"fit": {"data": "x", "date": "2026-11-21", "samples": 3, "free_factors": ["peak"],
+              "median_abs_error_pct": 1, "max_abs_error_pct": 2, "share_within_10pct": 1}},
+     ["key 'cost_model.fit.free_factors'"]),
+    ({"fit": {"data": "x", "date": "2026-11-21", "samples": 3, "free_factors": ["compute_efficiency"]}},
+     ["missing required key 'cost_model.fit.median_abs_error_pct'"]),
+    ({"reference_gflops": {"value": "fast", "source": "x", "confidence": "measured"}},
+     ["key 'cost_model.reference_gflops.value'"]),
+])
+def test_profile_loader_rejects_malformed_cost_model_keys(tmp_path, change, fragments):
+    path = _host_with(tmp_path, change)
+    with pytest.raises(ProfileError) as info:
+        load_profile(str(path))
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_write_cost_model_replaces_the_block_and_keeps_the_rest(tmp_path):
+    from compress.costfit import FitResult, cost_model_block
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("# my device\nextends: host\nname: mine\n")
+    f = dataclasses.replace(factors_from_profile(load_profile("host")), compute_efficiency=0.42, fitted=True)
+    block = cost_model_block(FitResult(f, ("compute_efficiency",), [1.0], [1.1]), "test data", "cmd", "test")
+    write_cost_model(path, block)
+    write_cost_model(path, block)  # a refit replaces, never appends
+    text = path.read_text()
+    assert text.startswith("# my device\n") and text.count("cost_model:") == 1
+    cm = load_profile(str(path)).cost_model
+    assert cm.compute_efficiency == 0.42 and cm.fit.data == "test data" and cm.fit.samples == 1
+    before = path.read_text()
+    with pytest.raises(ProfileError):
+        write_cost_model(path, block.replace("compute_efficiency: 0.42", "compute_efficiency: 4.2"))
+    assert path.read_text() == before  # a block that does not load is never written
+
+
+# ---- variants and explain ------------------------------------------------------------------------
+
+def test_prune_inner_channels_keeps_the_model_working():
+    from compress.archs import get_arch
+
+    model = get_arch("resnet20").factory().eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        full = model(x)
+        same = prune_inner_channels(copy.deepcopy(model), {})(x)  # no widths given: nothing removed
+    assert torch.allclose(full, same)
+    (desc, small), = random_variants("resnet20", 1, seed=3)
+    widths = desc["widths"]
+    assert len(widths) == 9 and all(w % 4 == 0 and w >= 4 for w in widths.values())
+    assert small.layer2[1].conv1.out_channels == widths["layer2.1"] == small.layer2[1].conv2.in_channels
+    assert small(x).shape == (2, 10)
+
+
+def test_explain_has_one_row_per_conv_and_linear_layer():
+    model = Hand().eval()
+    costs = layer_costs(model, X)
+    measured = {"conv": 0.01, "fc": 0.002}
+    rows = explain(model, (3, 8, 8), "host", measured)
+    assert [r["name"] for r in rows] == [c.name for c in costs]
+    assert all(r["predicted_ms"] > 0 and r["bound"] in ("compute", "memory") for r in rows)
+    assert rows[0]["measured_ms"] == 0.01 and rows[0]["error_pct"] == pytest.approx(
+        100 * (rows[0]["predicted_ms"] / 0.01 - 1))
+    assert rows[1]["measured_ms"] is None and rows[1]["error_pct"] is None
+
+
+def test_profile_layers_ort_maps_onnx_nodes_to_layers():
+    measured, meta = profile_layers_ort(Hand().eval(), X, runs=3)
+    assert set(measured) == {"conv", "dw", "pw", "fc"}, meta
+    assert all(v >= 0 for v in measured.values())
+    assert meta["mapping"].startswith("by execution order")

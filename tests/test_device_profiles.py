@@ -349,8 +349,14 @@ def test_round_trip_of_extended_profile(tmp_path):
     assert again == mine and again.measurement.threads == 2
 
 
-def test_cost_model_defaults_say_they_are_not_fitted():
+def test_cost_model_says_whether_and_how_it_was_fitted():
+    fitted = set()
     for profile in list_profiles():
-        assert isinstance(profile.cost_model, CostModel)
-        assert profile.cost_model.fitted is False
-        assert "not fitted" in profile.cost_model.source
+        cm = profile.cost_model
+        assert isinstance(cm, CostModel)
+        if cm.fitted:
+            assert cm.fit is not None and cm.fit.data and cm.fit.command and cm.fit.samples >= 3
+            fitted.add(profile.name)
+        else:
+            assert cm.fit is None and "not fitted" in cm.source
+    assert {"host", "jetson-nano"} <= fitted

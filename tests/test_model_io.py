@@ -137,9 +137,9 @@ def test_unknown_builtin_arch(tmp_path):
     path = tmp_path / "sd.pt"
     torch.save(_tiny().state_dict(), path)
     with pytest.raises(InputError) as exc:
-        load_model(path, arch="resnet18")
+        load_model(path, arch="resnet19")
     msg = one_line(str(exc.value))
-    assert "'resnet18'" in msg and "resnet20" in msg and "package.module:callable" in msg
+    assert "'resnet19'" in msg and "resnet20" in msg and "package.module:callable" in msg
 
 
 def test_arch_module_that_does_not_import(tmp_path):

@@ -1,0 +1,120 @@
+"""The budget search: knapsack selection priced by the cost model, the closed loop, and depth pruning."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from compress import compress, load_pruned
+from compress.criteria import make_criterion
+from compress.depth import removable_blocks
+from compress.model_io import pruned_checkpoint, rebuild_pruned
+from compress.pruning import ChannelPruner
+from compress.selection import ResourceModel, plan_round
+from compress.cost_model import layer_costs
+
+TINY = dict(arch="example-cnn", arch_kwargs={"width": 8})
+
+
+def _resnet20(seed=0):
+    from compress.archs import get_arch
+    from helpers_units import randomise_bn
+
+    torch.manual_seed(seed)
+    return randomise_bn(get_arch("resnet20").factory(), seed).eval()
+
+
+def test_knapsack_meets_a_macs_budget_close_to_the_limit(tiny_model_file, calib_file, tmp_path):
+    r = compress(tiny_model_file, target="host", calib=str(calib_file), macs="50%", out=tmp_path / "o",
+                 progress=False, **TINY)
+    assert r.verdict == "met"
+    budget = r.report["budget"]["macs"]
+    assert 0.8 * budget <= r.final.macs <= budget          # not wastefully far below the budget
+    rounds = r.report["pruning"]["rounds"]
+    assert rounds and all(rd["selection"] == "knapsack" and rd["binding"] == "macs" for rd in rounds)
+    assert r.report["pruning"]["selection"] == "knapsack"
+
+
+def test_knapsack_closed_loop_on_measured_latency(tiny_model_file, calib_file, tmp_path):
+    r = compress(tiny_model_file, target="host", calib=str(calib_file), latency_ms="75%", out=tmp_path / "o",
+                 progress=False, **TINY)
+    assert r.verdict == "met"
+    assert r.final.latency_kind.startswith("measured")
+    last = r.report["pruning"]["rounds"][-1]
+    assert last["meets_budget"] and last["binding"] == "latency_ms"
+    assert r.final.latency_ms <= r.report["budget"]["latency_ms"] * 1.05   # the final full measurement
+
+
+def test_uniform_selection_is_still_available(tiny_model_file, calib_file, tmp_path):
+    r = compress(tiny_model_file, target="host", calib=str(calib_file), macs="60%", selection="uniform",
+                 out=tmp_path / "o", progress=False, **TINY)
+    assert r.verdict == "met" and r.report["pruning"]["rounds"][0]["selection"] == "uniform"
+
+
+def test_unknown_selection_is_an_input_error(tiny_model_file, tmp_path):
+    from compress.errors import InputError
+
+    with pytest.raises(InputError, match="unknown --selection"):
+        compress(tiny_model_file, target="host", macs="60%", selection="greedy", out=tmp_path / "o",
+                 progress=False, **TINY)
+
+
+def test_plan_prefers_cheap_importance_per_saving():
+    """Two groups of equal importance: the one whose channels cost more MACs goes first."""
+    model = _resnet20()
+    pruner = ChannelPruner(model, torch.randn(1, 3, 32, 32), make_criterion("random"), 1, 1)
+    costs = layer_costs(model, pruner.example_input)
+    rm = ResourceModel(pruner, costs, None, sum(p.numel() for p in model.parameters()))
+    total = rm.value("macs")
+    plan = plan_round(pruner, rm, "macs", 0.05 * total, lambda i: 1, pruner.floor_of)
+    assert plan.saving >= 0.05 * total and plan.remove
+    # the priced saving of the plan equals the exact MACs difference after pruning it
+    before = total
+    pruner.prune_counts(plan.remove)
+    after = sum(c.macs for c in layer_costs(model, pruner.example_input))
+    assert before - after == pytest.approx(plan.saving, rel=1e-6)
+
+
+def test_depth_pruning_replaces_blocks_exactly_and_reloads(tmp_path):
+    model = _resnet20()
+    x = torch.randn(4, 3, 32, 32)
+    assert removable_blocks(model) == ["layer1.0", "layer1.1", "layer1.2", "layer2.1", "layer2.2",
+                                       "layer3.1", "layer3.2"]
+    pruner = ChannelPruner(model, x[:1], make_criterion("l1"), 4, 4)
+    pruner.prune_to(0.0)
+    blocks = pruner.depth_blocks()
+    assert set(blocks) == set(removable_blocks(model)) and blocks["layer1.1"] == ["layer1.1.conv1"]
+    # removing a block is exactly relu(x) in its place
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        inner = dict(reference.named_modules())["layer2.1"]
+        inner.bn2.weight.zero_()
+        inner.bn2.bias.zero_()
+        expected = reference(x)
+    pruner2 = pruner.without_blocks(["layer2.1"])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected)
+    assert "layer2.1.conv1" not in pruner2.groups and pruner2.removed_blocks == ["layer2.1"]
+    ckpt = pruned_checkpoint(model, "resnet20", {})
+    assert ckpt["removed_blocks"] == ["layer2.1"]
+    rebuilt, _ = rebuild_pruned(ckpt)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x))
+
+
+def test_depth_pruning_in_the_search_when_overhead_dominates(tmp_path, shared_dir):
+    """A device whose per-layer overhead dwarfs compute: channel pruning alone cannot meet the budget."""
+    profile = tmp_path / "slow-layers.yaml"
+    profile.write_text("extends: jetson-nano\nname: slow-layers\ncost_model:\n  layer_overhead_ms: 0.5\n"
+                       "  network_overhead_ms: 0\n")
+    model = shared_dir / "models" / "resnet20-12fca82f.th"
+    r = compress(model, target=str(profile), arch="resnet20", latency_ms="85%", out=tmp_path / "o",
+                 progress=False)
+    assert r.verdict == "met"
+    removed = r.report["pruning"]["blocks_removed"]
+    assert removed
+    reloaded = load_pruned(r.out_dir / "model.pruned.pt")
+    assert all(isinstance(dict(reloaded.named_modules())[b], torch.nn.ReLU) for b in removed)
+    assert json.loads((r.out_dir / "report.json").read_text())["pruning"]["blocks_removed"] == removed
