@@ -66,6 +66,7 @@ def _arm(tmp: Path, calib: Path, selection: str, criterion: str, **budget) -> di
             "latency_ms": r.final.latency_ms, "latency_kind": r.final.latency_kind,
             "original_latency_ms": r.original.latency_ms, "macs": r.final.macs, "original_macs": r.original.macs,
             "params": r.final.params, "rounds": len(rep["pruning"]["rounds"]), "out": str(out),
+            "blocks_removed": rep["pruning"].get("blocks_removed", []),
             "budget_resolved": rep["budget"]}
 
 
