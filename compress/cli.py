@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-device", choices=("auto", "cpu", "cuda"), help="default auto: a GPU when present")
     g.add_argument("--train-workers", type=int, help="data loader workers (default 0)")
     g.add_argument("--max-steps", type=int, help="stop after this many steps")
+    g = p.add_argument_group("export")
+    g.add_argument("--dynamic-batch", action="store_true",
+                   help="export the ONNX model with a dynamic batch dimension (exported at batch 2 so no size 1 "
+                        "is baked in; TensorRT builds it for the profile's batch size)")
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="output folder (default ./compressed/<model>-<target>)")
     g.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
@@ -181,7 +185,7 @@ def _dispatch(args) -> int:
         input_shape=_shape(args.input_shape), mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
         latency_ms=args.latency_ms, speedup=args.speedup, memory_mb=args.memory_mb, macs=args.macs,
         params=args.params, criterion=args.criterion, criterion_options=_key_values(args.criterion_option),
-        selection=args.selection, step=args.step, train_data=args.train_data, train_samples=args.train_samples,
+        selection=args.selection, step=args.step, dynamic_batch=args.dynamic_batch, train_data=args.train_data, train_samples=args.train_samples,
         recovery=_recovery_options(args), out=args.out, seed=args.seed,
         progress=not (args.quiet or args.json))
     result = compress(options)

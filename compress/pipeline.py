@@ -292,7 +292,11 @@ class _Run:
         out: dict = {}
         with self.timer.stage("export"):
             raw = od.path("logs/model.raw.onnx")
-            exported = export_onnx(model, example, raw, opset=rt.opset)
+            if self.o.dynamic_batch:   # batch >= 2 at export, so no size-1 shape is specialised into the graph
+                wide = example.repeat(max(1, -(-2 // example.shape[0])), 1, 1, 1) if example.shape[0] < 2 else example
+                exported = export_onnx(model, wide, raw, opset=rt.opset, dynamic_batch=True)
+            else:
+                exported = export_onnx(model, example, raw, opset=rt.opset)
             simplified = simplify_onnx(raw, od.path("model.onnx"), check_n=3)
             if not simplified.simplified:
                 self.notes.append(f"onnx-simplifier failed, the unsimplified model was kept: {simplified.reason}")
@@ -309,8 +313,10 @@ class _Run:
                                           providers=rt.execution_providers, threads=profile.measurement.threads)
                 out["engine"] = {"kind": "onnxruntime", **engine.to_dict()}
             elif rt.engine == "tensorrt":
+                shapes = {"input": tuple(example.shape)} if self.o.dynamic_batch else None
                 argv = trtexec_command("model.onnx", "model.engine", trt_version=rt.version, precision=rt.precision,
-                                       workspace_mb=rt.workspace_mb, trtexec_path=rt.trtexec_path or "trtexec")
+                                       workspace_mb=rt.workspace_mb, shapes=shapes,
+                                       trtexec_path=rt.trtexec_path or "trtexec")
                 write_build_script(od.path("build_engine.sh"), argv,
                                    f"{profile.description}: build a TensorRT {rt.precision.upper()} engine")
                 out["engine"] = {"kind": "tensorrt", "built": False, "build_script": "build_engine.sh", "argv": argv,

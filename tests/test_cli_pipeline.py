@@ -202,3 +202,17 @@ def test_builtin_example_command(tmp_path):
     assert summary["runs"]["jetson-nano"]["final"]["latency_kind"].startswith("predicted")
     assert (tmp_path / "compressed-jetson-nano" / "build_engine.sh").is_file()
     assert (tmp_path / "compressed-host" / "model.ort.onnx").is_file()
+
+
+def test_dynamic_batch_export(tiny_model_file, calib_file, tmp_path, capsys):
+    out = tmp_path / "dyn"
+    code, _, err = run_cli(["--target", "jetson-nano", *TINY_ARGS, "--calib", calib_file, "--macs", "70%",
+                            "--dynamic-batch", "--out", out, tiny_model_file], capsys)
+    assert code == 0, err
+    model = onnx.load(out / "model.onnx")
+    dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param and not dim0.dim_value          # symbolic batch
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    assert sess.run(None, {sess.get_inputs()[0].name: x})[0].shape[0] == 3
+    assert "--shapes=input:1x3x32x32" in (out / "build_engine.sh").read_text()
