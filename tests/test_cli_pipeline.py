@@ -216,3 +216,20 @@ def test_dynamic_batch_export(tiny_model_file, calib_file, tmp_path, capsys):
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
     assert sess.run(None, {sess.get_inputs()[0].name: x})[0].shape[0] == 3
     assert "--shapes=input:1x3x32x32" in (out / "build_engine.sh").read_text()
+
+
+def test_host_int8_records_latency_and_accuracy_change(tiny_model_file, calib_file, tmp_path, capsys):
+    profile = tmp_path / "host-int8.yaml"
+    profile.write_text("extends: host\nname: host-int8\nruntime:\n  precision: int8\n")
+    out = tmp_path / "int8"
+    code, _, err = run_cli(["--target", profile, *TINY_ARGS, "--calib", calib_file, "--macs", "70%",
+                            "--out", out, tiny_model_file], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    q = report["export"]["quantization"]
+    assert q["format"] == "QDQ" and q["max_abs_error"] > 0 and 0 <= q["top1_agreement"] <= 1
+    assert report["engine"]["precision"] == "int8"
+    ops = {n.op_type for n in onnx.load(out / "model.int8.onnx").graph.node}
+    assert "QuantizeLinear" in ops
+    assert report["final"]["latency_kind"].startswith("measured")
+    assert any("INT8 (QDQ) model" in n for n in report["notes"])
