@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-device", choices=("auto", "cpu", "cuda"), help="default auto: a GPU when present")
     g.add_argument("--train-workers", type=int, help="data loader workers (default 0)")
     g.add_argument("--max-steps", type=int, help="stop after this many steps")
+    g = p.add_argument_group("measuring on a device over SSH")
+    g.add_argument("--device", metavar="USER@HOST[:PORT]",
+                   help="measure latency on this device over SSH (host-key checking on; the key must be in "
+                        "known_hosts) instead of the profile's own method")
+    g.add_argument("--ssh-key", metavar="FILE", help="private key for --device")
+    g.add_argument("--known-hosts", metavar="FILE", help="known_hosts file to trust for --device (default: ssh's)")
+    g.add_argument("--device-python", metavar="PATH", help="Python on the device with onnxruntime and numpy "
+                   "(default python3)")
     g = p.add_argument_group("export")
     g.add_argument("--dynamic-batch", action="store_true",
                    help="export the ONNX model with a dynamic batch dimension (exported at batch 2 so no size 1 "
@@ -139,10 +147,11 @@ def _stage_error_code(e: BaseException) -> int | None:
     lacks are the user's to fix (input errors); a failed parity check or engine build is not.
     """
     from deploy import DeployError, ProviderError
+    from deploy.errors import DeviceError
     from device_profiles import ProfileError
     from export import ExportError, ParityError
 
-    if isinstance(e, (ProfileError, ExportError, ProviderError)):
+    if isinstance(e, (ProfileError, ExportError, ProviderError, DeviceError)):
         return EXIT_INPUT_ERROR
     if isinstance(e, (ParityError, DeployError)):
         return EXIT_INTERNAL_ERROR
@@ -185,7 +194,8 @@ def _dispatch(args) -> int:
         input_shape=_shape(args.input_shape), mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
         latency_ms=args.latency_ms, speedup=args.speedup, memory_mb=args.memory_mb, macs=args.macs,
         params=args.params, criterion=args.criterion, criterion_options=_key_values(args.criterion_option),
-        selection=args.selection, step=args.step, dynamic_batch=args.dynamic_batch, train_data=args.train_data, train_samples=args.train_samples,
+        selection=args.selection, step=args.step, dynamic_batch=args.dynamic_batch, device=args.device,
+        ssh_key=args.ssh_key, known_hosts=args.known_hosts, device_python=args.device_python, train_data=args.train_data, train_samples=args.train_samples,
         recovery=_recovery_options(args), out=args.out, seed=args.seed,
         progress=not (args.quiet or args.json))
     result = compress(options)

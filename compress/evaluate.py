@@ -32,14 +32,22 @@ class Evaluation:
 
 
 class Evaluator:
-    def __init__(self, profile, example_input: torch.Tensor, workdir: Path | None = None):
+    def __init__(self, profile, example_input: torch.Tensor, workdir: Path | None = None, device=None):
         self.profile = profile
         self.example_input = example_input
         self.factors = factors_from_profile(profile)
-        self.measured = profile.measurement.method == "local"
-        if profile.measurement.method == "ssh":
-            raise InputError(f"target {profile.name}: measurement over ssh is not available in this version; "
-                             "use a profile with measurement.method local or none")
+        self.remote = device or _profile_device(profile)   # an SshRunner: measure on the device over SSH
+        self.measured = profile.measurement.method == "local" or self.remote is not None
+        if profile.measurement.method == "ssh" and self.remote is None:
+            raise InputError(f"target {profile.name} measures over SSH but names no device; add measurement.ssh "
+                             "to the profile or pass --device user@host[:port]")
+        if self.remote is not None:
+            need = ("python3", "numpy", "onnxruntime") if profile.runtime.engine == "onnxruntime" else ()
+            self.remote_tools = self.remote.check(require=need, trtexec_path=profile.runtime.trtexec_path or "trtexec")
+            if profile.runtime.engine == "tensorrt" and not self.remote_tools.get("trtexec"):
+                from deploy.errors import DeployError
+                raise DeployError(f"trtexec is missing on {self.remote.target}: it ships with TensorRT (on JetPack "
+                                  "/usr/src/tensorrt/bin/trtexec); install TensorRT or set runtime.trtexec_path")
         if not self.measured and not self.factors.usable:
             raise InputError(f"target {profile.name} cannot be measured from here and its profile lacks the peak "
                              "compute or memory bandwidth needed to predict latency; add them to the profile")
@@ -77,14 +85,37 @@ class Evaluator:
     def measure_onnx(self, onnx_path: Path, full: bool) -> LatencyStats:
         m, rt = self.profile.measurement, self.profile.runtime
         warmup, runs = (m.warmup_runs, m.timed_runs) if full else (QUICK_WARMUP, QUICK_RUNS)
+        if self.remote is not None:
+            return self._measure_remote(onnx_path, warmup, runs)
         feed_array = self.example_input.numpy()
         with OrtRunner(onnx_path, providers=rt.execution_providers or ("CPUExecutionProvider",),
                        threads=m.threads, require_provider=rt.require_provider) as runner:
             return runner.measure({runner.input_names[0]: feed_array}, warmup_runs=warmup, timed_runs=runs)
 
+    def _measure_remote(self, onnx_path: Path, warmup: int, runs: int) -> LatencyStats:
+        m, rt = self.profile.measurement, self.profile.runtime
+        if rt.engine == "onnxruntime":
+            return self.remote.measure_onnx(onnx_path, warmup=warmup, runs=runs, threads=m.threads or 1,
+                                            input_shape=tuple(self.example_input.shape),
+                                            providers=tuple(rt.execution_providers or ("CPUExecutionProvider",)))
+        from deploy.trtexec_log import stats_from_trtexec
+        result = self.remote.measure_trtexec(onnx_path, rt.version, rt.precision,
+                                             trtexec_path=rt.trtexec_path or "trtexec", workspace_mb=rt.workspace_mb,
+                                             iterations=runs)
+        return stats_from_trtexec(result, batch_size=self.example_input.shape[0], where=f"ssh: {self.remote.target}",
+                                  warmup_runs=warmup)
+
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def _profile_device(profile):
+    ssh = profile.measurement.ssh
+    if profile.measurement.method != "ssh" or ssh is None:
+        return None
+    from deploy.ssh_runner import SshRunner
+    return SshRunner(f"{ssh.user}@{ssh.host}:{ssh.port}", identity_file=ssh.key_file, remote_python=ssh.python)
 
 
 def measured_kind(stats: LatencyStats) -> str:

@@ -26,6 +26,10 @@ class CompressOptions:
     criterion_options: dict = field(default_factory=dict)   # e.g. {"alpha": 1.01, "cutoff": "scree"}
     selection: str = "knapsack"                   # knapsack (cost-model priced) or uniform per-layer ratios
     step: float = 0.05                            # fraction of the original channels removed per round
+    device: str | None = None                     # user@host[:port]: measure there over SSH
+    ssh_key: str | None = None
+    known_hosts: str | None = None
+    device_python: str | None = None
     dynamic_batch: bool = False                   # export ONNX with a dynamic batch dimension
     train_data: str | None = None                 # recovery data (same formats as --calib); None: no recovery
     train_samples: int | None = None

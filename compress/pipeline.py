@@ -109,7 +109,7 @@ class _Run:
         self.calib = calib
         # The example batch is real data; a batch larger than the calibration set repeats its samples.
         example = calib.x[torch.arange(shape[0]) % len(calib)].clone()
-        evaluator = Evaluator(profile, example)
+        evaluator = Evaluator(profile, example, device=self._device())
         try:
             with self.timer.stage("evaluate_original"):
                 original = evaluator.evaluate(loaded.module, full=True)
@@ -165,6 +165,15 @@ class _Run:
                                   original.metrics, final_metrics, report)
         finally:
             evaluator.close()
+
+    def _device(self):
+        """An SshRunner for --device user@host[:port], or None (the profile may name its own device)."""
+        o = self.o
+        if not o.device:
+            return None
+        from deploy.ssh_runner import SshRunner
+        return SshRunner(o.device, identity_file=o.ssh_key, known_hosts=o.known_hosts,
+                         remote_python=o.device_python or "python3")
 
     def _input_shape(self, loaded: LoadedModel, profile) -> tuple[int, int, int, int]:
         if self.o.input_shape:
@@ -308,7 +317,7 @@ class _Run:
             raw.unlink()
         out["export"] = {"onnx": exported.to_dict(), "simplify": simplified.to_dict(), "parity": parity.to_dict()}
         with self.timer.stage("engine"):
-            if rt.engine == "onnxruntime" and evaluator.measured:
+            if rt.engine == "onnxruntime" and evaluator.measured and evaluator.remote is None:
                 source = od.path("model.onnx")
                 if rt.precision == "int8":
                     source = self._quantize(od, calib, example, out)
@@ -330,7 +339,11 @@ class _Run:
                                  "why_not_built": f"the engine is built on the device by {rt.engine} from model.onnx"}
         if evaluator.measured:
             with self.timer.stage("measure"):
-                out["stats"] = evaluator.measure_onnx(od.path("model.ort.onnx"), full=True)
+                # a device optimises model.onnx itself; the host's ORT-optimised file is specific to this CPU
+                final = od.path("model.onnx") if evaluator.remote is not None else od.path("model.ort.onnx")
+                out["stats"] = evaluator.measure_onnx(final, full=True)
+            if evaluator.remote is not None:
+                out["engine"]["measured_on"] = str(evaluator.remote.target)
         return out
 
     def _quantize(self, od: OutputDir, calib: CalibData, example, out: dict) -> Path:

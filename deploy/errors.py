@@ -15,6 +15,10 @@ class ProviderError(DeployError):
     """The requested ONNX Runtime execution provider cannot run on this machine."""
 
 
+class DeviceError(DeployError):
+    """The device cannot be reached, does not trust us, or lacks a tool: the user's to fix."""
+
+
 class RunnerStateError(DeployError, RuntimeError):
     """A runner was used in the wrong state (e.g. ``infer`` before ``activate``)."""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.atomic import atomic_path
-from deploy.errors import DeployError
+from deploy.errors import DeployError, DeviceError
 from deploy.stats import LatencyStats
 
 DEVICE_BENCH = Path(__file__).with_name("device_bench.py")
@@ -78,25 +78,25 @@ class SshTarget:
     @classmethod
     def parse(cls, text: str) -> SshTarget:
         if not isinstance(text, str):
-            raise DeployError(f"bad SSH target {text!r}: expected a string user@host[:port]")
+            raise DeviceError(f"bad SSH target {text!r}: expected a string user@host[:port]")
         match = _TARGET_RE.fullmatch(text.strip())
         if match is None:
-            raise DeployError(
+            raise DeviceError(
                 f"bad SSH target {text!r}: expected user@host[:port], e.g. jetson@192.168.1.20 or "
                 f"jetson@nano.local:2222 (IPv6: user@[fe80::1]:22)"
             )
         user, port_text = match["user"], match["port"]
         host = match["ipv6"] or match["host"]
         if not _USER_RE.fullmatch(user):
-            raise DeployError(f"bad SSH target {text!r}: user {user!r} is not a valid user name")
+            raise DeviceError(f"bad SSH target {text!r}: user {user!r} is not a valid user name")
         if match["host"] is not None and not _HOST_RE.fullmatch(host):
-            raise DeployError(f"bad SSH target {text!r}: host {host!r} is not a host name or IP address")
+            raise DeviceError(f"bad SSH target {text!r}: host {host!r} is not a host name or IP address")
         if port_text is None:
             port = 22
         elif port_text.isdigit() and 1 <= int(port_text) <= 65535:
             port = int(port_text)
         else:
-            raise DeployError(f"bad SSH target {text!r}: port {port_text!r} must be an integer 1-65535")
+            raise DeviceError(f"bad SSH target {text!r}: port {port_text!r} must be an integer 1-65535")
         return cls(user=user, host=host, port=port)
 
     @property
@@ -195,12 +195,12 @@ class SshRunner:
                 check=False,
             )
         except FileNotFoundError:
-            raise DeployError(
+            raise DeviceError(
                 f"cannot run {self.ssh!r}: the OpenSSH client is not installed on this machine "
                 f"(sudo apt-get install openssh-client)"
             ) from None
         except subprocess.TimeoutExpired:
-            raise DeployError(
+            raise DeviceError(
                 f"{what or 'remote command'} on {self.target} timed out after {timeout:g} s "
                 f"(raise the timeout if the device is just slow)"
             ) from None
@@ -213,19 +213,19 @@ class SshRunner:
         detail = _last_line(stderr)
         if any(p in stderr for p in _HOST_KEY_PATTERNS):
             where = self.known_hosts if self.known_hosts is not None else "~/.ssh/known_hosts"
-            raise DeployError(
+            raise DeviceError(
                 f"host key of {self.target} is not in known_hosts ({where}) or does not match it "
                 f"({detail}): after checking its fingerprint, add it, e.g. "
                 f"ssh-keyscan -p {self.target.port} {self.target.host} >> {where}"
             )
         if "Permission denied" in stderr or "Too many authentication failures" in stderr:
             key = self.identity_file if self.identity_file is not None else "your default key"
-            raise DeployError(
+            raise DeviceError(
                 f"cannot log in to {self.target} over SSH ({detail}): check the user name and that "
                 f"the public key of {key} is in the device's ~/.ssh/authorized_keys"
             )
         if any(p in stderr for p in _UNREACHABLE_PATTERNS) or stderr.lstrip().startswith("ssh:"):
-            raise DeployError(
+            raise DeviceError(
                 f"cannot reach {self.target} over SSH ({detail}): check the address, that sshd runs, "
                 f"and the key"
             )
@@ -246,7 +246,7 @@ class SshRunner:
         stdout = proc.stdout.decode(errors="replace")
         stderr = proc.stderr.decode(errors="replace")
         if proc.returncode != 0:
-            raise DeployError(
+            raise DeviceError(
                 f"{argv[0]!r} failed on {self.target} with exit status {proc.returncode}: "
                 f"{_last_line(stderr or stdout)}"
             )
@@ -263,7 +263,7 @@ class SshRunner:
         paths = [Path(f) for f in local_files]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
-            raise DeployError(f"cannot copy to {self.target}: no such local file(s) {missing}")
+            raise DeviceError(f"cannot copy to {self.target}: no such local file(s) {missing}")
         self.run(["mkdir", "-p", "--", remote_dir], timeout)
         remote_paths = []
         for path in paths:
@@ -272,7 +272,7 @@ class SshRunner:
             command = f"cat > {shlex.quote(part)} && mv -f -- {shlex.quote(part)} {shlex.quote(remote)}"
             proc = self._ssh(command, timeout, stdin=path.read_bytes(), what=f"copying {path.name}")
             if proc.returncode != 0:
-                raise DeployError(
+                raise DeviceError(
                     f"copying {path} to {self.target}:{remote} failed: "
                     f"{_last_line(proc.stderr.decode(errors='replace'))}"
                 )
@@ -283,7 +283,7 @@ class SshRunner:
         """Copy ``remote_path`` from the device to ``local_path`` (written atomically)."""
         proc = self._ssh(f"cat -- {shlex.quote(remote_path)}", timeout, what=f"fetching {remote_path}")
         if proc.returncode != 0:
-            raise DeployError(
+            raise DeviceError(
                 f"cannot fetch {self.target}:{remote_path}: {_last_line(proc.stderr.decode(errors='replace'))}"
             )
         with atomic_path(local_path) as tmp:
@@ -322,7 +322,7 @@ class SshRunner:
         found: dict[str, str | None] = dict.fromkeys(_INSTALL_HINTS)
         lines = proc.stdout.decode(errors="replace").splitlines()
         if "probe=done" not in lines:
-            raise DeployError(
+            raise DeviceError(
                 f"checking the tools on {self.target} failed: "
                 f"{_last_line(proc.stderr.decode(errors='replace'))}"
             )
@@ -333,7 +333,7 @@ class SshRunner:
         for tool in require:
             if found[tool] is None:
                 name = self.remote_python if tool == "python3" else tool
-                raise DeployError(f"{name} is missing on {self.target}: {_INSTALL_HINTS[tool]}")
+                raise DeviceError(f"{name} is missing on {self.target}: {_INSTALL_HINTS[tool]}")
         return found
 
     # -- measurements --------------------------------------------------------------------------
@@ -342,7 +342,7 @@ class SshRunner:
         proc = self.run(["mktemp", "-d", "/tmp/compress-bench.XXXXXX"], self.connect_timeout_s + 30)
         remote_dir = proc.stdout.strip()
         if not remote_dir.startswith("/"):
-            raise DeployError(f"mktemp on {self.target} gave no folder: {proc.stdout!r}")
+            raise DeviceError(f"mktemp on {self.target} gave no folder: {proc.stdout!r}")
         return remote_dir
 
     def _remove_remote_dir(self, remote_dir: str) -> None:
@@ -367,7 +367,7 @@ class SshRunner:
         """Run device_bench.py on the device; return its JSON result (samples, checksum, versions)."""
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
-            raise DeployError(f"ONNX model not found: {onnx_path}")
+            raise DeviceError(f"ONNX model not found: {onnx_path}")
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
         if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
@@ -437,7 +437,7 @@ class SshRunner:
 
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
-            raise DeployError(f"ONNX model not found: {onnx_path}")
+            raise DeviceError(f"ONNX model not found: {onnx_path}")
         found = self.check(("trtexec",), trtexec_path=trtexec_path)
         tool = found["trtexec"] or trtexec_path
         remote_dir = self._make_remote_dir()
@@ -452,8 +452,8 @@ class SshRunner:
             log = proc.stdout.decode(errors="replace")
             if proc.returncode != 0:
                 if proc.returncode == 127:
-                    raise DeployError(f"trtexec is missing on {self.target}: {_INSTALL_HINTS['trtexec']}")
-                raise DeployError(
+                    raise DeviceError(f"trtexec is missing on {self.target}: {_INSTALL_HINTS['trtexec']}")
+                raise DeviceError(
                     f"trtexec failed on {self.target} with exit status {proc.returncode}: {_last_line(log)}"
                 )
         finally:
@@ -480,4 +480,4 @@ def stats_from_result(result: Mapping[str, Any], where: str) -> LatencyStats:
             where=where,
         )
     except (KeyError, TypeError, ValueError) as exc:
-        raise DeployError(f"the device's benchmark result is incomplete or invalid ({exc!r})") from None
+        raise DeviceError(f"the device's benchmark result is incomplete or invalid ({exc!r})") from None

@@ -436,3 +436,48 @@ def test_benchmark_failure_on_the_device_is_reported(sshd, tmp_path):
     broken.write_bytes(b"not an onnx model")
     with pytest.raises(DeployError, match=r"failed on .*127\.0\.0\.1.* exit status 1: .*(?i:protobuf|invalid|load)"):
         sshd.runner().measure_onnx(broken, warmup=0, runs=1)
+
+
+# ---- the pipeline measuring over SSH ------------------------------------------------------------
+
+_TINY = ["--arch", "example-cnn", "--arch-kwargs", '{"width": 8}']
+
+
+def _cli(args):
+    from compress.cli import main
+
+    return main([str(a) for a in args])
+
+
+def test_pipeline_measures_on_the_device_over_ssh(sshd, tiny_model_file, calib_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = _cli(["--target", "host", *_TINY, "--calib", calib_file, "--macs", "70%",
+                 "--device", f"{sshd.user}@127.0.0.1:{sshd.port}", "--ssh-key", sshd.identity,
+                 "--known-hosts", sshd.known_hosts, "--device-python", sys.executable, "--out", out, tiny_model_file])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    where = f"ssh: {sshd.user}@127.0.0.1:{sshd.port}"
+    assert where in report["final"]["latency_kind"] and report["final"]["latency_kind"].startswith("measured")
+    assert where in report["original"]["latency_kind"]
+    assert report["engine"]["measured_on"] == f"{sshd.user}@127.0.0.1:{sshd.port}"
+    assert not (out / "model.ort.onnx").exists()   # the device optimises model.onnx itself
+
+
+def test_pipeline_with_an_unreachable_device_is_an_input_error(sshd, tiny_model_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = _cli(["--target", "host", *_TINY, "--macs", "70%", "--device", f"{sshd.user}@127.0.0.1:1",
+                 "--ssh-key", sshd.identity, "--known-hosts", sshd.known_hosts, "--out", out, tiny_model_file])
+    _, err = capsys.readouterr()
+    assert code == 2 and "cannot reach" in err and "over SSH" in err, err
+    assert not out.exists()
+
+
+def test_pipeline_with_a_tool_missing_on_the_device(sshd, tiny_model_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = _cli(["--target", "host", *_TINY, "--macs", "70%", "--device", f"{sshd.user}@127.0.0.1:{sshd.port}",
+                 "--ssh-key", sshd.identity, "--known-hosts", sshd.known_hosts,
+                 "--device-python", "/nonexistent/python3", "--out", out, tiny_model_file])
+    _, err = capsys.readouterr()
+    assert code == 2 and "missing on" in err, err
+    assert not out.exists()
