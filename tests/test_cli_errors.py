@@ -181,3 +181,34 @@ def test_torchscript_over_budget_cannot_be_pruned(tmp_path, capsys):
     torch.jit.script(nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3))).save(str(f))
     code, msg = _run(tmp_path, capsys, ["--target", "jetson-nano", "--input-shape", "1x3x32x32", "--params", "10%", f])
     assert code == EXIT_INPUT_ERROR and "TorchScript" in msg and "--arch" in msg
+
+
+TRACE_DEPENDENT = """
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    # Exports differently from how it runs: the ONNX graph doubles the output, eager PyTorch does not.
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = self.conv(x).mean((2, 3))
+        return y * 2 if torch.jit.is_tracing() or torch.compiler.is_compiling() else y
+"""
+
+
+def test_failed_parity_fails_the_build_with_both_numbers(tmp_path, capsys, monkeypatch, calib):
+    pkg = tmp_path / "userpkg2"
+    pkg.mkdir()
+    (pkg / "tracenet.py").write_text(TRACE_DEPENDENT)
+    monkeypatch.syspath_prepend(str(pkg))
+    import tracenet
+
+    f = tmp_path / "trace.pt"
+    torch.save(tracenet.Net().state_dict(), f)
+    code, msg = _run(tmp_path, capsys, ["--target", "host", "--arch", "tracenet:Net", "--input-shape", "1x3x8x8",
+                                        "--latency-ms", "1000", f])
+    assert code == 3 and "ONNX output differs from PyTorch" in msg and "max_abs=0.403" in msg and "max_rel=" in msg, msg
