@@ -211,4 +211,4 @@ def test_failed_parity_fails_the_build_with_both_numbers(tmp_path, capsys, monke
     torch.save(tracenet.Net().state_dict(), f)
     code, msg = _run(tmp_path, capsys, ["--target", "host", "--arch", "tracenet:Net", "--input-shape", "1x3x8x8",
                                         "--latency-ms", "1000", f])
-    assert code == 3 and "ONNX output differs from PyTorch" in msg and "max_abs=0.403" in msg and "max_rel=" in msg, msg
+    assert code == 3 and "ONNX output differs from PyTorch" in msg and "max_abs=" in msg and "max_rel=" in msg, msg
