@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from deploy import build_ort_engine, environment_info, trtexec_command, write_build_script
+from deploy.bundle import write_device_bundle
 from device_profiles import load_profile
 from export import check_parity, export_onnx, simplify_onnx, tolerance_for
 
@@ -331,9 +332,12 @@ class _Run:
                                        trtexec_path=rt.trtexec_path or "trtexec")
                 write_build_script(od.path("build_engine.sh"), argv,
                                    f"{profile.description}: build a TensorRT {rt.precision.upper()} engine")
+                bundle = write_device_bundle(od.tmp, "model.onnx", tuple(example.shape), self.o.seed,
+                                             "build_engine.sh", profile.description)
                 out["engine"] = {"kind": "tensorrt", "built": False, "build_script": "build_engine.sh", "argv": argv,
                                  "why_not_built": "TensorRT engines are specific to the GPU and TensorRT version: "
                                                   "run build_engine.sh on the device"}
+                out["engine"]["bundle"] = bundle
             else:
                 out["engine"] = {"kind": rt.engine, "built": False,
                                  "why_not_built": f"the engine is built on the device by {rt.engine} from model.onnx"}

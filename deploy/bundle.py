@@ -51,3 +51,64 @@ def write_build_script(path: str | os.PathLike[str], argv: list[str], descriptio
     atomically with mode 0755.
     """
     return atomic_write_text(path, render_build_script(argv, description), mode=0o755)
+
+
+def write_device_bundle(out_dir: str | os.PathLike[str], onnx_name: str = "model.onnx",
+                        input_shape: tuple[int, ...] | None = None, seed: int = 0,
+                        build_script: str | None = "build_engine.sh", description: str = "") -> dict:
+    """Add what a device needs to build and check the engine without the host tooling.
+
+    Next to the ONNX model (and build_engine.sh for TensorRT targets): `device_bench.py` (runs on the
+    device's own Python 3.6+ with numpy and onnxruntime), `expected_output.json` (the first output for a
+    fixed seeded input, computed here with ONNX Runtime CPU: its sha256, values and a tolerance, since
+    another runtime or FP16 will not reproduce the bytes), and a README saying how to use them.
+    """
+    import json
+    import shutil
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from deploy import device_bench
+    from deploy.atomic import atomic_path
+
+    out = Path(out_dir)
+    shutil.copyfile(Path(device_bench.__file__), out / "device_bench.py")
+    sess = ort.InferenceSession(str(out / onnx_name), providers=["CPUExecutionProvider"])
+    inputs = [(i.name, i.type, i.shape) for i in sess.get_inputs()]
+    shapes = {inputs[0][0]: tuple(input_shape)} if input_shape else {}
+    feed = device_bench.fixed_feed(inputs, shapes, seed)
+    output = sess.run(None, feed)[0]
+    first = inputs[0][0]
+    expected = {
+        "input": {"name": first, "shape": list(feed[first].shape), "seed": seed,
+                  "generator": "numpy.random.RandomState(seed) via device_bench.fixed_feed",
+                  "sha256": device_bench.output_checksum(feed[first])},
+        "output": {"name": sess.get_outputs()[0].name, "shape": list(output.shape), "dtype": str(output.dtype),
+                   "sha256": device_bench.output_checksum(output),
+                   "values": np.asarray(output, dtype=np.float64).ravel()[:1000].round(6).tolist()},
+        "computed_with": f"onnxruntime {ort.__version__} CPUExecutionProvider on the host",
+        "tolerance": {"fp32_max_abs": 1e-4, "fp16_max_abs": 5e-2,
+                      "note": "the sha256 matches only the same runtime on the same kind of CPU; compare values otherwise"},
+    }
+    with atomic_path(out / "expected_output.json") as tmp:
+        tmp.write_text(json.dumps(expected, indent=2) + "\n")
+    shape_arg = "x".join(str(d) for d in feed[first].shape)
+    lines = [f"# Device bundle{': ' + description if description else ''}", "",
+             "Everything here runs on the device without the host tooling.", ""]
+    if build_script:
+        lines += [f"1. Build the engine: `bash {build_script}` (the exact trtexec command for the profile's TensorRT "
+                  "version; engines are specific to the device and its TensorRT version).", ""]
+    lines += [f"{'2' if build_script else '1'}. Benchmark with ONNX Runtime on the device's Python (3.6+, numpy, "
+              "onnxruntime):", "",
+              f"       python3 device_bench.py {onnx_name} --warmup 20 --runs 200 --threads 1 "
+              f"--input-shape {shape_arg} --seed {seed} --out result.json", "",
+              "   `result.json` has the latency distribution (median, p90, p95, p99), the provider that ran, and "
+              "`output_sha256` for the fixed input.", "",
+              f"{'3' if build_script else '2'}. Check the output: `output_sha256` in result.json equals "
+              "`output.sha256` in expected_output.json on the same runtime and CPU kind; elsewhere compare the "
+              "values within the tolerance given there.", ""]
+    with atomic_path(out / "README.md") as tmp:
+        tmp.write_text("\n".join(lines))
+    return {"files": ["device_bench.py", "expected_output.json", "README.md"] + ([build_script] if build_script else []),
+            "expected_output_sha256": expected["output"]["sha256"], "input_shape": list(feed[first].shape)}

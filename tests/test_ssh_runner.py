@@ -481,3 +481,28 @@ def test_pipeline_with_a_tool_missing_on_the_device(sshd, tiny_model_file, tmp_p
     _, err = capsys.readouterr()
     assert code == 2 and "missing on" in err, err
     assert not out.exists()
+
+
+def test_jetson_nano_bundle_runs_on_the_device_over_ssh(sshd, tiny_model_file, calib_file, tmp_path, capsys):
+    """The bundle of a TensorRT target: everything needed on the device, and its benchmark runs there."""
+    out = tmp_path / "nano"
+    code = _cli(["--target", "jetson-nano", *_TINY, "--calib", calib_file, "--macs", "70%", "--out", out,
+                 tiny_model_file])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    for name in ("model.onnx", "build_engine.sh", "device_bench.py", "expected_output.json", "README.md"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["engine"]["bundle"]["input_shape"] == [1, 3, 32, 32]
+    expected = json.loads((out / "expected_output.json").read_text())
+    assert "python3 device_bench.py model.onnx" in (out / "README.md").read_text()
+
+    runner = sshd.runner()
+    remote = runner.run(["mktemp", "-d"]).stdout.strip()
+    runner.push([out / "model.onnx", out / "device_bench.py"], remote)
+    runner.run([sys.executable, f"{remote}/device_bench.py", f"{remote}/model.onnx", "--warmup", "2", "--runs", "5",
+                "--input-shape", "1x3x32x32", "--seed", "0", "--out", f"{remote}/result.json"])
+    result = json.loads(runner.fetch(f"{remote}/result.json", tmp_path / "result.json").read_text())
+    runner.run(["rm", "-rf", remote])
+    assert result["runs"] == 5 and result["median_ms"] > 0
+    assert result["output_sha256"] == expected["output"]["sha256"]   # same runtime, same CPU: the same bytes
