@@ -125,7 +125,9 @@ def run(args: argparse.Namespace) -> int:
 
     from .pipeline import compress
 
-    runs = {"host": {"speedup": 1.3}, "jetson-nano": {"macs": "50%"}}
+    # MACs budgets: a verdict that timing noise cannot flip on a model this small (0.1 ms); the latency
+    # reached is still measured on host and predicted for the Nano, and printed.
+    runs = {"host": {"macs": "60%"}, "jetson-nano": {"macs": "50%"}}
     summary = {"trained_accuracy": acc, "runs": {}}
     code = 0
     for target, budget in runs.items():
