@@ -592,6 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         selftest_ddp(args.selftest_ddp, args.steps)
     finally:
         if dist.is_available() and dist.is_initialized():
+            # every rank leaves together: a rank tearing gloo down while another still talks to it aborts
+            dist.barrier()
             dist.destroy_process_group()
     return 0
 
