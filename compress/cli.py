@@ -10,9 +10,10 @@ import logging
 import sys
 import traceback
 import warnings
+from pathlib import Path
 
 from . import __version__
-from .errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, CompressError
+from .errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, CompressError, InputError
 
 EPILOG = """\
 examples:
@@ -112,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["validate"], ["report"]):
+        return _subcommand(argv)
     if argv[:1] in (["fit-cost-model"], ["cost-model"]):
         from .costfit import main as costfit_main
         return costfit_main(argv)
@@ -138,6 +141,76 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted; no output was written", False)
         return 130
+
+
+def _subcommand(argv: list[str]) -> int:
+    """`compress validate model.onnx ...` and `compress report DIR`, with the main command's exit codes."""
+    if argv[0] == "validate":
+        p = argparse.ArgumentParser(prog="compress validate", description="Measure any ONNX model on a target and "
+                                    "check it against a budget: the same report and exit codes, no pruning.")
+        p.add_argument("model", help="ONNX model")
+        p.add_argument("--target", required=True, help="built-in name or profile YAML; must be measurable "
+                       "(host, or --device)")
+        p.add_argument("--latency-ms", help="latency budget, ms (absolute)")
+        p.add_argument("--memory-mb", help="weights budget, MB (absolute)")
+        p.add_argument("--params", help="parameter budget, e.g. 0.4M")
+        p.add_argument("--input-shape", metavar="NxCxHxW", help="for models with dynamic input dimensions")
+        p.add_argument("--device", metavar="USER@HOST[:PORT]", help="measure there over SSH")
+        p.add_argument("--ssh-key")
+        p.add_argument("--known-hosts")
+        p.add_argument("--device-python")
+        p.add_argument("--out", help="output folder (default ./validated/<model>-<target>)")
+        p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+        p.add_argument("-v", "--verbose", action="store_true")
+        p.add_argument("-q", "--quiet", action="store_true")
+    else:
+        p = argparse.ArgumentParser(prog="compress report", description="Re-render report.html from report.json.")
+        p.add_argument("dir", help="an output folder holding report.json")
+        p.add_argument("-v", "--verbose", action="store_true")
+        p.add_argument("-q", "--quiet", action="store_true")
+        p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv[1:])
+    _setup_logging(args)
+    try:
+        if argv[0] == "report":
+            return _rerender(Path(args.dir))
+        from .validate import validate
+        device = None
+        if args.device:
+            from deploy.ssh_runner import SshRunner
+            device = SshRunner(args.device, identity_file=args.ssh_key, known_hosts=args.known_hosts,
+                               remote_python=args.device_python or "python3")
+        result = validate(args.model, args.target, args.latency_ms, args.memory_mb, args.params,
+                          _shape(args.input_shape), args.out, device)
+        if args.json:
+            print(json.dumps(result.to_dict(), indent=2))
+        elif not args.quiet:
+            print(f"{result.verdict.upper()}: {result.metrics.latency_ms:.3f} ms ({result.metrics.latency_kind}); "
+                  f"report: {result.out_dir / 'report.json'}")
+        return result.exit_code
+    except CompressError as e:
+        _error(str(e), args.verbose)
+        return e.exit_code
+    except Exception as e:  # noqa: BLE001 - same mapping as the main command
+        code = _stage_error_code(e)
+        _error(str(e) if code is not None else f"internal error: {type(e).__name__}: {e}", args.verbose)
+        return code if code is not None else EXIT_INTERNAL_ERROR
+
+
+def _rerender(folder: Path) -> int:
+    path = folder / "report.json"
+    if not path.is_file():
+        raise InputError(f"{path} does not exist; pass an output folder written by compress")
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); it was not written by compress "
+                            "or was edited") from None
+    from .report_html import render_html
+    from deploy.atomic import atomic_write_text
+    atomic_write_text(folder / "report.html", render_html(report))
+    print(folder / "report.html")
+    return 0
 
 
 def _stage_error_code(e: BaseException) -> int | None:

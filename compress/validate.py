@@ -1,0 +1,156 @@
+"""`compress validate model.onnx --target T --latency-ms N`: latency validation of any ONNX model, no pruning.
+
+The model is measured on the target exactly as the pipeline measures its final model (the profile's
+warm-up and run counts, threads and execution provider; over SSH with --device), and the same
+report.json / report.html come out, with the same verdict and exit codes (0 met, 1 missed, 2 bad input).
+Targets that cannot be measured from here are refused: a prediction needs the PyTorch layers.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .budget import BudgetSpec, Metrics
+from .errors import EXIT_BUDGET_MISSED, EXIT_OK, InputError
+from .evaluate import Evaluator, measured_kind
+from .output import OutputDir
+from .report import REPORT_SCHEMA_VERSION, versions
+
+log = logging.getLogger("compress")
+
+
+@dataclass
+class ValidateResult:
+    verdict: str
+    exit_code: int
+    out_dir: Path
+    metrics: Metrics
+    report: dict
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict, "exit_code": self.exit_code, "out_dir": str(self.out_dir),
+                "final": self.metrics.to_dict()}
+
+
+def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | float | None = None,
+             memory_mb: str | float | None = None, params: str | float | None = None,
+             input_shape: tuple[int, ...] | None = None, out: str | Path | None = None, device=None,
+             seed: int = 0) -> ValidateResult:
+    from device_profiles import load_profile
+    from deploy import environment_info
+
+    path = Path(onnx_path)
+    model = _load_onnx(path)
+    profile = load_profile(target)
+    shape = _input_shape(model, input_shape)
+    example = torch.from_numpy(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+    evaluator = Evaluator(profile, example, device=device)
+    if not evaluator.measured:
+        raise InputError(f"target {profile.name} cannot be measured from here (its latency would be a prediction, "
+                         "which needs the PyTorch model); validate on host or pass --device user@host[:port]")
+    params_count = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    bytes_per = {"fp32": 4, "fp16": 2, "int8": 1}[profile.runtime.precision]
+    spec = BudgetSpec.from_options(latency_ms, None, memory_mb, None, params, profile.budget.latency_ms,
+                                   profile.budget.memory_mb)
+    relative = [n for n in ("latency_ms", "memory_mb", "params")
+                if getattr(spec, n, None) is not None and getattr(getattr(spec, n), "relative", False)]
+    if relative:
+        raise InputError(f"validate needs absolute budgets (there is no original to take a share of): "
+                         f"--{relative[0].replace('_', '-')} must be a number, e.g. --latency-ms 2.5")
+    started = time.perf_counter()
+    try:
+        stats = evaluator.measure_onnx(path, full=True)
+    finally:
+        evaluator.close()
+    memory = params_count * bytes_per / 2**20
+    metrics = Metrics(stats.median_ms, measured_kind(stats), memory, None, params_count)
+    budget = spec.resolve(metrics)
+    misses = budget.misses(metrics)
+    verdict = "missed" if misses else "met"
+    notes = ["validation only: nothing was pruned or exported; memory is the weights only (initializers at "
+             f"{profile.runtime.precision}), activations are not counted"]
+    if misses:
+        notes.append("budget missed: " + "; ".join(misses))
+    folder = Path(out) if out else Path("validated") / f"{path.stem}-{profile.name}"
+    with OutputDir(folder) as od:
+        report = {
+            "schema_version": REPORT_SCHEMA_VERSION, "verdict": verdict, "mode": "validate",
+            "inputs": {"model": {"path": str(path), "sha256": _sha256(path), "kind": "onnx", "arch": None,
+                                 "arch_kwargs": {}},
+                       "target": profile.to_dict(), "input_shape": list(shape),
+                       "budget_requested": {k: v for k, v in (("latency_ms", latency_ms), ("memory_mb", memory_mb),
+                                                              ("params", params)) if v is not None}
+                       or {"profile_defaults": profile.budget.__dict__},
+                       "criterion": None, "seed": seed, "calibration": None, "options": {}},
+            "budget": budget.to_dict(),
+            "original": {**metrics.to_dict(), "latency_stats": stats.to_dict()},
+            "final": {**metrics.to_dict(), "latency_stats": stats.to_dict(),
+                      "memory_kind": "weights only (ONNX initializers), activations not counted"},
+            "accuracy": {"evaluated": False, "why": "validate measures latency only"},
+            "pruning": {"criterion": None, "rounds": [], "groups": []},
+            "layers": [],
+            "export": {"onnx": {"path": str(path), "opset": _opset(model)}},
+            "engine": {"kind": profile.runtime.engine, "measured_on": str(device.target) if device else "local"},
+            "timings_s": {"measure": round(time.perf_counter() - started, 3)},
+            "environment": {"versions": versions(), **environment_info()},
+            "artifacts": {},
+            "notes": notes,
+        }
+        report["artifacts"] = od.artifacts()
+        od.write_json("report.json", report)
+        _render(od, report)
+        out_dir = od.commit()
+    log.info("%s: %.3f ms (%s) against %s", verdict.upper(), metrics.latency_ms, metrics.latency_kind,
+             budget.to_dict())
+    return ValidateResult(verdict, EXIT_OK if verdict == "met" else EXIT_BUDGET_MISSED, out_dir, metrics, report)
+
+
+def _render(od: OutputDir, report: dict) -> None:
+    try:
+        from .report_html import render_html
+    except ImportError:  # the HTML renderer is optional in this version
+        return
+    od.path("report.html").write_text(render_html(report))
+
+
+def _load_onnx(path: Path):
+    import onnx
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; pass the ONNX model to validate")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:  # noqa: BLE001 - any failure to read it is the user's file to fix
+        raise InputError(f"{path} is not a valid ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                         "export it again or pass the right file") from None
+    return model
+
+
+def _input_shape(model, given: tuple[int, ...] | None) -> tuple[int, ...]:
+    if given:
+        return tuple(int(v) for v in given)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    shape = tuple(d.dim_value for d in dims)
+    if not shape or any(v <= 0 for v in shape):
+        raise InputError(f"the model's input has dynamic dimensions {[d.dim_param or d.dim_value for d in dims]}; "
+                         "pass --input-shape NxCxHxW")
+    return shape
+
+
+def _opset(model) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
