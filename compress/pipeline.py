@@ -30,6 +30,8 @@ from .model_io import LoadedModel, load_model, save_pruned_bytes
 from .options import CompressOptions
 from .output import OutputDir, sha256_file
 from .pruning import ChannelPruner
+from .report_html import render_html
+from .report_schema import validate_report
 from .search import MAX_ROUNDS, SELECTIONS, SearchContext, knapsack_search, uniform_search
 from .report import build_report, layer_table, versions
 
@@ -160,7 +162,10 @@ class _Run:
             report = self._report(od, profile, spec, budget, loaded, calib, original, final_eval, final_metrics,
                                   artifacts, pruning, accuracy, verdict, shape)
             log.info("%s: %s -> %s (%s)", verdict.upper(), _fmt(original.metrics), _fmt(final_metrics), od.final)
-            od.write_json("report.json", _relative_paths(report, od.tmp))
+            report = _relative_paths(report, od.tmp)
+            validate_report(report)   # a report that breaks its own schema is a bug: never written
+            od.write_json("report.json", report)
+            od.path("report.html").write_text(render_html(report), encoding="utf-8")
             out_dir = od.commit()
             return CompressResult(verdict, EXIT_OK if verdict == "met" else EXIT_BUDGET_MISSED, out_dir, budget,
                                   original.metrics, final_metrics, report)

@@ -79,6 +79,7 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
         notes.append("budget missed: " + "; ".join(misses))
     folder = Path(out) if out else Path("validated") / f"{path.stem}-{profile.name}"
     with OutputDir(folder) as od:
+        od.attach_log("compress")
         report = {
             "schema_version": REPORT_SCHEMA_VERSION, "verdict": verdict, "mode": "validate",
             "inputs": {"model": {"path": str(path), "sha256": _sha256(path), "kind": "onnx", "arch": None,
@@ -91,18 +92,22 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
             "budget": budget.to_dict(),
             "original": {**metrics.to_dict(), "latency_stats": stats.to_dict()},
             "final": {**metrics.to_dict(), "latency_stats": stats.to_dict(),
-                      "memory_kind": "weights only (ONNX initializers), activations not counted"},
+                      "memory_kind": "predicted: weights only (ONNX initializers), activations not counted"},
             "accuracy": {"evaluated": False, "why": "validate measures latency only"},
             "pruning": {"criterion": None, "rounds": [], "groups": []},
             "layers": [],
-            "export": {"onnx": {"path": str(path), "opset": _opset(model)}},
+            "export": {"onnx": {"path": str(path), "opset": _opset(model), "sha256": _sha256(path),
+                                "exporter": "none: the ONNX model was given"}},
             "engine": {"kind": profile.runtime.engine, "measured_on": str(device.target) if device else "local"},
             "timings_s": {"measure": round(time.perf_counter() - started, 3)},
             "environment": {"versions": versions(), **environment_info()},
             "artifacts": {},
             "notes": notes,
         }
+        od._close_log()   # the log is an artifact: its hash must be final
         report["artifacts"] = od.artifacts()
+        from .report_schema import validate_report
+        validate_report(report)
         od.write_json("report.json", report)
         _render(od, report)
         out_dir = od.commit()

@@ -1,0 +1,68 @@
+"""The JSON Schema of report.json (`report_schema.json`, shipped as package data) and a validator for it.
+
+Builds gate on report.json, so a report that drifts from the documented layout must fail loudly in the
+test suite, not in someone's CI script.
+"""
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+SCHEMA_PATH = Path(__file__).with_name("report_schema.json")
+
+
+class ReportSchemaError(ValueError):
+    """report.json does not match the schema; the message names the JSON path and the reason."""
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def _validator():
+    # Imported lazily: jsonschema is a dev dependency, and compressing must not need it.
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(load_schema())
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def _path(error) -> str:
+    out = "$"
+    for part in error.absolute_path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:   # artifact keys are file names: "model.onnx" must not read as two levels
+            out += f".{part}" if _PLAIN_KEY.match(part) else f"[{json.dumps(part)}]"
+    return out
+
+
+def _one_line(error) -> str:
+    message = " ".join(str(error.message).split())
+    if len(message) > 200:   # a failing `const`/`enum` quotes the whole offending value
+        message = message[:197] + "..."
+    return f"{_path(error)}: {message}"
+
+
+def schema_errors(report: dict) -> list[str]:
+    """Every violation as 'json.path: why', in document order; empty when the report is valid."""
+    from jsonschema.exceptions import best_match
+
+    errors = sorted(_validator().iter_errors(report), key=lambda e: [str(p) for p in e.absolute_path])
+    # best_match on one error descends into oneOf/anyOf branches, so a bad value inside a nullable object
+    # names the field rather than dumping the whole object.
+    return [_one_line(best_match([e])) for e in errors]
+
+
+def validate_report(report: dict) -> None:
+    """Raise ReportSchemaError naming the most relevant violation (jsonschema's best_match)."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator().iter_errors(report))
+    if error is not None:
+        raise ReportSchemaError(f"report.json does not match schema {load_schema()['$id']}: {_one_line(error)}")

@@ -1,0 +1,289 @@
+"""report.html: content and self-containment of render_html, and a real report rendered by headless Chromium."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from compress.report_html import render_html
+
+EXTERNAL = ("http://", "https://", "<script src", "<link", "@import", "url(", "//fonts.", "<img")
+
+
+def _stats(median: float, where: str = "local: vm") -> dict:
+    return {"median_ms": median, "mean_ms": median * 1.02, "std_ms": median * 0.05, "min_ms": median * 0.98,
+            "max_ms": median * 1.6, "p90_ms": median * 1.03, "p95_ms": median * 1.07, "p99_ms": median * 1.4,
+            "runs": 200, "warmup_runs": 20, "batch_size": 1, "throughput_ips": 1000 / median,
+            "runtime": "onnxruntime 1.31.1", "provider": "CPUExecutionProvider", "threads": 1, "where": where,
+            "method": "measured"}
+
+
+MEASURED = "measured: median of 200 runs after 20 warm-up, onnxruntime 1.31.1 CPUExecutionProvider, 1 thread(s)"
+PREDICTED = "predicted: per-layer roofline cost model of profile jetson-nano (fitted to measurements)"
+
+
+def _round(pred: float, meas: float | None, macs: int, met: bool, kind: str = MEASURED) -> dict:
+    return {"selection": "knapsack", "binding": "macs", "channels_removed": 8, "predicted_latency_ms": pred,
+            "measured_over_predicted": None if meas is None else meas / pred, "predicted_latency_before_ms": 0.116,
+            "metrics": {"latency_ms": pred if meas is None else meas, "latency_kind": kind, "macs": macs},
+            "meets_budget": met}
+
+
+def host_report() -> dict:
+    """Shaped like a real host report: measured latency, pruned by knapsack rounds, l1 scores."""
+    return {
+        "schema_version": "1.0", "verdict": "met",
+        "inputs": {"model": {"path": "ex/model.pt", "sha256": "07" * 32, "kind": "state_dict", "arch": "example-cnn"},
+                   "target": {"name": "host", "description": "x86-64 host", "runtime": {"engine": "onnxruntime"}},
+                   "budget_requested": {"macs": "60%"}, "criterion": "l1", "seed": 0, "input_shape": [1, 3, 32, 32]},
+        "budget": {"macs": 5928038.4},
+        "original": {"latency_ms": 0.101, "latency_kind": MEASURED, "memory_mb": 0.40, "macs": 9880064,
+                     "params": 72824, "latency_stats": _stats(0.101)},
+        "final": {"latency_ms": 0.0885, "latency_kind": MEASURED, "memory_mb": 0.28, "macs": 5714432, "params": 57136,
+                  "latency_stats": _stats(0.0885), "memory_kind": "predicted: weights + activations"},
+        "accuracy": {"evaluated": True, "data": "npz file ex/calib.npz", "samples": 256,
+                     "agreement_with_original": 0.921875, "labels_from": "data", "top1_original": 0.98828125,
+                     "top1_final": 0.9140625},
+        "pruning": {"criterion": "l1", "criterion_description": "L1 norm", "selection": "knapsack",
+                    "rounds": [_round(0.107, 0.104, 8442368, False), _round(0.0989, 0.0899, 7000000, False),
+                               _round(0.0989, 0.0888, 5714432, True)],
+                    "criterion_details": {"layers": {"features.0": {"scores": [0.1, 0.5, 0.3, 0.9]}}}},
+        "layers": [{"name": "features.0", "kind": "Conv2d", "in_channels_before": 3, "in_channels_after": 3,
+                    "out_channels_before": 16, "out_channels_after": 8, "macs_before": 442368, "macs_after": 221184,
+                    "predicted_latency_share": 0.079},
+                   {"name": "classifier", "kind": "Linear", "in_channels_before": 64, "in_channels_after": 64,
+                    "out_channels_before": 8, "out_channels_after": 8, "macs_before": 512, "macs_after": 512,
+                    "predicted_latency_share": 0.042}],
+        "export": {"onnx": {"opset": 17, "exporter": "torchscript"},
+                   "parity": {"max_abs": 3.814697265625e-06, "max_rel": 2.57e-07, "atol": 1e-4, "rtol": 1e-4,
+                              "samples": 64, "passed": True, "runtime": "onnxruntime 1.31.1"}},
+        "engine": {"kind": "onnxruntime", "precision": "fp32", "path": "model.ort.onnx"},
+        "timings_s": {"load": 0.074, "prune": 0.386, "export": 0.127},
+        "environment": {"versions": {"python": "3.11.7", "torch": "2.13.0+cpu"}, "hostname": "vm"},
+        "artifacts": {"model.onnx": "cc" * 32},
+        "notes": [],
+    }
+
+
+def nano_report() -> dict:
+    """Predicted latency only (no device), a latency budget, a TensorRT bundle instead of a built engine."""
+    r = host_report()
+    r["inputs"]["target"] = {"name": "jetson-nano", "description": "NVIDIA Jetson Nano 4 GB"}
+    r["inputs"]["budget_requested"] = {"latency_ms": "10"}
+    r["budget"] = {"latency_ms": 10.0}
+    for k, v in (("original", 2.68), ("final", 2.66)):
+        r[k].update(latency_ms=v, latency_kind=PREDICTED, latency_stats=None)
+    r["pruning"]["rounds"] = [_round(2.676, None, 8110592, False, PREDICTED), _round(2.66, None, 4719104, True,
+                                                                                      PREDICTED)]
+    r["engine"] = {"kind": "tensorrt", "built": False, "argv": ["trtexec", "--onnx=model.onnx", "--fp16"],
+                   "why_not_built": "run build_engine.sh on the device",
+                   "bundle": {"files": ["build_engine.sh", "device_bench.py"]}}
+    return r
+
+
+def int8_report() -> dict:
+    """Unpruned (the original already met the budget), INT8 quantized, with notes."""
+    r = host_report()
+    r["budget"] = {"latency_ms": 1000.0}
+    r["inputs"]["budget_requested"] = {"latency_ms": "1000"}
+    r["pruning"] = {"criterion": "l1", "rounds": [], "groups": []}
+    r["export"]["quantization"] = {"path": "model.int8.onnx", "format": "QDQ", "calibration_method": "minmax",
+                                   "per_channel": True, "max_abs_error": 3.4286, "top1_agreement": 0.98828125}
+    r["notes"] = ["the original model already meets the budget: nothing was pruned"]
+    return r
+
+
+def cmi_report() -> dict:
+    r = host_report()
+    r["pruning"]["criterion"] = "cmi"
+    r["pruning"]["criterion_details"] = {
+        "options": {"cutoff": "permutation"},
+        "layers": {"features.0": {"name": "features.0", "curve": [1.98, 1.78, 1.21, 0.67, 0.37, 0.0], "keep": 2,
+                                  "channels": 5, "cutoff": "permutation", "p_values": [0.01, 0.92]}}}
+    return r
+
+
+def _self_contained(page: str) -> None:
+    low = page.lower()
+    for s in EXTERNAL:
+        assert s not in low, f"{s!r} in the page: it must open with no network access"
+
+
+@pytest.mark.parametrize("make", [host_report, nano_report, int8_report, cmi_report])
+def test_every_shape_renders_self_contained_and_deterministic(make):
+    page = render_html(make())
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    _self_contained(page)
+    assert page == render_html(make())
+    assert '<meta name="viewport"' in page and "@media print" in page
+    # The viewBox is what lets a chart shrink to a phone's width.
+    assert all("viewBox=" in svg for svg in re.findall(r"<svg[^>]*>", page))
+
+
+def test_verdict_and_budget_numbers_at_the_top():
+    page = render_html(host_report())
+    banner = page[page.index('id="verdict"'):page.index('id="summary"')]
+    assert "BUDGET MET" in banner and "&#10004;" in banner  # a symbol and a word, not colour alone
+    assert "5.928 M" in banner and "5.714 M" in banner and "9.88 M" in banner and "asked: 60%" in banner
+    assert page.index("BUDGET MET") < page.index('id="latency"')
+
+
+def test_missed_verdict_says_so():
+    r = nano_report()
+    r["verdict"], r["budget"] = "missed", {"latency_ms": 2.0}
+    page = render_html(r)
+    assert "BUDGET MISSED" in page and "BUDGET MET" not in page
+    assert "2 ms" in page and "2.66 ms" in page and "&#10008; missed" in page
+
+
+def test_measured_latency_shows_distribution_and_how():
+    page = render_html(host_report())
+    lat = page[page.index('id="latency"'):page.index('id="layers"')]
+    assert "measured: median of 200 runs" in lat and "CPUExecutionProvider" in lat
+    for col in ("median", "p90", "p95", "p99"):
+        assert f">{col}<" in lat
+    assert "<svg" in lat
+
+
+def test_predicted_latency_says_predicted_and_has_no_measured_series():
+    page = render_html(nano_report())
+    assert "predicted: per-layer roofline cost model" in page
+    rounds = page[page.index('id="rounds"'):page.index('id="accuracy"')]
+    assert "predicted (cost model)" in rounds and ">measured<" not in rounds
+    assert "were not measured on the target" in rounds
+    assert "trtexec --onnx=model.onnx --fp16" in page and "device_bench.py" in page
+
+
+def test_rounds_plot_predicted_and_measured():
+    page = render_html(host_report())
+    rounds = page[page.index('id="rounds"'):page.index('id="accuracy"')]
+    assert rounds.count("<polyline") == 2 and "measured" in rounds
+    assert "0.972" in rounds  # 0.104 / 0.107, the measured/predicted ratio of round 1
+
+
+def test_optional_sections_absent_without_data():
+    r = int8_report()
+    for k in ("accuracy", "artifacts", "timings_s", "layers"):
+        r.pop(k)
+    r["pruning"].pop("criterion_details", None)
+    page = render_html(r)
+    for sid in ("rounds", "curves", "accuracy", "artifacts", "timings", "layers"):
+        assert f'id="{sid}"' not in page, sid
+    assert 'id="quantization"' in page and "QDQ" in page and 'id="notes"' in page
+    page = render_html(host_report())
+    assert 'id="quantization"' not in page and 'id="notes"' not in page
+
+
+def test_minimal_and_empty_reports_render():
+    for r in ({}, {"verdict": "met"}, {"verdict": "weird", "budget": {"latency_ms": None}}):
+        page = render_html(r)
+        _self_contained(page)
+    assert "No budget was given" in render_html({"verdict": "met"})
+
+
+def test_cmi_curves_with_cutoff_and_score_tables():
+    page = render_html(cmi_report())
+    curves = page[page.index('id="curves"'):page.index('id="export"')]
+    assert "keep 2" in curves and "stroke-dasharray" in curves and "permutation" in curves
+    page = render_html(host_report())
+    scores = page[page.index('id="curves"'):page.index('id="export"')]
+    assert "<polyline" not in scores and "Median" in scores and "0.9" in scores
+
+
+def test_int8_quantization_and_parity_numbers():
+    page = render_html(int8_report())
+    q = page[page.index('id="quantization"'):]
+    assert "QDQ" in q and "3.429" in q and "minmax" in q
+    assert "3.81e-06" in page and "&#10004; passed" in page
+
+
+def test_text_is_escaped():
+    r = host_report()
+    r["notes"] = ['<script>alert("x")</script>']
+    r["inputs"]["target"]["description"] = "a & b <i>"
+    r["layers"][0]["name"] = "<b>evil</b>"
+    r["artifacts"] = {"<img src=x>": "ab"}
+    page = render_html(r)
+    assert "<script>" not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "a &amp; b &lt;i&gt;" in page and "&lt;b&gt;evil&lt;/b&gt;" in page and "<img" not in page
+
+
+# -- headless Chromium ------------------------------------------------------------------------------
+
+def _chromium() -> str:
+    """The Chromium binary, installed with apt when missing and allowed; skips with the reason otherwise."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    why = []
+    if os.geteuid() != 0:
+        why.append("not root")
+    if not shutil.which("apt-get"):
+        why.append("no apt-get")
+    if os.environ.get("REPORT_HTML_NO_APT"):
+        why.append("REPORT_HTML_NO_APT is set")
+    if not why:
+        p = subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True,
+                           timeout=900, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        found = shutil.which("chromium") or shutil.which("chromium-browser")
+        if found:
+            return found
+        why.append(f"apt-get install chromium exited {p.returncode}: {(p.stderr or p.stdout).strip()[-300:]}")
+    pytest.skip("headless Chromium is not available (Debian package 'chromium'): " + "; ".join(why))
+
+
+def _headless(chromium: str, *args: str) -> subprocess.CompletedProcess:
+    # No sandbox: tests often run as root in a container; resolver rules make any request fail instead of leaving.
+    return subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--no-first-run", "--disable-extensions", "--disable-background-networking",
+                           "--host-resolver-rules=MAP * ~NOTFOUND", *args],
+                          capture_output=True, text=True, timeout=180)
+
+
+def _png_ok(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert len(data) > 10_000, f"{path} is only {len(data)} bytes: the page probably rendered blank"
+
+
+@pytest.fixture(scope="module")
+def real_report(tiny_model_file, calib_file, tmp_path_factory):
+    import compress
+    out = tmp_path_factory.mktemp("report") / "out"
+    result = compress.compress(str(tiny_model_file), target="host", arch="example-cnn", arch_kwargs={"width": 8},
+                               calib=str(calib_file), macs="60%", out=str(out))
+    return result.report, Path(result.out_dir)
+
+
+def test_real_report_in_headless_chromium(real_report, tmp_path):
+    report, _ = real_report
+    chromium = _chromium()
+    page = render_html(report)
+    _self_contained(page)
+    html_file = tmp_path / "report.html"
+    html_file.write_text(page, encoding="utf-8")
+    url = html_file.resolve().as_uri()
+
+    p = _headless(chromium, "--enable-logging=stderr", "--v=0", "--dump-dom", url)
+    assert p.returncode == 0, p.stderr[-2000:]
+    verdict = "BUDGET MET" if report["verdict"] == "met" else "BUDGET MISSED"
+    assert verdict in p.stdout and 'id="latency"' in p.stdout and "<svg" in p.stdout
+    console = [ln for ln in p.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    assert not console, "console errors:\n" + "\n".join(console)
+    # A blocked request would show as a resolver or load failure in Chromium's log.
+    refused = [ln for ln in p.stderr.splitlines() if "ERR_NAME_NOT_RESOLVED" in ln or "net::ERR_" in ln]
+    assert not refused, "the page tried to reach the network:\n" + "\n".join(refused)
+
+    for width, name in ((1200, "report_screenshot.png"), (390, "report_screenshot_phone.png")):
+        shot = tmp_path / name
+        p = _headless(chromium, f"--screenshot={shot}", f"--window-size={width},2400", url)
+        assert p.returncode == 0 and shot.exists(), p.stderr[-2000:]
+        _png_ok(shot)
+        try:  # a stable place to look at the page by eye; not having it is no test failure
+            shutil.copyfile(shot, Path("/tmp") / name)
+        except OSError:
+            pass
