@@ -321,7 +321,10 @@ class _Run:
                                   batch_size=example.shape[0])
             parity.raise_if_failed()
             raw.unlink()
-        out["export"] = {"onnx": exported.to_dict(), "simplify": simplified.to_dict(), "parity": parity.to_dict()}
+        # the raw export was simplified into model.onnx and deleted: its hash stays, its path does not
+        raw_record = {k: v for k, v in exported.to_dict().items() if k != "path"}
+        out["export"] = {"onnx": {**raw_record, "raw_export": "deleted after simplification"},
+                         "simplify": simplified.to_dict(), "parity": parity.to_dict()}
         with self.timer.stage("engine"):
             if rt.engine == "onnxruntime" and evaluator.measured and evaluator.remote is None:
                 source = od.path("model.onnx")
