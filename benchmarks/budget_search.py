@@ -46,6 +46,17 @@ def _npz(tmp: Path, name: str, split: str, n: int, seed: int) -> Path:
     return path
 
 
+def datasets(tmp: Path, arch: str, calib_samples: int, train_samples: int, test_samples: int, seed: int):
+    """The calibration npz (for the pipeline), and normalised training and test sets: disjoint seeded subsets."""
+    info = get_arch(arch)
+    calib = _npz(tmp, "calib", "train", calib_samples, seed)
+    train = load_calibration(str(_npz(tmp, "train", "train", train_samples, seed + 1)),
+                             info.input_shape, train_samples, info.mean, info.std, seed)
+    test = load_calibration(str(_npz(tmp, "test", "test", test_samples, seed)),
+                            info.input_shape, test_samples, info.mean, info.std, seed)
+    return calib, train, test
+
+
 def _top1(model, data) -> float:
     model.eval()
     with torch.no_grad():
@@ -82,14 +93,10 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    info = get_arch("resnet56")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        calib = _npz(tmp, "calib", "train", args.calib_samples, args.seed)
-        train = load_calibration(str(_npz(tmp, "train", "train", args.train_samples, args.seed + 1)),
-                                 info.input_shape, args.train_samples, info.mean, info.std, args.seed)
-        test = load_calibration(str(_npz(tmp, "test", "test", args.test_samples, args.seed)),
-                                info.input_shape, args.test_samples, info.mean, info.std, args.seed)
+        calib, train, test = datasets(tmp, "resnet56", args.calib_samples, args.train_samples, args.test_samples,
+                                      args.seed)
         original = load_model(MODEL, "resnet56", {}, False).module.eval()
         base = _top1(original, test)
         print(f"original ResNet-56: top-1 {base:.4f} on {len(test.x)} test images")

@@ -23,10 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.budget_search import _npz, _top1  # noqa: E402
+from benchmarks.budget_search import _top1, datasets  # noqa: E402
 from compress import compress, load_pruned  # noqa: E402
-from compress.archs import get_arch  # noqa: E402
-from compress.calib import load_calibration  # noqa: E402
 from compress.errors import BudgetError  # noqa: E402
 from compress.model_io import load_model  # noqa: E402
 from compress.recovery import RecoveryOptions, recover  # noqa: E402
@@ -52,7 +50,6 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     key, _, value = args.budget.partition("=")
-    info = get_arch(args.arch)
     result = {"command": " ".join(sys.argv), "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                           "torch": torch.__version__},
@@ -60,11 +57,8 @@ def main() -> None:
               "test_samples": args.test_samples, "train_samples": args.train_samples, "rows": []}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        calib = _npz(tmp, "calib", "train", args.calib_samples, args.seed)
-        train = load_calibration(str(_npz(tmp, "train", "train", args.train_samples, args.seed + 1)),
-                                 info.input_shape, args.train_samples, info.mean, info.std, args.seed)
-        test = load_calibration(str(_npz(tmp, "test", "test", args.test_samples, args.seed)),
-                                info.input_shape, args.test_samples, info.mean, info.std, args.seed)
+        calib, train, test = datasets(tmp, args.arch, args.calib_samples, args.train_samples, args.test_samples,
+                                      args.seed)
         original = load_model(MODELS[args.arch], args.arch, {}, False).module.eval()
         result["original_top1"] = _top1(original, test)
         for crit in args.criteria.split(","):

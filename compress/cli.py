@@ -113,22 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["validate"], ["report"]):
-        return _subcommand(argv)
     if argv[:1] in (["fit-cost-model"], ["cost-model"]):
         from .costfit import main as costfit_main
         return costfit_main(argv)
-    if argv[:1] == ["example"]:
-        from .example import build_parser as example_parser
-        args = example_parser().parse_args(argv[1:])
+    if argv[:1] in (["validate"], ["report"]):
+        args = _subcommand_parser(argv[0]).parse_args(argv[1:])
+        run = _run_validate if argv[0] == "validate" else (lambda a: _rerender(Path(a.dir)))
+    elif argv[:1] == ["example"]:
+        from .example import build_parser as example_parser, run as run_example
+        args, run = example_parser().parse_args(argv[1:]), run_example
     else:
-        args = build_parser().parse_args(argv)
+        args, run = build_parser().parse_args(argv), _dispatch
     _setup_logging(args)
     try:
-        if argv[:1] == ["example"]:
-            from .example import run as run_example
-            return run_example(args)
-        return _dispatch(args)
+        return run(args)
     except CompressError as e:
         _error(str(e), args.verbose)
         return e.exit_code
@@ -143,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _subcommand(argv: list[str]) -> int:
+def _subcommand_parser(name: str) -> argparse.ArgumentParser:
     """`compress validate model.onnx ...` and `compress report DIR`, with the main command's exit codes."""
-    if argv[0] == "validate":
+    if name == "validate":
         p = argparse.ArgumentParser(prog="compress validate", description="Measure any ONNX model on a target and "
                                     "check it against a budget: the same report and exit codes, no pruning.")
         p.add_argument("model", help="ONNX model")
@@ -161,40 +159,31 @@ def _subcommand(argv: list[str]) -> int:
         p.add_argument("--device-python")
         p.add_argument("--out", help="output folder (default ./validated/<model>-<target>)")
         p.add_argument("--json", action="store_true", help="print a machine-readable summary")
-        p.add_argument("-v", "--verbose", action="store_true")
-        p.add_argument("-q", "--quiet", action="store_true")
     else:
         p = argparse.ArgumentParser(prog="compress report", description="Re-render report.html from report.json.")
         p.add_argument("dir", help="an output folder holding report.json")
-        p.add_argument("-v", "--verbose", action="store_true")
-        p.add_argument("-q", "--quiet", action="store_true")
         p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv[1:])
-    _setup_logging(args)
-    try:
-        if argv[0] == "report":
-            return _rerender(Path(args.dir))
-        from .validate import validate
-        device = None
-        if args.device:
-            from deploy.ssh_runner import SshRunner
-            device = SshRunner(args.device, identity_file=args.ssh_key, known_hosts=args.known_hosts,
-                               remote_python=args.device_python or "python3")
-        result = validate(args.model, args.target, args.latency_ms, args.memory_mb, args.params,
-                          _shape(args.input_shape), args.out, device)
-        if args.json:
-            print(json.dumps(result.to_dict(), indent=2))
-        elif not args.quiet:
-            print(f"{result.verdict.upper()}: {result.metrics.latency_ms:.3f} ms ({result.metrics.latency_kind}); "
-                  f"report: {result.out_dir / 'report.json'}")
-        return result.exit_code
-    except CompressError as e:
-        _error(str(e), args.verbose)
-        return e.exit_code
-    except Exception as e:  # noqa: BLE001 - same mapping as the main command
-        code = _stage_error_code(e)
-        _error(str(e) if code is not None else f"internal error: {type(e).__name__}: {e}", args.verbose)
-        return code if code is not None else EXIT_INTERNAL_ERROR
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    return p
+
+
+def _run_validate(args) -> int:
+    from .validate import validate
+
+    device = None
+    if args.device:
+        from deploy.ssh_runner import SshRunner
+        device = SshRunner(args.device, identity_file=args.ssh_key, known_hosts=args.known_hosts,
+                           remote_python=args.device_python or "python3")
+    result = validate(args.model, args.target, args.latency_ms, args.memory_mb, args.params,
+                      _shape(args.input_shape), args.out, device)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif not args.quiet:
+        print(f"{result.verdict.upper()}: {result.metrics.latency_ms:.3f} ms ({result.metrics.latency_kind}); "
+              f"report: {result.out_dir / 'report.json'}")
+    return result.exit_code
 
 
 def _rerender(folder: Path) -> int:

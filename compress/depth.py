@@ -30,9 +30,3 @@ def remove_block(model: nn.Module, name: str) -> None:
     parent_name, _, leaf = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, leaf, nn.ReLU())
-
-
-def removed_blocks(model: nn.Module, arch_model: nn.Module) -> list[str]:
-    """Blocks of the fresh architecture `arch_model` that are an nn.ReLU in `model`."""
-    pruned = dict(model.named_modules())
-    return [n for n in removable_blocks(arch_model) if isinstance(pruned.get(n), nn.ReLU)]

@@ -42,12 +42,8 @@ class Evaluator:
             raise InputError(f"target {profile.name} measures over SSH but names no device; add measurement.ssh "
                              "to the profile or pass --device user@host[:port]")
         if self.remote is not None:
-            need = ("python3", "numpy", "onnxruntime") if profile.runtime.engine == "onnxruntime" else ()
+            need = ("python3", "numpy", "onnxruntime") if profile.runtime.engine == "onnxruntime" else ("trtexec",)
             self.remote_tools = self.remote.check(require=need, trtexec_path=profile.runtime.trtexec_path or "trtexec")
-            if profile.runtime.engine == "tensorrt" and not self.remote_tools.get("trtexec"):
-                from deploy.errors import DeployError
-                raise DeployError(f"trtexec is missing on {self.remote.target}: it ships with TensorRT (on JetPack "
-                                  "/usr/src/tensorrt/bin/trtexec); install TensorRT or set runtime.trtexec_path")
         if not self.measured and not self.factors.usable:
             raise InputError(f"target {profile.name} cannot be measured from here and its profile lacks the peak "
                              "compute or memory bandwidth needed to predict latency; add them to the profile")

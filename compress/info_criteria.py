@@ -94,18 +94,8 @@ class InformationCriterion(Criterion):
     def prepare(self, pruner, x, y) -> None:
         if self._scores and not self.opts.rescore:
             return
-        if x is None or len(x) < self.opts.min_samples:
-            raise CalibrationError(f"criterion {self.name!r} needs at least {self.opts.min_samples} calibration samples "
-                                   f"(got {0 if x is None else len(x)}); pass more with --calib / --calib-samples, or "
-                                   "lower --criterion-option min_samples")
-        if not torch.isfinite(x).all():
-            raise CalibrationError("the calibration data contains NaN or inf values; clean it before pruning")
-        if self.needs_labels:
-            if y is None:
-                raise CalibrationError(f"criterion {self.name!r} needs labels or the model's predictions; pass --calib")
-            if len(torch.unique(y)) < 2:
-                raise CalibrationError(f"the calibration labels have a single class, so no channel carries information "
-                                       f"about them and {self.name!r} cannot rank channels; use data with several classes")
+        if self.needs_data:
+            self._check_data(x, y)
         groups = [g for g in pruner.prunable_groups]
         order = {n: i for i, n in enumerate(pruner.execution_order())}
         groups.sort(key=lambda g: order.get(g.root, len(order)))
@@ -118,6 +108,20 @@ class InformationCriterion(Criterion):
             full = torch.full((g.original_channels,), float("-inf"), dtype=torch.float64)
             full[g.kept] = s
             self._scores[g.root] = full
+
+    def _check_data(self, x, y) -> None:
+        if x is None or len(x) < self.opts.min_samples:
+            raise CalibrationError(f"criterion {self.name!r} needs at least {self.opts.min_samples} calibration samples "
+                                   f"(got {0 if x is None else len(x)}); pass more with --calib / --calib-samples, or "
+                                   "lower --criterion-option min_samples")
+        if not torch.isfinite(x).all():
+            raise CalibrationError("the calibration data contains NaN or inf values; clean it before pruning")
+        if self.needs_labels:
+            if y is None:
+                raise CalibrationError(f"criterion {self.name!r} needs labels or the model's predictions; pass --calib")
+            if len(torch.unique(y)) < 2:
+                raise CalibrationError(f"the calibration labels have a single class, so no channel carries information "
+                                       f"about them and {self.name!r} cannot rank channels; use data with several classes")
 
     def compute(self, pruner, groups, x, y) -> dict[str, torch.Tensor]:
         """Scores for the CURRENT channels of each group, keyed by root."""
@@ -179,24 +183,17 @@ def _merge_producers(pruner, g, per_layer: dict[str, torch.Tensor]) -> torch.Ten
 # -- CMI ------------------------------------------------------------------------------------------
 
 @dataclass
-class CmiOptions(_Common):
-    alpha: float = 2.0
-    width: str = "median"
-    cutoff: str = "permutation"
-    permutations: int = 100
-    eta: float = 0.05
-    conditioning: str = "per-layer"
-    order: str = "forward"
+class CmiOptions(_Common, CmiConfig):
+    """The method's own settings (CmiConfig, validated there) plus the pipeline's."""
+
     allocate: bool = True   # let the cutoffs set each layer's share (the budget still decides the total)
-    seed: int = 0
 
     def __post_init__(self):
-        super().__post_init__()
-        self.config()
+        _Common.__post_init__(self)
+        CmiConfig.__post_init__(self)
 
     def config(self) -> CmiConfig:
-        return CmiConfig(self.alpha, self.width, self.cutoff, self.permutations, self.eta, self.conditioning,
-                         self.order, self.seed)
+        return CmiConfig(**{f.name: getattr(self, f.name) for f in fields(CmiConfig)})
 
 
 class CmiCriterion(InformationCriterion):
@@ -361,11 +358,9 @@ class CapacityCriterion(InformationCriterion):
     name = "capacity-independence"
     needs_labels = False
 
-    def prepare(self, pruner, x, y) -> None:
-        if self.opts.source == "weights" and x is None:   # data-free: runs without calibration data
-            x = torch.zeros(0)
-            self.opts.min_samples = 0
-        super().prepare(pruner, x, y)
+    @property
+    def needs_data(self) -> bool:
+        return self.opts.source == "activations"   # the weight-based variant is data-free
 
     def compute(self, pruner, groups, x, y):
         names = sorted({p for g in groups for p, _, _ in pruner.producers(g.root)})

@@ -232,19 +232,8 @@ class ChannelPruner:
 
     def member_map(self) -> dict[str, tuple[list[str], list[str]]]:
         """Per group root: the layers losing output channels and the layers losing input channels."""
-        out = {}
-        for name, group in self._root_groups():
-            producers, consumers = [], []
-            for dep, _ in group:
-                module = dep.target.module
-                if not isinstance(module, ROOT_TYPES) or module not in self._names:
-                    continue
-                if self.graph.is_out_channel_pruning_fn(dep.handler):
-                    producers.append(self._names[module])
-                elif self.graph.is_in_channel_pruning_fn(dep.handler):
-                    consumers.append(self._names[module])
-            out[name] = (sorted(set(producers)), sorted(set(consumers) - set(producers)))
-        return out
+        producers, consumers = self._group_layers()
+        return {r: (sorted({p for p, _, _ in prods}), consumers[r]) for r, prods in producers.items()}
 
     def depth_blocks(self) -> dict[str, list[str]]:
         """Removable residual blocks -> the prunable groups that live entirely inside them."""
@@ -301,17 +290,29 @@ class ChannelPruner:
         return found[root]
 
     def producer_map(self) -> dict[str, list[tuple[str, list[int], list[int]]]]:
-        """`producers` of every group, from one traversal of the dependency graph (cached per channel count)."""
+        """`producers` of every group."""
+        return self._group_layers()[0]
+
+    def _group_layers(self) -> tuple[dict, dict]:
+        """One traversal of the dependency graph per pruning state: per group root, the layers losing
+        output channels (with their idxs and the root's) and the names of those losing input channels."""
         key = tuple(g.channels for g in self.groups.values())
-        if getattr(self, "_producer_cache", (None,))[0] != key:
-            out = {}
+        if getattr(self, "_layer_cache", (None,))[0] != key:
+            producers, consumers = {}, {}
             for name, group in self._root_groups():
-                out[name] = [(self._names[dep.target.module], list(idxs), list(group[i].root_idxs))
-                             for i, (dep, idxs) in enumerate(group)
-                             if isinstance(dep.target.module, ROOT_TYPES)
-                             and self.graph.is_out_channel_pruning_fn(dep.handler)]
-            self._producer_cache = (key, out)
-        return self._producer_cache[1]
+                prod, cons = [], set()
+                for i, (dep, idxs) in enumerate(group):
+                    module = dep.target.module
+                    if not isinstance(module, ROOT_TYPES) or module not in self._names:
+                        continue
+                    if self.graph.is_out_channel_pruning_fn(dep.handler):
+                        prod.append((self._names[module], list(idxs), list(group[i].root_idxs)))
+                    elif self.graph.is_in_channel_pruning_fn(dep.handler):
+                        cons.add(self._names[module])
+                producers[name] = prod
+                consumers[name] = sorted(cons - {p for p, _, _ in prod})
+            self._layer_cache = (key, (producers, consumers))
+        return self._layer_cache[1]
 
     def at_minimum(self) -> bool:
         return all(self.target_channels(g, 0.0) >= g.channels for g in self.prunable_groups)

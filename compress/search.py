@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from .budget import Budget
+from .cost_model import predict_latency_ms
 from .errors import BudgetError
 from .evaluate import Evaluation, Evaluator
 from .pruning import ChannelPruner
@@ -94,8 +95,7 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
         if met and evaluator.measured:
             ev = evaluator.evaluate(pruner.model, full=True)   # confirm with the full run count
             met = not budget.misses(ev.metrics, ctx.margin)
-        predicted_after = ResourceModel(pruner, ev.layers, evaluator.factors, ev.metrics.params).value("latency_ms") \
-            if evaluator.factors.usable else None
+        predicted_after = predict_latency_ms(ev.layers, evaluator.factors) if evaluator.factors.usable else None
         ctx.rounds.append({
             "selection": "knapsack", "binding": resource, "priced_by": priced, "share_asked": round(share, 4),
             "channels_removed": removed, "removed_per_group": plan.remove, "blocks_removed": plan.blocks,

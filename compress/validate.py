@@ -7,7 +7,6 @@ Targets that cannot be measured from here are refused: a prediction needs the Py
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import torch
 from .budget import BudgetSpec, Metrics
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, InputError
 from .evaluate import Evaluator, measured_kind
-from .output import OutputDir
+from .output import OutputDir, sha256_file
 from .report import REPORT_SCHEMA_VERSION, versions
 
 log = logging.getLogger("compress")
@@ -82,7 +81,7 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
         od.attach_log("compress")
         report = {
             "schema_version": REPORT_SCHEMA_VERSION, "verdict": verdict, "mode": "validate",
-            "inputs": {"model": {"path": str(path), "sha256": _sha256(path), "kind": "onnx", "arch": None,
+            "inputs": {"model": {"path": str(path), "sha256": sha256_file(path), "kind": "onnx", "arch": None,
                                  "arch_kwargs": {}},
                        "target": profile.to_dict(), "input_shape": list(shape),
                        "budget_requested": {k: v for k, v in (("latency_ms", latency_ms), ("memory_mb", memory_mb),
@@ -96,7 +95,7 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
             "accuracy": {"evaluated": False, "why": "validate measures latency only"},
             "pruning": {"criterion": None, "rounds": [], "groups": []},
             "layers": [],
-            "export": {"onnx": {"path": str(path), "opset": _opset(model), "sha256": _sha256(path),
+            "export": {"onnx": {"path": str(path), "opset": _opset(model), "sha256": sha256_file(path),
                                 "exporter": "none: the ONNX model was given"}},
             "engine": {"kind": profile.runtime.engine, "measured_on": str(device.target) if device else "local"},
             "timings_s": {"measure": round(time.perf_counter() - started, 3)},
@@ -151,11 +150,3 @@ def _input_shape(model, given: tuple[int, ...] | None) -> tuple[int, ...]:
 
 def _opset(model) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -141,6 +141,7 @@ class SshRunner:
         remote_python: str = "python3",
         ssh: str = "ssh",
     ) -> None:
+        self._probed: dict[str, dict[str, str | None]] = {}
         self.target = target if isinstance(target, SshTarget) else SshTarget.parse(target)
         self.identity_file = Path(identity_file) if identity_file is not None else None
         self.known_hosts = Path(known_hosts) if known_hosts is not None else None
@@ -296,11 +297,20 @@ class SshRunner:
         """Reach the device and report its tools; raise ``DeployError`` if one in ``require`` is missing.
 
         Known tools: python3, numpy, onnxruntime, trtexec. Returns each tool's version or path,
-        None where missing. One ssh call, so that checking costs a single connection.
+        None where missing. One ssh call the first time; the device's tools do not change during a run,
+        so later checks (one per measurement) reuse what it found.
         """
         unknown = sorted(set(require) - set(_INSTALL_HINTS))
         if unknown:
             raise ValueError(f"unknown tools {unknown}; known: {sorted(_INSTALL_HINTS)}")
+        found = self._probed.get(trtexec_path) or self._probe(trtexec_path)
+        for tool in require:
+            if found[tool] is None:
+                name = self.remote_python if tool == "python3" else tool
+                raise DeviceError(f"{name} is missing on {self.target}: {_INSTALL_HINTS[tool]}")
+        return dict(found)
+
+    def _probe(self, trtexec_path: str) -> dict[str, str | None]:
         py = shlex.quote(self.remote_python)
         probe = (
             "import sys\n"
@@ -330,10 +340,7 @@ class SshRunner:
             key, sep, value = line.partition("=")
             if sep and key in found:
                 found[key] = value.strip()
-        for tool in require:
-            if found[tool] is None:
-                name = self.remote_python if tool == "python3" else tool
-                raise DeviceError(f"{name} is missing on {self.target}: {_INSTALL_HINTS[tool]}")
+        self._probed[trtexec_path] = found
         return found
 
     # -- measurements --------------------------------------------------------------------------

@@ -295,3 +295,15 @@ def test_list_criteria_shows_options(capsys):
     for name in criterion_names():
         assert name in out
     assert "cutoff=permutation" in out and "conditioning=per-layer" in out
+
+
+def test_weight_based_capacity_needs_no_data(coupled):
+    model, base = coupled
+    crit = make_criterion("capacity-independence", {"source": "weights"})
+    assert not crit.needs_data and make_criterion("capacity-independence").needs_data
+    pruner = base.for_copy(copy.deepcopy(model), crit)
+    pruner.prepare_criterion(None, None)
+    stream = pruner.groups["dw"]
+    s = crit.scores(pruner, stream, dict(pruner._root_groups())["dw"]).double()
+    live = [i for i in range(stream.channels) if i not in DEAD["stream"]]
+    assert s[DEAD["stream"]].max() < s[live].min()   # zero filters: no capacity, no independence

@@ -63,8 +63,8 @@ def test_unknown_selection_is_an_input_error(tiny_model_file, tmp_path):
                  progress=False, **TINY)
 
 
-def test_plan_prefers_cheap_importance_per_saving():
-    """Two groups of equal importance: the one whose channels cost more MACs goes first."""
+def test_plan_meets_the_saving_and_prices_it_exactly():
+    """The plan saves what was asked, and its priced saving is the MACs difference after pruning it."""
     model = _resnet20()
     pruner = ChannelPruner(model, torch.randn(1, 3, 32, 32), make_criterion("random"), 1, 1)
     costs = layer_costs(model, pruner.example_input)

@@ -68,7 +68,6 @@ def test_validate_refuses_a_file_that_is_not_onnx(tmp_path, capsys):
 
 
 def test_report_command_rerenders_html(exported, tmp_path, capsys):
-    pytest.importorskip("compress.report_html", reason="the HTML renderer is not in this version")
     code, out, err = _cli(["report", exported], capsys)
     assert code == 0, err
     html = (exported / "report.html").read_text()
