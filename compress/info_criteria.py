@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 import torch
+import torch_pruning as tp
 
 from .criteria import Criterion, register_criterion
 from .errors import CalibrationError, InputError
@@ -28,6 +29,8 @@ from .info.mipp import mipp_select
 from .info.renyi import LABEL_KERNELS, channel_sq_distances, gram_from_sq_dist, label_gram, median_sigma, paper_sigma
 
 log = logging.getLogger("compress")
+
+WEIGHTS = ("none", "l1")
 
 
 # -- options --------------------------------------------------------------------------------------
@@ -66,8 +69,13 @@ class _Common:
     rescore: bool = False   # recompute the scores before every pruning round (iterative) instead of once
     labels: str = "delta"   # label kernel: delta (exact for classes) or onehot (Gaussian, the CMI paper's code)
     device: str = "cpu"     # where the metrics run (cpu or cuda); the model's forward passes stay where it is
+    # Information-weighted magnitude: multiply each channel's information score by its L1 norm over the
+    # coupled group (both divided by their layer mean). "none" ranks by information alone.
+    weight: str = "none"
 
     def __post_init__(self):
+        if self.weight not in WEIGHTS:
+            raise ValueError(f"unknown weight {self.weight!r}; choose one of {', '.join(WEIGHTS)}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {self.device!r} was asked for but no CUDA device is visible; use device=cpu")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -130,7 +138,15 @@ class InformationCriterion(Criterion):
     def scores(self, pruner, info, group) -> torch.Tensor:
         if info.root not in self._scores:
             raise CalibrationError(f"{self.name}: {info.root} was not scored; the criterion was not prepared with data")
-        return self._scores[info.root][info.kept].to(torch.float32)
+        s = self._scores[info.root][info.kept]
+        if self.opts.weight == "none":
+            return s.to(torch.float32)
+        # Magnitude says how much a channel contributes, information how much of that is worth keeping
+        # (BENCHMARKS.md, "Information criteria study"): each term normalised by its layer mean, so the
+        # product has the same scale in every layer.
+        w = _L1(group).detach().to(torch.float64).cpu()
+        s = s - s.min() if s.min() < 0 else s
+        return (_by_mean(w) * _by_mean(s)).to(torch.float32)
 
     def allocation(self):
         return self._alloc
@@ -144,8 +160,9 @@ class InformationCriterion(Criterion):
         if self.progress:
             self.progress(stage, done, total)
 
-    def _features(self, pruner, groups, x) -> dict[str, torch.Tensor]:
-        """Per group: (N, C_root, D) features, each coupled channel's maps from every producer concatenated."""
+    def _features(self, pruner, groups, x, pooled: bool = False) -> dict[str, torch.Tensor]:
+        """Per group: (N, C_root, D) features, each coupled channel's maps from every producer concatenated
+        (`pooled`: each map averaged over its positions, one number per producer)."""
         producers = {g.root: pruner.producers(g.root) for g in groups}
         names = sorted({p for prods in producers.values() for p, _, _ in prods})
         feats = collect_features(pruner.model, x, names)
@@ -157,12 +174,20 @@ class InformationCriterion(Criterion):
                 flat = f.reshape(f.shape[0], f.shape[1], -1)
                 mapped = flat.new_zeros(flat.shape[0], g.channels, flat.shape[2])
                 mapped[:, root_idxs] = flat[:, idxs]
-                parts.append(mapped)
+                parts.append(mapped.mean(2, keepdim=True) if pooled else mapped)
             out[g.root] = torch.cat(parts, 2).to(self.opts.device)
         return out
 
     def _label_gram(self, y: torch.Tensor) -> torch.Tensor:
         return label_gram(y, self.opts.labels, num_classes=int(y.max()) + 1)
+
+
+_L1 = tp.importance.GroupMagnitudeImportance(p=1)
+
+
+def _by_mean(v: torch.Tensor) -> torch.Tensor:
+    m = v.mean()
+    return v / m if m > 0 else torch.ones_like(v)
 
 
 def _normalised(v: torch.Tensor) -> torch.Tensor:
@@ -187,10 +212,13 @@ class CmiOptions(_Common, CmiConfig):
     """The method's own settings (CmiConfig, validated there) plus the pipeline's."""
 
     allocate: bool = True   # let the cutoffs set each layer's share (the budget still decides the total)
+    features: str = "full"  # full (every position of the map) or pooled (the map's mean: one number per sample)
 
     def __post_init__(self):
         _Common.__post_init__(self)
         CmiConfig.__post_init__(self)
+        if self.features not in ("full", "pooled"):
+            raise ValueError(f"unknown features {self.features!r}; choose full or pooled")
 
     def config(self) -> CmiConfig:
         return CmiConfig(**{f.name: getattr(self, f.name) for f in fields(CmiConfig)})
@@ -200,7 +228,7 @@ class CmiCriterion(InformationCriterion):
     name = "cmi"
 
     def compute(self, pruner, groups, x, y):
-        feats = self._features(pruner, groups, x)
+        feats = self._features(pruner, groups, x, pooled=self.opts.features == "pooled")
         ky = self._label_gram(y.to(self.opts.device))
         done = []
 

@@ -307,3 +307,45 @@ def test_weight_based_capacity_needs_no_data(coupled):
     s = crit.scores(pruner, stream, dict(pruner._root_groups())["dw"]).double()
     live = [i for i in range(stream.channels) if i not in DEAD["stream"]]
     assert s[DEAD["stream"]].max() < s[live].min()   # zero filters: no capacity, no independence
+
+
+@pytest.mark.parametrize("criterion,options", [("capacity-independence", {"weight": "l1"}), ("cmi", {"weight": "l1"}),
+                                               ("cmi", {"features": "pooled"})])
+def test_variants_still_put_dead_channels_first(coupled, criterion, options):
+    model, base = coupled
+    pruner = base.for_copy(copy.deepcopy(model), make_criterion(criterion, options))
+    x, y = _data(model)
+    pruner.prepare_criterion(x, y)
+    by_root = dict(pruner._root_groups())
+    for info, dead in [(pruner.groups["dw"], DEAD["stream"]), (pruner.groups["conv4"], DEAD["conv4"])]:
+        s = pruner.criterion.scores(pruner, info, by_root[info.root]).double()
+        live = [i for i in range(info.channels) if i not in dead]
+        assert s[dead].max() < s[live].min(), (criterion, options, info.root, s.tolist())
+
+
+def test_information_weighted_magnitude_is_the_product_of_layer_normalised_terms(coupled):
+    model, base = coupled
+    x, y = _data(model)
+    plain = base.for_copy(copy.deepcopy(model), make_criterion("capacity-independence"))
+    weighted = base.for_copy(copy.deepcopy(model), make_criterion("capacity-independence", {"weight": "l1"}))
+    l1 = base.for_copy(copy.deepcopy(model), make_criterion("l1"))
+    for p in (plain, weighted, l1):
+        p.prepare_criterion(x, y)
+    info = plain.groups["conv1"]
+    s = plain.criterion.scores(plain, info, dict(plain._root_groups())["conv1"]).double()
+    w = l1.criterion.scores(l1, info, dict(l1._root_groups())["conv1"]).double()
+    got = weighted.criterion.scores(weighted, info, dict(weighted._root_groups())["conv1"]).double()
+    torch.testing.assert_close(got, (w / w.mean()) * (s / s.mean()), rtol=1e-5, atol=1e-6)
+
+
+def test_pooled_features_are_one_number_per_producer(coupled):
+    model, base = coupled
+    pruner = base.for_copy(copy.deepcopy(model), make_criterion("cmi"))
+    x, _ = _data(model)
+    groups = pruner.prunable_groups
+    full = pruner.criterion._features(pruner, groups, x)
+    pooled = pruner.criterion._features(pruner, groups, x, pooled=True)
+    stream = pruner.groups["dw"].root
+    assert pooled[stream].shape[2] == len(pruner.producers(stream)) and full[stream].shape[2] > pooled[stream].shape[2]
+    first = full[stream][:, :, :16 * 16].mean(2)
+    torch.testing.assert_close(pooled[stream][:, :, 0], first)
