@@ -88,6 +88,7 @@ class ComboCriterion(InformationCriterion):
         self.w = make_criterion(opts.weight)
         name, _, rest = opts.info.partition("/")
         kv = dict(s.split("~") for s in rest.split("+") if s)
+        kv.setdefault("weight", "none")   # the inner criterion alone (cmi and capacity-independence default to l1)
         self.i = make_criterion(name, kv)
 
     def prepare(self, pruner, x, y):

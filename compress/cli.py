@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--macs", metavar="N", help="multiply-accumulates, e.g. 40M, or 50%% of the original")
     g.add_argument("--params", metavar="N", help="parameters, e.g. 0.4M, or 0.5x of the original")
     g = p.add_argument_group("pruning")
-    g.add_argument("--criterion", default="l1", help="channel importance criterion (default l1); see --list-criteria")
+    g.add_argument("--criterion", default="auto",
+                   help="channel importance criterion; see --list-criteria. Default auto: capacity-independence "
+                        "weighted by L1 when --calib is given (the most accurate in BENCHMARKS.md), l1 without it")
     g.add_argument("--criterion-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the criterion, repeatable (e.g. alpha=1.01, cutoff=scree); "
                         "see --list-criteria for each criterion's options")
@@ -235,8 +237,10 @@ def _dispatch(args) -> int:
         print(json.dumps(load_profile(args.show_target).to_dict(), indent=2))
         return 0
     if args.list_criteria:
-        from .criteria import criterion_names, describe_criterion
+        from .criteria import DATA_FREE_DEFAULT, DEFAULT_CRITERION, criterion_names, describe_criterion
         from .info_criteria import criterion_option_defaults
+        print(f"{'auto':22} the default: {DEFAULT_CRITERION} (with its defaults) when --calib is given, "
+              f"{DATA_FREE_DEFAULT} without")
         for name in criterion_names():
             print(f"{name:22} {describe_criterion(name)}")
             opts = criterion_option_defaults(name)

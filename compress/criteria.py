@@ -72,6 +72,25 @@ def _accumulate_loss_gradients(model, x: torch.Tensor, y: torch.Tensor, batch_si
 
 _CRITERIA: dict[str, tuple[Callable[[dict], Criterion], str]] = {}
 
+# What `--criterion auto` (the default) means. With calibration data: information capacity and
+# independence weighted by L1 magnitude, the configuration that beat every Torch-Pruning criterion in the
+# one-shot study on ResNet-56 and ResNet-20 (BENCHMARKS.md, "Information criteria study"). Without
+# calibration data no information can be measured: L1, the best data-free criterion there, and the
+# report says so.
+DEFAULT_CRITERION = "capacity-independence"
+DATA_FREE_DEFAULT = "l1"
+
+
+def resolve_criterion(name: str, have_data: bool) -> tuple[str, str | None]:
+    """The criterion `name` stands for, and a note for the report when `auto` had to fall back to data-free."""
+    if name != "auto":
+        return name, None
+    if have_data:
+        return DEFAULT_CRITERION, None
+    return DATA_FREE_DEFAULT, (f"--criterion auto ranked channels by {DATA_FREE_DEFAULT} magnitude because no --calib was "
+                               f"given; with calibration data it uses {DEFAULT_CRITERION} weighted by L1 (more accurate, "
+                               "BENCHMARKS.md)")
+
 
 def register_criterion(name: str, description: str):
     def wrap(factory: Callable[[dict], Criterion]):

@@ -212,6 +212,7 @@ class CmiOptions(_Common, CmiConfig):
     """The method's own settings (CmiConfig, validated there) plus the pipeline's."""
 
     allocate: bool = True   # let the cutoffs set each layer's share (the budget still decides the total)
+    weight: str = "l1"      # measured better than information alone (BENCHMARKS.md, "Information criteria study")
     features: str = "full"  # full (every position of the map) or pooled (the map's mean: one number per sample)
 
     def __post_init__(self):
@@ -371,6 +372,7 @@ class CapacityOptions(_Common):
     capacity: str = "gaussian"    # gaussian or histogram (activations only)
     balance: float = 1.0          # weight of independence against capacity
     max_samples: int = 256        # samples used for the nuclear-norm independence
+    weight: str = "l1"            # information-weighted magnitude: the winning configuration (BENCHMARKS.md)
 
     def __post_init__(self):
         super().__post_init__()

@@ -23,7 +23,7 @@ from .bn_recalibration import recalibrate_batchnorm
 from .budget import Budget, BudgetSpec, Metrics
 from .calib import CalibData, load_calibration, synthetic_calibration
 from .cost_model import factors_from_profile, predict_layer_ms
-from .criteria import describe_criterion, make_criterion
+from .criteria import describe_criterion, make_criterion, resolve_criterion
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, BudgetError, InputError
 from .evaluate import Evaluation, Evaluator, measured_kind
 from .model_io import LoadedModel, load_model, save_pruned_bytes
@@ -92,7 +92,11 @@ class _Run:
         np.random.seed(o.seed)
         with self.timer.stage("load"):
             profile = load_profile(o.target)
-            self.criterion = make_criterion(o.criterion, o.criterion_options)
+            self.criterion_name, note = resolve_criterion(o.criterion, o.calib is not None)
+            if note:
+                self.notes.append(note)
+                log.warning(note)
+            self.criterion = make_criterion(self.criterion_name, o.criterion_options)
             if o.selection not in SELECTIONS:
                 raise InputError(f"unknown --selection {o.selection!r}; choose one of {', '.join(SELECTIONS)}")
             if not 0 < o.step < 1:
@@ -120,7 +124,8 @@ class _Run:
             log.info("original: %s; budget: %s", _fmt(original.metrics), budget.to_dict())
             self._check_budget_units(budget, original)
             model = loaded.module
-            pruning: dict = {"criterion": o.criterion, "criterion_description": describe_criterion(o.criterion),
+            pruning: dict = {"criterion": self.criterion_name,
+                             "criterion_description": describe_criterion(self.criterion_name),
                              "criterion_options": dict(o.criterion_options), "rounds": [], "groups": []}
             if not budget.misses(original.metrics):
                 self.notes.append("the original model already meets the budget: nothing was pruned"
@@ -137,7 +142,7 @@ class _Run:
                 details = self.criterion.details()
                 if details:  # what drove the choices: per-layer scores, CMI curves and cutoffs
                     pruning["criterion_details"] = details
-                    od.write_json("scores.json", {"criterion": o.criterion, **details})
+                    od.write_json("scores.json", {"criterion": self.criterion_name, **details})
                 if not calib.synthetic:
                     with self.timer.stage("recalibrate_bn"):
                         n_bn = recalibrate_batchnorm(model, calib.x)
@@ -418,7 +423,7 @@ class _Run:
                     "budget_requested": {k: v for k, v in self.o.to_dict().items()
                                          if k in ("latency_ms", "speedup", "memory_mb", "macs", "params") and v is not None}
                     or {"profile_defaults": profile.budget.__dict__},
-                    "criterion": self.o.criterion, "seed": self.o.seed, "step": self.o.step,
+                    "criterion": self.criterion_name, "seed": self.o.seed, "step": self.o.step,
                     "calibration": {"source": calib.source, "samples": len(calib), "labels_from": calib.labels_from},
                     "options": self.o.to_dict()},
             budget=budget.to_dict(),

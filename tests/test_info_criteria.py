@@ -128,7 +128,7 @@ def test_removing_the_dead_channels_leaves_the_output_unchanged(coupled, criteri
 def test_scores_follow_the_surviving_channels_across_rounds(coupled):
     model, base = coupled
     m = copy.deepcopy(model)
-    crit = make_criterion("capacity-independence")
+    crit = make_criterion("capacity-independence", {"weight": "none"})
     pruner = base.for_copy(m, crit)
     x, y = _data(model)
     pruner.prepare_criterion(x, y)
@@ -326,7 +326,7 @@ def test_variants_still_put_dead_channels_first(coupled, criterion, options):
 def test_information_weighted_magnitude_is_the_product_of_layer_normalised_terms(coupled):
     model, base = coupled
     x, y = _data(model)
-    plain = base.for_copy(copy.deepcopy(model), make_criterion("capacity-independence"))
+    plain = base.for_copy(copy.deepcopy(model), make_criterion("capacity-independence", {"weight": "none"}))
     weighted = base.for_copy(copy.deepcopy(model), make_criterion("capacity-independence", {"weight": "l1"}))
     l1 = base.for_copy(copy.deepcopy(model), make_criterion("l1"))
     for p in (plain, weighted, l1):
@@ -349,3 +349,21 @@ def test_pooled_features_are_one_number_per_producer(coupled):
     assert pooled[stream].shape[2] == len(pruner.producers(stream)) and full[stream].shape[2] > pooled[stream].shape[2]
     first = full[stream][:, :, :16 * 16].mean(2)
     torch.testing.assert_close(pooled[stream][:, :, 0], first)
+
+
+@pytest.mark.parametrize("with_calib", [True, False])
+def test_default_criterion_is_the_information_default_with_data_and_l1_without(tiny_model_file, calib_file, tmp_path,
+                                                                             capsys, with_calib):
+    out = tmp_path / "out"
+    code, _, err = _cli(["--target", "host", *TINY, *(["--calib", calib_file] if with_calib else []), "--macs", "70%",
+                         "--out", out, "--json", tiny_model_file], capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    notes = " ".join(report.get("notes", []))
+    if with_calib:
+        assert report["pruning"]["criterion"] == "capacity-independence"
+        assert report["pruning"]["criterion_details"]["options"]["weight"] == "l1"
+        assert "--criterion auto" not in notes
+    else:
+        assert report["pruning"]["criterion"] == "l1"
+        assert "--criterion auto ranked channels by l1" in notes
