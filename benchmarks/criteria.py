@@ -39,7 +39,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="resnet56", choices=sorted(MODELS))
     p.add_argument("--budget", default="latency_ms=50%", help="KEY=VALUE, e.g. latency_ms=50%% or macs=50%%")
-    p.add_argument("--criteria", default=",".join(ALL))
+    p.add_argument("--criteria", default=",".join(ALL),
+                   help="comma-separated criteria, each optionally name:KEY=VALUE+KEY=VALUE (e.g. cmi:weight=none)")
     p.add_argument("--selection", default="knapsack")
     p.add_argument("--calib-samples", type=int, default=256)
     p.add_argument("--train-samples", type=int, default=5000)
@@ -65,9 +66,11 @@ def main() -> None:
             started = time.perf_counter()
             row = {"criterion": crit}
             try:
-                r = compress(str(MODELS[args.arch]), target="host", arch=args.arch, calib=str(calib), criterion=crit,
-                             selection=args.selection, out=str(tmp / crit), progress=False, seed=args.seed,
-                             **{key: value})
+                name, _, rest = crit.partition(":")   # criterion[:KEY=VALUE+KEY=VALUE], e.g. cmi:weight=none
+                opts = dict(kv.split("=", 1) for kv in rest.split("+") if kv)
+                r = compress(str(MODELS[args.arch]), target="host", arch=args.arch, calib=str(calib), criterion=name,
+                             criterion_options=opts, selection=args.selection, out=str(tmp / f"arm{len(result['rows'])}"),
+                             progress=False, seed=args.seed, **{key: value})
             except BudgetError as e:
                 row.update(verdict="unreachable", message=str(e))
             else:

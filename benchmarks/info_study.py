@@ -39,7 +39,7 @@ from compress.pruning import ChannelPruner  # noqa: E402
 from compress.recovery import RecoveryOptions, recover  # noqa: E402
 from compress.search import SearchContext, knapsack_search  # noqa: E402
 from device_profiles import load_profile  # noqa: E402
-import benchmarks.study_plugins  # noqa: E402,F401
+import benchmarks.study_plugins  # noqa: E402,F401 - registers the experimental fisher and combo criteria
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MODELS = {"resnet56": SHARED / "models" / "resnet56-4bfd9763.th", "resnet20": SHARED / "models" / "resnet20-12fca82f.th"}

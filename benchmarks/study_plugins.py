@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from compress.criteria import Criterion, register_criterion, make_criterion
+from compress.criteria import register_criterion, make_criterion
 from compress.info.features import FeatureCapture
-from compress.info_criteria import InformationCriterion, _Common, _options, _merge_producers
+from compress.info_criteria import InformationCriterion, _Common, _options
 
 
 @dataclass
