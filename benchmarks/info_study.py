@@ -145,7 +145,7 @@ def main() -> None:
     result = {"command": " ".join(sys.argv), "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
               "arch": args.arch, "original_top1": base, "original_macs": macs0, "budget": budget.to_dict(),
-              "test_samples": len(ty), "rows": []}
+              "test_samples": len(ty), "calib_samples": args.calib_samples, "rows": []}
     print(f"{args.arch}: base top-1 {base:.4f} on {len(ty)} test images, {macs0 / 1e6:.1f} M MACs", flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     for config in [c.strip() for c in args.configs.split(";") if c.strip()]:

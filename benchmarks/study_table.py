@@ -43,7 +43,8 @@ def main(paths: list[str]) -> None:
     for r in runs:
         budget = ", ".join(f"{k} {v / r['original_macs'] * 100:.0f} %" if k == "macs" else f"{k} {v}"
                            for k, v in r["budget"].items() if v is not None)
-        head.append(f"{r['arch']} {budget}")
+        n = r.get("calib_samples", 256)
+        head.append(f"{r['arch']} {budget}" + (f", N={n}" if n != 256 else ""))
     print("| " + " | ".join(head) + " |")
     print("| --- |" + " ---: |" * len(runs))
     for c in configs:
