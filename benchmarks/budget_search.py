@@ -57,6 +57,12 @@ def datasets(tmp: Path, arch: str, calib_samples: int, train_samples: int, test_
     return calib, train, test
 
 
+def parse_criterion_config(text: str, sep: str) -> tuple[str, dict]:
+    """`name[:KEY=VALUE<sep>KEY=VALUE]` -> (name, options), as --criterion / --criterion-option take them."""
+    name, _, rest = text.partition(":")
+    return name.strip(), dict(kv.split("=", 1) for kv in rest.split(sep) if kv)
+
+
 def _top1(model, data) -> float:
     model.eval()
     with torch.no_grad():

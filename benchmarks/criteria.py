@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.budget_search import _top1, datasets  # noqa: E402
+from benchmarks.budget_search import _top1, datasets, parse_criterion_config  # noqa: E402
 from compress import compress, load_pruned  # noqa: E402
 from compress.errors import BudgetError  # noqa: E402
 from compress.model_io import load_model  # noqa: E402
@@ -66,8 +66,7 @@ def main() -> None:
             started = time.perf_counter()
             row = {"criterion": crit}
             try:
-                name, _, rest = crit.partition(":")   # criterion[:KEY=VALUE+KEY=VALUE], e.g. cmi:weight=none
-                opts = dict(kv.split("=", 1) for kv in rest.split("+") if kv)
+                name, opts = parse_criterion_config(crit, "+")   # e.g. cmi:weight=none
                 r = compress(str(MODELS[args.arch]), target="host", arch=args.arch, calib=str(calib), criterion=name,
                              criterion_options=opts, selection=args.selection, out=str(tmp / f"arm{len(result['rows'])}"),
                              progress=False, seed=args.seed, **{key: value})

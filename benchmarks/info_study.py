@@ -3,7 +3,8 @@
     python benchmarks/info_study.py --arch resnet56 --macs 0.5 --seeds 0,1,2 \
         --configs "l1;fpgm;cmi;cmi:labels=onehot" --json benchmarks/results/study-resnet56-macs50.json
 
-A configuration is `criterion[:KEY=VALUE,KEY=VALUE]` (the options of `--criterion-option`). Per seed:
+A configuration is `criterion[:KEY=VALUE,KEY=VALUE]` (the options of `--criterion-option`, plus
+`labels_from=predicted` to score against the original model's predictions instead of the labels). Per seed:
 a seeded draw of `--calib-samples` training images (scoring, BatchNorm re-estimation after every round),
 the pipeline's knapsack search priced by MACs (predicted, no latency measurement, so arms land at the
 same MAC count), BatchNorm re-estimated, top-1 on `--test-samples` test images (the same images for
@@ -27,13 +28,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tqdm.auto import tqdm  # noqa: E402
+
+from benchmarks.budget_search import _top1, parse_criterion_config  # noqa: E402
 from benchmarks.cifar_calib import load_split  # noqa: E402
 from compress.archs import get_arch  # noqa: E402
 from compress.bn_recalibration import recalibrate_batchnorm  # noqa: E402
-from compress.budget import Budget, Metrics  # noqa: E402
-from compress.cost_model import factors_from_profile, layer_costs, predict_latency_ms  # noqa: E402
+from compress.budget import Budget  # noqa: E402
+from compress.calib import load_calibration  # noqa: E402
+from compress.cost_model import layer_costs  # noqa: E402
 from compress.criteria import make_criterion  # noqa: E402
-from compress.evaluate import Evaluation  # noqa: E402
+from compress.evaluate import Evaluator  # noqa: E402
 from compress.model_io import load_model  # noqa: E402
 from compress.pruning import ChannelPruner  # noqa: E402
 from compress.recovery import RecoveryOptions, recover  # noqa: E402
@@ -46,69 +51,34 @@ MODELS = {"resnet56": SHARED / "models" / "resnet56-4bfd9763.th", "resnet20": SH
 CACHE = Path("/tmp/info-study-cache")
 
 
-class PredictedEvaluator:
-    """MACs counted and latency predicted by the host cost model: no measurement noise inside the loop."""
-
-    measured = False
-
-    def __init__(self, profile, example):
-        self.factors, self.example = factors_from_profile(profile), example
-
-    def evaluate(self, model, full=False, onnx_path=None) -> Evaluation:
-        costs = layer_costs(model, self.example)
-        params = sum(p.numel() for p in model.parameters())
-        lat = predict_latency_ms(costs, self.factors)
-        return Evaluation(Metrics(float(lat), "predicted", 0.0, sum(c.macs for c in costs), int(params)), None, costs)
-
-
-class _Bar:
-    def update(self, n=1):
-        pass
-
-    def set_postfix_str(self, s):
-        pass
-
-
 def _tensors(arch: str, split: str, n: int, seed: int):
+    """A seeded subset of a CIFAR-10 split, normalised for `arch` (decoded once, cached as .npz)."""
     CACHE.mkdir(exist_ok=True)
     path = CACHE / f"{split}-{n}-{seed}.npz"
     if not path.exists():
         x, y = load_split(split, n, seed)
         np.savez(path, x=x, y=y)
-    d = np.load(path)
     info = get_arch(arch)
-    x = torch.from_numpy(d["x"]).float().div(255).permute(0, 3, 1, 2)
-    mean = torch.tensor(info.mean).view(1, 3, 1, 1)
-    std = torch.tensor(info.std).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(), torch.from_numpy(d["y"]).long()
+    return load_calibration(str(path), info.input_shape, n, info.mean, info.std, seed)
 
 
-def top1(model, x, y) -> float:
-    model.eval()
-    with torch.no_grad():
-        pred = torch.cat([model(x[i:i + 500]).argmax(1) for i in range(0, len(x), 500)])
-    return float((pred == y).float().mean())
-
-
-def parse_config(text: str) -> tuple[str, dict]:
-    name, _, rest = text.partition(":")
-    opts = dict(kv.split("=", 1) for kv in rest.split(",") if kv)
-    return name.strip(), opts
-
-
-def prune_one(arch, config, calib, budget: Budget, original, labels: str = "true"):
-    name, opts = parse_config(config)
+def prune_one(config, calib, budget: Budget, original):
+    """Prune a copy of `original` to `budget` with `config`; options may include labels_from=predicted."""
+    name, opts = parse_criterion_config(config, ",")
+    labels_from = opts.pop("labels_from", "data")
     crit = make_criterion(name, opts)
     model = copy.deepcopy(original)
     profile = load_profile("host")
     cx, cy = calib
-    if labels == "predicted":
+    if labels_from == "predicted":
         with torch.no_grad():
             cy = original(cx).argmax(1)
+    elif labels_from != "data":
+        raise SystemExit(f"labels_from={labels_from!r}: choose data or predicted")
     example = cx[:1].clone()
     pruner = ChannelPruner(model, example, crit, profile.pruning.channel_multiple, profile.pruning.min_channels)
-    ev0 = PredictedEvaluator(profile, example)
-    start = ev0.evaluate(model)
+    evaluator = Evaluator(profile, example)
+    evaluator.measured = False   # MACs counted, latency predicted: no measurement noise inside the loop
     timing = {"score": 0.0}
 
     def prepare():
@@ -116,8 +86,12 @@ def prune_one(arch, config, calib, budget: Budget, original, labels: str = "true
         ctx.pruner.prepare_criterion(cx, cy)
         timing["score"] += time.perf_counter() - t
 
-    ctx = SearchContext(pruner, ev0, budget, 1.0, prepare, lambda: recalibrate_batchnorm(model, cx), _Bar(), [])
-    ev = knapsack_search(ctx, start)
+    ctx = SearchContext(pruner, evaluator, budget, 1.0, prepare, lambda: recalibrate_batchnorm(model, cx),
+                        tqdm(disable=True), [])
+    try:
+        ev = knapsack_search(ctx, evaluator.evaluate(model))
+    finally:
+        evaluator.close()
     recalibrate_batchnorm(model, cx)
     return model, ev, ctx, timing["score"]
 
@@ -137,29 +111,25 @@ def main() -> None:
     p.add_argument("--json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    tx, ty = _tensors(args.arch, "test", args.test_samples, 12345)
+    test = _tensors(args.arch, "test", args.test_samples, 12345)
     original = load_model(MODELS[args.arch], args.arch, {}, False).module.eval()
-    base = top1(original, tx, ty)
-    macs0 = sum(c.macs for c in layer_costs(original, tx[:1]))
+    base = _top1(original, test)
+    macs0 = sum(c.macs for c in layer_costs(original, test.x[:1]))
     budget = Budget(latency_ms=args.latency_ms, macs=args.macs * macs0 if args.macs else None)
     result = {"command": " ".join(sys.argv), "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
               "arch": args.arch, "original_top1": base, "original_macs": macs0, "budget": budget.to_dict(),
-              "test_samples": len(ty), "calib_samples": args.calib_samples, "rows": []}
-    print(f"{args.arch}: base top-1 {base:.4f} on {len(ty)} test images, {macs0 / 1e6:.1f} M MACs", flush=True)
+              "test_samples": len(test.y), "calib_samples": args.calib_samples, "rows": []}
+    print(f"{args.arch}: base top-1 {base:.4f} on {len(test.y)} test images, {macs0 / 1e6:.1f} M MACs", flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     for config in [c.strip() for c in args.configs.split(";") if c.strip()]:
         accs, recs = [], []
         for seed in seeds:
             torch.manual_seed(seed)
-            calib = _tensors(args.arch, "train", args.calib_samples, 1000 + seed)
-            labels = "true"
-            cfg = config
-            if "labels_from=predicted" in cfg:
-                labels, cfg = "predicted", cfg.replace("labels_from=predicted", "").replace(",,", ",").rstrip(",:")
+            data = _tensors(args.arch, "train", args.calib_samples, 1000 + seed)
             t = time.perf_counter()
-            model, ev, ctx, score_s = prune_one(args.arch, cfg, calib, budget, original, labels)
-            row = {"config": config, "seed": seed, "top1": top1(model, tx, ty), "macs": ev.metrics.macs,
+            model, ev, ctx, score_s = prune_one(config, (data.x, data.y), budget, original)
+            row = {"config": config, "seed": seed, "top1": _top1(model, test), "macs": ev.metrics.macs,
                    "predicted_ms": ev.metrics.latency_ms, "params": ev.metrics.params,
                    "rounds": len(ctx.rounds), "blocks_removed": list(getattr(ctx.pruner, "removed_blocks", [])),
                    "channels": {g.root: g.channels for g in ctx.pruner.groups.values() if g.prunable},
@@ -167,9 +137,9 @@ def main() -> None:
             accs.append(row["top1"])
             if args.recover:
                 tr = _tensors(args.arch, "train", args.train_samples, 2000 + seed)
-                recover(model, copy.deepcopy(original), (tr[0], None), RecoveryOptions(epochs=1, seed=seed),
+                recover(model, copy.deepcopy(original), (tr.x, None), RecoveryOptions(epochs=1, seed=seed),
                         progress=False)
-                row["top1_recovered"] = top1(model, tx, ty)
+                row["top1_recovered"] = _top1(model, test)
                 recs.append(row["top1_recovered"])
             result["rows"].append(row)
             if args.json:

@@ -15,16 +15,11 @@ from compress.info_criteria import InformationCriterion, _Common, _options
 class FisherOptions(_Common):
     target: str = "predicted"   # predicted (KL to the model's own output), true, sampled, kl
     batch_size: int = 64
-    calibrated: bool = False
     stat: str = "fisher"        # fisher: mean_n (sum a g)^2 ; abs: |sum_n sum a g|; absmean: mean_n |sum a g|
 
 
 class FisherCriterion(InformationCriterion):
     name = "fisher"
-
-    @property
-    def calibrated(self):
-        return self.opts.calibrated
 
     def compute(self, pruner, groups, x, y):
         model = pruner.model
