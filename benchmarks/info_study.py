@@ -62,8 +62,13 @@ def _tensors(arch: str, split: str, n: int, seed: int):
     return load_calibration(str(path), info.input_shape, n, info.mean, info.std, seed)
 
 
-def prune_one(config, calib, budget: Budget, original):
-    """Prune a copy of `original` to `budget` with `config`; options may include labels_from=predicted."""
+def prune_one(config, calib, budget: Budget, original, measured: bool = False, measure_final: bool = False):
+    """Prune a copy of `original` to `budget` with `config`; options may include labels_from=predicted.
+
+    measured: the loop measures host latency (ONNX Runtime) after every round, as the pipeline does on
+    `host`, so a latency budget is met as measured. measure_final: the returned evaluation's latency is
+    measured with the profile's full run count after the final BatchNorm re-estimation.
+    """
     name, opts = parse_criterion_config(config, ",")
     labels_from = opts.pop("labels_from", "data")
     crit = make_criterion(name, opts)
@@ -78,7 +83,7 @@ def prune_one(config, calib, budget: Budget, original):
     example = cx[:1].clone()
     pruner = ChannelPruner(model, example, crit, profile.pruning.channel_multiple, profile.pruning.min_channels)
     evaluator = Evaluator(profile, example)
-    evaluator.measured = False   # MACs counted, latency predicted: no measurement noise inside the loop
+    evaluator.measured = measured   # False: MACs counted, latency predicted, no measurement noise in the loop
     timing = {"score": 0.0}
 
     def prepare():
@@ -90,9 +95,12 @@ def prune_one(config, calib, budget: Budget, original):
                         tqdm(disable=True), [])
     try:
         ev = knapsack_search(ctx, evaluator.evaluate(model))
+        recalibrate_batchnorm(model, cx)
+        if measure_final:
+            evaluator.measured = True
+            ev = evaluator.evaluate(model, full=True)
     finally:
         evaluator.close()
-    recalibrate_batchnorm(model, cx)
     return model, ev, ctx, timing["score"]
 
 
@@ -101,6 +109,10 @@ def main() -> None:
     p.add_argument("--arch", default="resnet56", choices=sorted(MODELS))
     p.add_argument("--macs", type=float, help="keep this fraction of the original MACs")
     p.add_argument("--latency-ms", type=float, help="predicted host latency budget in ms (equal-latency arms)")
+    p.add_argument("--measured-latency-ms", type=float,
+                   help="measured host latency budget in ms: the loop measures after every round (equal measured latency)")
+    p.add_argument("--measure", action="store_true",
+                   help="measure every pruned model's host latency (ONNX Runtime, the profile's full run count)")
     p.add_argument("--configs", required=True, help="';'-separated criterion[:KEY=VALUE,...] configurations")
     p.add_argument("--seeds", default="0")
     p.add_argument("--calib-samples", type=int, default=256)
@@ -115,7 +127,10 @@ def main() -> None:
     original = load_model(MODELS[args.arch], args.arch, {}, False).module.eval()
     base = _top1(original, test)
     macs0 = sum(c.macs for c in layer_costs(original, test.x[:1]))
-    budget = Budget(latency_ms=args.latency_ms, macs=args.macs * macs0 if args.macs else None)
+    if args.latency_ms and args.measured_latency_ms:
+        raise SystemExit("give --latency-ms (predicted) or --measured-latency-ms, not both")
+    budget = Budget(latency_ms=args.latency_ms or args.measured_latency_ms, macs=args.macs * macs0 if args.macs else None)
+    measured = args.measured_latency_ms is not None
     result = {"command": " ".join(sys.argv), "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
               "arch": args.arch, "original_top1": base, "original_macs": macs0, "budget": budget.to_dict(),
@@ -128,9 +143,11 @@ def main() -> None:
             torch.manual_seed(seed)
             data = _tensors(args.arch, "train", args.calib_samples, 1000 + seed)
             t = time.perf_counter()
-            model, ev, ctx, score_s = prune_one(config, (data.x, data.y), budget, original)
+            model, ev, ctx, score_s = prune_one(config, (data.x, data.y), budget, original, measured,
+                                                args.measure or measured)
             row = {"config": config, "seed": seed, "top1": _top1(model, test), "macs": ev.metrics.macs,
-                   "predicted_ms": ev.metrics.latency_ms, "params": ev.metrics.params,
+                   "latency_ms": ev.metrics.latency_ms, "latency_kind": ev.metrics.latency_kind,
+                   "params": ev.metrics.params,
                    "rounds": len(ctx.rounds), "blocks_removed": list(getattr(ctx.pruner, "removed_blocks", [])),
                    "channels": {g.root: g.channels for g in ctx.pruner.groups.values() if g.prunable},
                    "score_s": round(score_s, 2), "prune_s": round(time.perf_counter() - t, 1)}
@@ -149,7 +166,7 @@ def main() -> None:
         msg = f"{config:60s} one-shot {100 * statistics.mean(accs):.2f} ± {100 * spread:.2f}"
         if recs:
             msg += f"  recovered {100 * statistics.mean(recs):.2f} ± {100 * (statistics.pstdev(recs) if len(recs) > 1 else 0):.2f}"
-        print(msg + f"  ({row['macs'] / 1e6:.1f} M MACs, {row['predicted_ms']:.3f} ms pred, {row['score_s']} s score)",
+        print(msg + f"  ({row['macs'] / 1e6:.1f} M MACs, {row['latency_ms']:.3f} ms {'measured' if ev.stats else 'pred'}, {row['score_s']} s score)",
               flush=True)
 
 

@@ -34,6 +34,11 @@ class Criterion:
         """The criterion's own keep fraction per group root, when it decides how many channels a layer needs."""
         return None
 
+    def group_scales(self) -> dict[str, float] | None:
+        """Per group root: how much the group's average channel is worth next to other groups' (knapsack
+        selection). None: every group's average channel is worth the same and cost decides the allocation."""
+        return None
+
     def details(self) -> dict:
         """What drove the choices (per-layer scores, curves), for report.json."""
         return {}

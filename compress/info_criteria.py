@@ -22,6 +22,7 @@ import torch_pruning as tp
 from .criteria import Criterion, register_criterion
 from .errors import CalibrationError, InputError
 from .info import capacity as cap
+from .info_allocation import output_information_scales
 from .info.cmi import CmiConfig, layer_distances, rank_layers
 from .info.features import collect_features
 from .info.mi_gradient import mi_gradient_scores
@@ -31,6 +32,7 @@ from .info.renyi import LABEL_KERNELS, channel_sq_distances, gram_from_sq_dist, 
 log = logging.getLogger("compress")
 
 WEIGHTS = ("none", "l1")
+ALLOCATIONS = ("none", "kl")
 
 
 # -- options --------------------------------------------------------------------------------------
@@ -72,10 +74,15 @@ class _Common:
     # Information-weighted magnitude: multiply each channel's information score by its L1 norm over the
     # coupled group (both divided by their layer mean). "none" ranks by information alone.
     weight: str = "none"
+    # Across layers (knapsack): "kl" scales each group by the output information its weakest channels
+    # carry, measured before every round (compress/info_allocation.py); "none" lets cost decide.
+    allocation: str = "none"
 
     def __post_init__(self):
         if self.weight not in WEIGHTS:
             raise ValueError(f"unknown weight {self.weight!r}; choose one of {', '.join(WEIGHTS)}")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"unknown allocation {self.allocation!r}; choose one of {', '.join(ALLOCATIONS)}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"device {self.device!r} was asked for but no CUDA device is visible; use device=cpu")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -97,11 +104,20 @@ class InformationCriterion(Criterion):
         self._scores: dict[str, torch.Tensor] = {}   # root -> scores over the ORIGINAL channels
         self._alloc: dict[str, float] | None = None
         self._details: dict = {}
+        self._scales: dict[str, float] | None = None
+        self._alloc_details: dict = {}
         self.progress: Callable[[str, int, int], None] | None = None  # (stage, done, total)
 
     def prepare(self, pruner, x, y) -> None:
-        if self._scores and not self.opts.rescore:
-            return
+        if not self._scores or self.opts.rescore:
+            self._score(pruner, x, y)
+        if self.opts.allocation == "kl":   # every round: the scale depends on what is left of each layer
+            self._scales, self._alloc_details = output_information_scales(pruner, self, x)
+
+    def group_scales(self):
+        return self._scales
+
+    def _score(self, pruner, x, y) -> None:
         if self.needs_data:
             self._check_data(x, y)
         groups = [g for g in pruner.prunable_groups]
@@ -152,7 +168,10 @@ class InformationCriterion(Criterion):
         return self._alloc
 
     def details(self) -> dict:
-        return {"options": vars(self.opts), "layers": self._details}
+        out = {"options": vars(self.opts), "layers": self._details}
+        if self._alloc_details:
+            out["allocation"] = self._alloc_details   # the last round's scales
+        return out
 
     # helpers for subclasses
 

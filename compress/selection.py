@@ -115,6 +115,7 @@ def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: flo
     its weight everything the block's layers cost (overhead included).
     """
     scores: dict[str, torch.Tensor] = {}
+    scales = pruner.criterion.group_scales()   # the criterion's own weighting across layers, if any
     for root, group in pruner.root_groups_by_name().items():
         info = pruner.groups.get(root)
         if info is None or not info.prunable or info.channels <= floor_of(info):
@@ -123,6 +124,8 @@ def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: flo
         s = s - s.min() if s.min() < 0 else s    # values must not go negative (e.g. log-entropies)
         mean = s.mean()
         scores[root] = torch.sort(s / mean if mean > 0 else torch.ones_like(s)).values
+        if scales:
+            scores[root] = scores[root] * scales.get(root, 1.0)
     remove: dict[str, int] = {r: 0 for r in scores}
     priced: dict[str, tuple[float, float, int]] = {}
 
@@ -140,7 +143,8 @@ def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: flo
             if gain > 0 or block >= room:
                 break
             block = min(block + pruner.step_of(info), room)
-        # A thinner layer loses more per channel: scale by how far the group has already shrunk.
+        # A thinner layer loses more per channel: scale by how far the group has already shrunk (unless
+        # the criterion's scales measured that on the current model).
         thinning = info.original_channels / max(1, info.channels - n)
         return float(scores[root][n:n + block].sum()) * thinning, gain, block
 

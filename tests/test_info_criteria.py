@@ -367,3 +367,57 @@ def test_default_criterion_is_the_information_default_with_data_and_l1_without(t
     else:
         assert report["pruning"]["criterion"] == "l1"
         assert "--criterion auto ranked channels by l1" in notes
+
+
+def _kl(p_logits, q_logits) -> float:
+    lp, lq = torch.log_softmax(p_logits.double(), 1), torch.log_softmax(q_logits.double(), 1)
+    return float((lp.exp() * (lp - lq)).sum(1).mean())
+
+
+def test_kl_allocation_measures_what_pruning_the_weakest_channels_costs(coupled):
+    """allocation=kl masks a group's weakest channels at its consumers: the output KL it records must be
+    the KL of really pruning those channels (before BatchNorm re-estimation)."""
+    model, base = coupled
+    x, y = _data(model)
+    crit = make_criterion("capacity-independence", {"allocation": "kl"})
+    pruner = base.for_copy(copy.deepcopy(model), crit)
+    pruner.prepare_criterion(x, y)
+    scales, details = crit.group_scales(), crit.details()["allocation"]
+    assert set(scales) == {g.root for g in pruner.prunable_groups if g.channels > pruner.floor_of(g)}
+    conv1 = details["conv1"]
+    assert conv1["channels"] == 2 and conv1["kl"] > 0   # a quarter of 8 channels
+    m = copy.deepcopy(pruner.model)
+    cut = pruner.for_copy(m, crit)
+    cut.prune_counts({"conv1": conv1["channels"]})
+    with torch.no_grad():
+        assert _kl(model(x), m(x)) == pytest.approx(conv1["kl"], rel=1e-6)
+    # The stream's channels reach conv5 after a concatenation (at an offset): not maskable, median scale.
+    assert details["dw"]["why"].startswith("consumers cannot be masked") and scales["dw"] == 1.0
+    # Its scale puts the group's channels on one scale with the others: KL per unit of normalised score.
+    assert all(s > 0 for s in scales.values())
+    assert make_criterion("capacity-independence").group_scales() is None
+
+
+def test_kl_allocation_steers_the_knapsack_toward_the_group_that_costs_least_information(coupled):
+    from compress.selection import ResourceModel, plan_round
+    from compress.cost_model import layer_costs
+    model, base = coupled
+    x, y = _data(model)
+    plans = {}
+    for alloc in ("none", "kl"):
+        crit = make_criterion("capacity-independence", {"allocation": alloc})
+        pruner = base.for_copy(copy.deepcopy(model), crit)
+        pruner.prepare_criterion(x, y)
+        rm = ResourceModel(pruner, layer_costs(pruner.model, x[:1]), None, 0)
+        plans[alloc] = plan_round(pruner, rm, "macs", 0.5 * rm.value("macs"), lambda i: 1, pruner.floor_of)
+        if alloc == "kl":
+            scales = crit.group_scales()
+    assert plans["kl"].remove != plans["none"].remove
+    # The cheapest group per unit of information loses at least as many channels as without scales.
+    cheapest = min((r for r in scales if r != "dw"), key=scales.get)
+    assert plans["kl"].remove.get(cheapest, 0) >= plans["none"].remove.get(cheapest, 0)
+
+
+def test_unknown_allocation_is_refused():
+    with pytest.raises(InputError, match="allocation"):
+        make_criterion("cmi", {"allocation": "greedy"})
