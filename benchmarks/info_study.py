@@ -119,6 +119,8 @@ def main() -> None:
     p.add_argument("--test-samples", type=int, default=5000)
     p.add_argument("--train-samples", type=int, default=5000)
     p.add_argument("--recover", action="store_true")
+    p.add_argument("--recover-lr", type=float, default=RecoveryOptions.lr, help="learning rate of the recovery")
+    p.add_argument("--recover-epochs", type=float, default=RecoveryOptions.epochs)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json")
     args = p.parse_args()
@@ -134,7 +136,9 @@ def main() -> None:
     result = {"command": " ".join(sys.argv), "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
               "arch": args.arch, "original_top1": base, "original_macs": macs0, "budget": budget.to_dict(),
-              "test_samples": len(test.y), "calib_samples": args.calib_samples, "rows": []}
+              "test_samples": len(test.y), "calib_samples": args.calib_samples,
+              "recovery": {"epochs": args.recover_epochs, "lr": args.recover_lr, "train_samples": args.train_samples}
+              if args.recover else None, "rows": []}
     print(f"{args.arch}: base top-1 {base:.4f} on {len(test.y)} test images, {macs0 / 1e6:.1f} M MACs", flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     for config in [c.strip() for c in args.configs.split(";") if c.strip()]:
@@ -154,7 +158,7 @@ def main() -> None:
             accs.append(row["top1"])
             if args.recover:
                 tr = _tensors(args.arch, "train", args.train_samples, 2000 + seed)
-                recover(model, copy.deepcopy(original), (tr.x, None), RecoveryOptions(epochs=1, seed=seed),
+                recover(model, copy.deepcopy(original), (tr.x, None), RecoveryOptions(epochs=args.recover_epochs, lr=args.recover_lr, seed=seed),
                         progress=False)
                 row["top1_recovered"] = _top1(model, test)
                 recs.append(row["top1_recovered"])

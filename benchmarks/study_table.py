@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 BASELINES = {"l1", "l2", "fpgm", "lamp", "taylor", "bn-scale"}
+DEFAULT = "capacity-independence"   # the pipeline's default with calibration data
 
 
 def _stat(v: list[float]) -> str:
@@ -24,15 +25,25 @@ def _stat(v: list[float]) -> str:
 
 
 def summarise(run: dict) -> dict[str, dict]:
-    by = defaultdict(lambda: {"top1": [], "top1_recovered": [], "macs": [], "seeds": 0})
+    by = defaultdict(lambda: {"top1": [], "top1_recovered": [], "macs": [], "measured_ms": [], "seeds": 0,
+                              "by_seed": {}})
     for r in run["rows"]:
         s = by[r["config"]]
         s["top1"].append(r["top1"])
+        s["by_seed"][r["seed"]] = r
+        if str(r.get("latency_kind", "")).startswith("measured"):
+            s["measured_ms"].append(r["latency_ms"])
         if "top1_recovered" in r:
             s["top1_recovered"].append(r["top1_recovered"])
         s["macs"].append(r["macs"])
         s["seeds"] += 1
     return by
+
+
+def _paired(a: dict, b: dict, key: str) -> list[float]:
+    """Per seed present in both arms: a minus b (the same calibration draw and test images)."""
+    return [a["by_seed"][k][key] - b["by_seed"][k][key] for k in sorted(a["by_seed"])
+            if k in b["by_seed"] and key in a["by_seed"][k] and key in b["by_seed"][k]]
 
 
 def main(paths: list[str]) -> None:
@@ -57,7 +68,8 @@ def main(paths: list[str]) -> None:
             cell = _stat(x["top1"])
             if x["top1_recovered"]:
                 cell += f" / {_stat(x['top1_recovered'])}"
-            cells.append(cell + f" ({statistics.mean(x['macs']) / 1e6:.1f} M, n={x['seeds']})")
+            ms = f", {statistics.mean(x['measured_ms']):.3f} ms" if x["measured_ms"] else ""
+            cells.append(cell + f" ({statistics.mean(x['macs']) / 1e6:.1f} M{ms}, n={x['seeds']})")
         print("| " + " | ".join(cells) + " |")
     print()
     for r, s in zip(runs, sums):
@@ -72,6 +84,15 @@ def main(paths: list[str]) -> None:
             best_r = max(rec, key=lambda c: statistics.mean(s[c]["top1_recovered"]))
             line += f"; after recovery: `{best_r}` {100 * statistics.mean(s[best_r]['top1_recovered']):.2f}"
         print(line + ".")
+        if DEFAULT in s:
+            for key, what in (("top1", "one-shot"), ("top1_recovered", "after recovery")):
+                ref = best if key == "top1" else (best_r if rec else None)
+                if ref is None or not s[DEFAULT][key]:
+                    continue
+                d = _paired(s[DEFAULT], s[ref], key)
+                if d:
+                    print(f"  default `{DEFAULT}` minus `{ref}` {what}, paired over {len(d)} seeds: "
+                          f"{100 * statistics.mean(d):+.2f} (per seed {', '.join(f'{100 * v:+.2f}' for v in d)})")
 
 
 if __name__ == "__main__":

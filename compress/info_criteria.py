@@ -77,8 +77,13 @@ class _Common:
     # Across layers (knapsack): "kl" scales each group by the output information its weakest channels
     # carry, measured before every round (compress/info_allocation.py); "none" lets cost decide.
     allocation: str = "none"
+    # With weight=l1: score = magnitude x information ** power (each divided by its layer mean). Below 1
+    # the information term only re-orders channels of similar magnitude.
+    power: float = 1.0
 
     def __post_init__(self):
+        if not self.power > 0:
+            raise ValueError(f"power must be positive (got {self.power})")
         if self.weight not in WEIGHTS:
             raise ValueError(f"unknown weight {self.weight!r}; choose one of {', '.join(WEIGHTS)}")
         if self.allocation not in ALLOCATIONS:
@@ -162,7 +167,7 @@ class InformationCriterion(Criterion):
         # product has the same scale in every layer.
         w = _L1(group).detach().to(torch.float64).cpu()
         s = s - s.min() if s.min() < 0 else s
-        return (_by_mean(w) * _by_mean(s)).to(torch.float32)
+        return (_by_mean(w) * _by_mean(s) ** self.opts.power).to(torch.float32)
 
     def allocation(self):
         return self._alloc

@@ -421,3 +421,23 @@ def test_kl_allocation_steers_the_knapsack_toward_the_group_that_costs_least_inf
 def test_unknown_allocation_is_refused():
     with pytest.raises(InputError, match="allocation"):
         make_criterion("cmi", {"allocation": "greedy"})
+
+
+def test_power_raises_the_information_term_of_the_weighted_score(coupled):
+    model, base = coupled
+    x, y = _data(model)
+    arms = {k: base.for_copy(copy.deepcopy(model), make_criterion("capacity-independence", o))
+            for k, o in {"plain": {"weight": "none"}, "p": {"power": "0.25"}, "l1": {"weight": "l1"}}.items()}
+    l1 = base.for_copy(copy.deepcopy(model), make_criterion("l1"))
+    for p in [*arms.values(), l1]:
+        p.prepare_criterion(x, y)
+
+    def score(p):
+        info = p.groups["conv1"]
+        return p.criterion.scores(p, info, dict(p._root_groups())["conv1"]).double()
+
+    s, w = score(arms["plain"]), score(l1)
+    torch.testing.assert_close(score(arms["p"]), (w / w.mean()) * (s / s.mean()) ** 0.25, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(score(arms["p"]), score(arms["l1"]))
+    with pytest.raises(InputError, match="power"):
+        make_criterion("capacity-independence", {"power": "0"})
