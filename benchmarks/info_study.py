@@ -4,13 +4,17 @@
         --configs "l1;fpgm;cmi;cmi:labels=onehot" --json benchmarks/results/study-resnet56-macs50.json
 
 A configuration is `criterion[:KEY=VALUE,KEY=VALUE]` (the options of `--criterion-option`, plus
-`labels_from=predicted` to score against the original model's predictions instead of the labels). Per seed:
+`labels_from=predicted` to score against the original model's predictions instead of the labels, and
+`selection=uniform` for the pipeline's uniform selection, where CMI's cutoffs and MIPP's ratios set
+each layer's share, in steps of 2 % of the channels). Per seed:
 a seeded draw of `--calib-samples` training images (scoring, BatchNorm re-estimation after every round),
 the pipeline's knapsack search priced by MACs (predicted, no latency measurement, so arms land at the
 same MAC count), BatchNorm re-estimated, top-1 on `--test-samples` test images (the same images for
 every seed and arm, so differences between arms are paired). `--recover` adds the benchmark's short
-recovery (one epoch of distillation from the original over `--train-samples` training images).
-`--latency-ms X` prices by the host cost model instead and stops at X ms predicted (equal-latency arms).
+recovery (one epoch of distillation from the original over `--train-samples` training images;
+`--recover-lr`, `--recover-epochs`). `--latency-ms X` prices by the host cost model instead and stops
+at X ms predicted; `--measured-latency-ms X` measures host latency (ONNX Runtime) after every round and
+stops at X ms measured (equal measured latency); `--measure` records every arm's measured latency.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ from compress.evaluate import Evaluator  # noqa: E402
 from compress.model_io import load_model  # noqa: E402
 from compress.pruning import ChannelPruner  # noqa: E402
 from compress.recovery import RecoveryOptions, recover  # noqa: E402
-from compress.search import SearchContext, knapsack_search  # noqa: E402
+from compress.search import SearchContext, knapsack_search, uniform_search  # noqa: E402
 from device_profiles import load_profile  # noqa: E402
 import benchmarks.study_plugins  # noqa: E402,F401 - registers the experimental fisher and combo criteria
 
@@ -71,6 +75,7 @@ def prune_one(config, calib, budget: Budget, original, measured: bool = False, m
     """
     name, opts = parse_criterion_config(config, ",")
     labels_from = opts.pop("labels_from", "data")
+    selection = opts.pop("selection", "knapsack")   # uniform: per-group keep fractions (the criterion's own cutoffs)
     crit = make_criterion(name, opts)
     model = copy.deepcopy(original)
     profile = load_profile("host")
@@ -94,7 +99,13 @@ def prune_one(config, calib, budget: Budget, original, measured: bool = False, m
     ctx = SearchContext(pruner, evaluator, budget, 1.0, prepare, lambda: recalibrate_batchnorm(model, cx),
                         tqdm(disable=True), [])
     try:
-        ev = knapsack_search(ctx, evaluator.evaluate(model))
+        start = evaluator.evaluate(model)
+        if selection == "knapsack":
+            ev = knapsack_search(ctx, start)
+        elif selection == "uniform":
+            ev = uniform_search(ctx, 0.02)
+        else:
+            raise SystemExit(f"selection={selection!r}: choose knapsack or uniform")
         recalibrate_batchnorm(model, cx)
         if measure_final:
             evaluator.measured = True
