@@ -397,6 +397,7 @@ class CapacityOptions(_Common):
     balance: float = 1.0          # weight of independence against capacity
     max_samples: int = 256        # samples used for the nuclear-norm independence
     weight: str = "l1"            # information-weighted magnitude: the winning configuration (BENCHMARKS.md)
+    power: float = 0.5            # L1 x information ** 0.5: kept the one-shot lead and the lead after recovery
 
     def __post_init__(self):
         super().__post_init__()

@@ -335,7 +335,8 @@ def test_information_weighted_magnitude_is_the_product_of_layer_normalised_terms
     s = plain.criterion.scores(plain, info, dict(plain._root_groups())["conv1"]).double()
     w = l1.criterion.scores(l1, info, dict(l1._root_groups())["conv1"]).double()
     got = weighted.criterion.scores(weighted, info, dict(weighted._root_groups())["conv1"]).double()
-    torch.testing.assert_close(got, (w / w.mean()) * (s / s.mean()), rtol=1e-5, atol=1e-6)
+    # The default raises the information term to 0.5 (BENCHMARKS.md, "Information criteria study").
+    torch.testing.assert_close(got, (w / w.mean()) * (s / s.mean()) ** 0.5, rtol=1e-5, atol=1e-6)
 
 
 def test_pooled_features_are_one_number_per_producer(coupled):
