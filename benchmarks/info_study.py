@@ -122,6 +122,9 @@ def main() -> None:
     p.add_argument("--latency-ms", type=float, help="predicted host latency budget in ms (equal-latency arms)")
     p.add_argument("--measured-latency-ms", type=float,
                    help="measured host latency budget in ms: the loop measures after every round (equal measured latency)")
+    p.add_argument("--latency-of-l1-at-macs", type=float, metavar="F",
+                   help="equal measured latency: per seed, the budget is the host latency measured for the l1 arm "
+                        "pruned to F of the original MACs (same calibration draw), and the loop measures every round")
     p.add_argument("--measure", action="store_true",
                    help="measure every pruned model's host latency (ONNX Runtime, the profile's full run count)")
     p.add_argument("--configs", required=True, help="';'-separated criterion[:KEY=VALUE,...] configurations")
@@ -130,6 +133,7 @@ def main() -> None:
     p.add_argument("--test-samples", type=int, default=5000)
     p.add_argument("--train-samples", type=int, default=5000)
     p.add_argument("--recover", action="store_true")
+    p.add_argument("--recover-only", help="';'-separated configurations that get the recovery (default: all)")
     p.add_argument("--recover-lr", type=float, default=RecoveryOptions.lr, help="learning rate of the recovery")
     p.add_argument("--recover-epochs", type=float, default=RecoveryOptions.epochs)
     p.add_argument("--threads", type=int, default=2)
@@ -140,16 +144,30 @@ def main() -> None:
     original = load_model(MODELS[args.arch], args.arch, {}, False).module.eval()
     base = _top1(original, test)
     macs0 = sum(c.macs for c in layer_costs(original, test.x[:1]))
-    if args.latency_ms and args.measured_latency_ms:
-        raise SystemExit("give --latency-ms (predicted) or --measured-latency-ms, not both")
+    if sum(v is not None for v in (args.latency_ms, args.measured_latency_ms, args.latency_of_l1_at_macs)) > 1:
+        raise SystemExit("give one of --latency-ms (predicted), --measured-latency-ms, --latency-of-l1-at-macs")
     budget = Budget(latency_ms=args.latency_ms or args.measured_latency_ms, macs=args.macs * macs0 if args.macs else None)
-    measured = args.measured_latency_ms is not None
+    measured = args.measured_latency_ms is not None or args.latency_of_l1_at_macs is not None
     result = {"command": " ".join(sys.argv), "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
               "arch": args.arch, "original_top1": base, "original_macs": macs0, "budget": budget.to_dict(),
               "test_samples": len(test.y), "calib_samples": args.calib_samples,
               "recovery": {"epochs": args.recover_epochs, "lr": args.recover_lr, "train_samples": args.train_samples}
               if args.recover else None, "rows": []}
+    references: dict[int, float] = {}
+    if args.latency_of_l1_at_macs:
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            torch.manual_seed(seed)
+            data = _tensors(args.arch, "train", args.calib_samples, 1000 + seed)
+            _, ev, _, _ = prune_one("l1", (data.x, data.y), Budget(macs=args.latency_of_l1_at_macs * macs0), original,
+                                    False, True)
+            references[seed] = ev.metrics.latency_ms
+            print(f"seed {seed}: l1 at {args.latency_of_l1_at_macs:.0%} MACs measures {ev.metrics.latency_ms:.3f} ms "
+                  f"({ev.metrics.macs / 1e6:.1f} M MACs)", flush=True)
+        result["budget"] = {"latency_ms": statistics.mean(references.values())}
+        result["budget_rule"] = (f"per seed, the host latency measured for l1 pruned to {args.latency_of_l1_at_macs:.0%} "
+                                 "of the MACs")
+        result["reference_ms"] = references
     print(f"{args.arch}: base top-1 {base:.4f} on {len(test.y)} test images, {macs0 / 1e6:.1f} M MACs", flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     for config in [c.strip() for c in args.configs.split(";") if c.strip()]:
@@ -158,6 +176,8 @@ def main() -> None:
             torch.manual_seed(seed)
             data = _tensors(args.arch, "train", args.calib_samples, 1000 + seed)
             t = time.perf_counter()
+            if seed in references:
+                budget = Budget(latency_ms=references[seed])
             model, ev, ctx, score_s = prune_one(config, (data.x, data.y), budget, original, measured,
                                                 args.measure or measured)
             row = {"config": config, "seed": seed, "top1": _top1(model, test), "macs": ev.metrics.macs,
@@ -167,7 +187,7 @@ def main() -> None:
                    "channels": {g.root: g.channels for g in ctx.pruner.groups.values() if g.prunable},
                    "score_s": round(score_s, 2), "prune_s": round(time.perf_counter() - t, 1)}
             accs.append(row["top1"])
-            if args.recover:
+            if args.recover and (not args.recover_only or config in args.recover_only.split(";")):
                 tr = _tensors(args.arch, "train", args.train_samples, 2000 + seed)
                 recover(model, copy.deepcopy(original), (tr.x, None), RecoveryOptions(epochs=args.recover_epochs, lr=args.recover_lr, seed=seed),
                         progress=False)

@@ -52,8 +52,10 @@ def main(paths: list[str]) -> None:
     configs = list(dict.fromkeys(c for s in sums for c in s))
     head = ["configuration"]
     for r in runs:
-        budget = ", ".join(f"{k} {v / r['original_macs'] * 100:.0f} %" if k == "macs" else f"{k} {v}"
+        budget = ", ".join(f"{k} {v / r['original_macs'] * 100:.0f} %" if k == "macs" else f"{k} {v:.3g}"
                            for k, v in r["budget"].items() if v is not None)
+        if r.get("budget_rule"):
+            budget = "measured latency = l1's at " + r["budget_rule"].rsplit(" to ", 1)[-1]
         n = r.get("calib_samples", 256)
         head.append(f"{r['arch']} {budget}" + (f", N={n}" if n != 256 else ""))
     print("| " + " | ".join(head) + " |")
