@@ -1,8 +1,9 @@
 """Markdown table of benchmarks/info_study.py results: mean ± spread over seeds, one row per configuration.
 
-    python benchmarks/study_table.py benchmarks/results/study-resnet56-macs50.json [more.json ...]
+    python benchmarks/study_table.py [--merge] benchmarks/results/study-resnet56-macs50.json [more.json ...]
 
-Each file is one column group (its architecture and budget). The spread is the population standard
+Each file is one column group (its architecture and budget); with --merge, files with the same
+architecture, budget and recovery share a column (the first file's row wins for a repeated config and seed). The spread is the population standard
 deviation over seeds (calibration draws); the test images are the same for every seed and arm.
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 
 BASELINES = {"l1", "l2", "fpgm", "lamp", "taylor", "bn-scale"}
-DEFAULT = "capacity-independence"   # the pipeline's default with calibration data
+DEFAULT = "capacity-independence"
+OLD_RECOVERY = {"epochs": 1.0, "lr": 0.01, "train_samples": 5000}   # the pipeline's default with calibration data
 
 
 def _stat(v: list[float]) -> str:
@@ -46,8 +48,27 @@ def _paired(a: dict, b: dict, key: str) -> list[float]:
             if k in b["by_seed"] and key in a["by_seed"][k] and key in b["by_seed"][k]]
 
 
+def _merge(runs: list[dict]) -> list[dict]:
+    """One column per (architecture, budget, recovery): rows of several runs pooled, each (config, seed) once."""
+    out: dict[str, dict] = {}
+    for r in runs:
+        recovery = r.get("recovery")
+        if recovery is None and any("top1_recovered" in x for x in r["rows"]):
+            recovery = OLD_RECOVERY   # runs made before the harness recorded its recovery settings
+        key = json.dumps([r["arch"], r["budget"], r.get("budget_rule"), recovery, r.get("calib_samples") or 256],
+                         sort_keys=True)
+        if key not in out:
+            out[key] = {**r, "rows": []}
+        seen = {(x["config"], x["seed"]) for x in out[key]["rows"]}
+        out[key]["rows"] += [x for x in r["rows"] if (x["config"], x["seed"]) not in seen]
+    return list(out.values())
+
+
 def main(paths: list[str]) -> None:
-    runs = [json.loads(Path(p).read_text()) for p in paths]
+    merge = "--merge" in paths
+    runs = [json.loads(Path(p).read_text()) for p in paths if p != "--merge"]
+    if merge:
+        runs = _merge(runs)
     sums = [summarise(r) for r in runs]
     configs = list(dict.fromkeys(c for s in sums for c in s))
     head = ["configuration"]
@@ -56,7 +77,7 @@ def main(paths: list[str]) -> None:
                            for k, v in r["budget"].items() if v is not None)
         if r.get("budget_rule"):
             budget = "measured latency = l1's at " + r["budget_rule"].rsplit(" to ", 1)[-1]
-        n = r.get("calib_samples", 256)
+        n = r.get("calib_samples") or 256
         head.append(f"{r['arch']} {budget}" + (f", N={n}" if n != 256 else ""))
     print("| " + " | ".join(head) + " |")
     print("| --- |" + " ---: |" * len(runs))
