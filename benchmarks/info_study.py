@@ -40,7 +40,7 @@ from compress.archs import get_arch  # noqa: E402
 from compress.bn_recalibration import recalibrate_batchnorm  # noqa: E402
 from compress.budget import Budget  # noqa: E402
 from compress.calib import load_calibration  # noqa: E402
-from compress.cost_model import layer_costs  # noqa: E402
+from compress.cost_model import factors_from_profile, layer_costs, predict_latency_ms  # noqa: E402
 from compress.criteria import make_criterion  # noqa: E402
 from compress.evaluate import Evaluator  # noqa: E402
 from compress.model_io import load_model  # noqa: E402
@@ -53,6 +53,7 @@ import benchmarks.study_plugins  # noqa: E402,F401 - registers the experimental 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MODELS = {"resnet56": SHARED / "models" / "resnet56-4bfd9763.th", "resnet20": SHARED / "models" / "resnet20-12fca82f.th"}
 CACHE = Path("/tmp/info-study-cache")
+HOST_FACTORS = factors_from_profile(load_profile("host"))
 
 
 def _tensors(arch: str, split: str, n: int, seed: int):
@@ -123,8 +124,9 @@ def main() -> None:
     p.add_argument("--measured-latency-ms", type=float,
                    help="measured host latency budget in ms: the loop measures after every round (equal measured latency)")
     p.add_argument("--latency-of-l1-at-macs", type=float, metavar="F",
-                   help="equal measured latency: per seed, the budget is the host latency measured for the l1 arm "
-                        "pruned to F of the original MACs (same calibration draw), and the loop measures every round")
+                   help="equal latency: per seed, the l1 arm is pruned to F of the original MACs and its host latency "
+                        "predicted and measured; every arm runs to that predicted latency (host cost model, fitted "
+                        "on this machine) and every arm's final latency is measured")
     p.add_argument("--measure", action="store_true",
                    help="measure every pruned model's host latency (ONNX Runtime, the profile's full run count)")
     p.add_argument("--configs", required=True, help="';'-separated criterion[:KEY=VALUE,...] configurations")
@@ -147,7 +149,7 @@ def main() -> None:
     if sum(v is not None for v in (args.latency_ms, args.measured_latency_ms, args.latency_of_l1_at_macs)) > 1:
         raise SystemExit("give one of --latency-ms (predicted), --measured-latency-ms, --latency-of-l1-at-macs")
     budget = Budget(latency_ms=args.latency_ms or args.measured_latency_ms, macs=args.macs * macs0 if args.macs else None)
-    measured = args.measured_latency_ms is not None or args.latency_of_l1_at_macs is not None
+    measured = args.measured_latency_ms is not None
     result = {"command": " ".join(sys.argv), "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads},
               "arch": args.arch, "original_top1": base, "original_macs": macs0, "budget": budget.to_dict(),
@@ -159,15 +161,17 @@ def main() -> None:
         for seed in [int(s) for s in args.seeds.split(",")]:
             torch.manual_seed(seed)
             data = _tensors(args.arch, "train", args.calib_samples, 1000 + seed)
-            _, ev, _, _ = prune_one("l1", (data.x, data.y), Budget(macs=args.latency_of_l1_at_macs * macs0), original,
-                                    False, True)
-            references[seed] = ev.metrics.latency_ms
-            print(f"seed {seed}: l1 at {args.latency_of_l1_at_macs:.0%} MACs measures {ev.metrics.latency_ms:.3f} ms "
-                  f"({ev.metrics.macs / 1e6:.1f} M MACs)", flush=True)
+            model, ev, _, _ = prune_one("l1", (data.x, data.y), Budget(macs=args.latency_of_l1_at_macs * macs0),
+                                        original, False, True)
+            references[seed] = predict_latency_ms(ev.layers, HOST_FACTORS)
+            result.setdefault("reference", {})[seed] = {"predicted_ms": references[seed], "measured_ms": ev.metrics.latency_ms,
+                                                        "macs": ev.metrics.macs}
+            print(f"seed {seed}: l1 at {args.latency_of_l1_at_macs:.0%} MACs: {ev.metrics.macs / 1e6:.1f} M MACs, "
+                  f"{references[seed]:.3f} ms predicted, {ev.metrics.latency_ms:.3f} ms measured", flush=True)
         result["budget"] = {"latency_ms": statistics.mean(references.values())}
-        result["budget_rule"] = (f"per seed, the host latency measured for l1 pruned to {args.latency_of_l1_at_macs:.0%} "
-                                 "of the MACs")
-        result["reference_ms"] = references
+        result["reference_macs_fraction"] = args.latency_of_l1_at_macs
+        result["budget_rule"] = (f"per seed, the host latency of l1 pruned to {args.latency_of_l1_at_macs:.0%} of the MACs "
+                                 "(arms run to it on the fitted cost model; final latencies measured)")
     print(f"{args.arch}: base top-1 {base:.4f} on {len(test.y)} test images, {macs0 / 1e6:.1f} M MACs", flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     for config in [c.strip() for c in args.configs.split(";") if c.strip()]:
@@ -179,9 +183,10 @@ def main() -> None:
             if seed in references:
                 budget = Budget(latency_ms=references[seed])
             model, ev, ctx, score_s = prune_one(config, (data.x, data.y), budget, original, measured,
-                                                args.measure or measured)
+                                                args.measure or measured or bool(references))
             row = {"config": config, "seed": seed, "top1": _top1(model, test), "macs": ev.metrics.macs,
                    "latency_ms": ev.metrics.latency_ms, "latency_kind": ev.metrics.latency_kind,
+                   "predicted_ms": predict_latency_ms(ev.layers, HOST_FACTORS),
                    "params": ev.metrics.params,
                    "rounds": len(ctx.rounds), "blocks_removed": list(getattr(ctx.pruner, "removed_blocks", [])),
                    "channels": {g.root: g.channels for g in ctx.pruner.groups.values() if g.prunable},

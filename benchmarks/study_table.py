@@ -75,8 +75,8 @@ def main(paths: list[str]) -> None:
     for r in runs:
         budget = ", ".join(f"{k} {v / r['original_macs'] * 100:.0f} %" if k == "macs" else f"{k} {v:.3g}"
                            for k, v in r["budget"].items() if v is not None)
-        if r.get("budget_rule"):
-            budget = "measured latency = l1's at " + r["budget_rule"].rsplit(" to ", 1)[-1]
+        if r.get("reference_macs_fraction"):
+            budget = f"latency of l1 at {r['reference_macs_fraction']:.0%} MACs"
         n = r.get("calib_samples") or 256
         head.append(f"{r['arch']} {budget}" + (f", N={n}" if n != 256 else ""))
     print("| " + " | ".join(head) + " |")
@@ -96,6 +96,12 @@ def main(paths: list[str]) -> None:
         print("| " + " | ".join(cells) + " |")
     print()
     for r, s in zip(runs, sums):
+        if r.get("reference"):
+            ref = list(r["reference"].values())
+            pred = ", ".join(f"{x['predicted_ms']:.3f}" for x in ref)
+            meas = ", ".join(f"{x['measured_ms']:.3f}" for x in ref)
+            print(f"{r['arch']}: the budget, per seed, is l1's latency at {r['reference_macs_fraction']:.0%} MACs: "
+                  f"predicted {pred} ms; the same models measured {meas} ms.")
         base = [c for c in s if c in BASELINES]
         if not base:
             continue
