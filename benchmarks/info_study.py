@@ -14,7 +14,8 @@ every seed and arm, so differences between arms are paired). `--recover` adds th
 recovery (one epoch of distillation from the original over `--train-samples` training images;
 `--recover-lr`, `--recover-epochs`). `--latency-ms X` prices by the host cost model instead and stops
 at X ms predicted; `--measured-latency-ms X` measures host latency (ONNX Runtime) after every round and
-stops at X ms measured (equal measured latency); `--measure` records every arm's measured latency.
+stops at X ms measured; `--latency-of-l1-at-macs F` runs every arm to the latency of the l1 arm at F
+of the MACs and measures every final model (equal latency, as in BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -127,8 +128,6 @@ def main() -> None:
                    help="equal latency: per seed, the l1 arm is pruned to F of the original MACs and its host latency "
                         "predicted and measured; every arm runs to that predicted latency (host cost model, fitted "
                         "on this machine) and every arm's final latency is measured")
-    p.add_argument("--measure", action="store_true",
-                   help="measure every pruned model's host latency (ONNX Runtime, the profile's full run count)")
     p.add_argument("--configs", required=True, help="';'-separated criterion[:KEY=VALUE,...] configurations")
     p.add_argument("--seeds", default="0")
     p.add_argument("--calib-samples", type=int, default=256)
@@ -183,7 +182,7 @@ def main() -> None:
             if seed in references:
                 budget = Budget(latency_ms=references[seed])
             model, ev, ctx, score_s = prune_one(config, (data.x, data.y), budget, original, measured,
-                                                args.measure or measured or bool(references))
+                                                measured or bool(references))
             row = {"config": config, "seed": seed, "top1": _top1(model, test), "macs": ev.metrics.macs,
                    "latency_ms": ev.metrics.latency_ms, "latency_kind": ev.metrics.latency_kind,
                    "predicted_ms": predict_latency_ms(ev.layers, HOST_FACTORS),

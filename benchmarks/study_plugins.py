@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from compress.criteria import register_criterion, make_criterion
+from compress.criteria import criterion_names, make_criterion, mean_normalised, register_criterion
 from compress.info.features import FeatureCapture
 from compress.info_criteria import InformationCriterion, _Common, _options
 
@@ -70,8 +70,11 @@ register_criterion("fisher", "Fisher")(lambda o: FisherCriterion(_options(Fisher
 @dataclass
 class ComboOptions(_Common):
     info: str = "fisher"
-    weight: str = "l1"
-    power: float = 1.0   # score = weight_norm * info_norm ** power
+    weight: str = "l1"   # any registered criterion: score = weight_norm * info_norm ** power
+
+    def _check_weight(self) -> None:
+        if self.weight not in criterion_names():
+            raise ValueError(f"unknown weight criterion {self.weight!r}; choose one of {', '.join(criterion_names())}")
 
 
 class ComboCriterion(InformationCriterion):
@@ -91,10 +94,8 @@ class ComboCriterion(InformationCriterion):
         self.i.prepare(pruner, x, y)
 
     def scores(self, pruner, info, group):
-        w = self.w.scores(pruner, info, group).double()
-        s = self.i.scores(pruner, info, group).double()
-        s = s - s.min() if s.min() < 0 else s
-        return (w / w.mean()) * (s / s.mean()).clamp_min(1e-12) ** self.opts.power
+        w = mean_normalised(self.w.scores(pruner, info, group))
+        return w * mean_normalised(self.i.scores(pruner, info, group)).clamp_min(1e-12) ** self.opts.power
 
 
 register_criterion("combo", "combo")(lambda o: ComboCriterion(_options(ComboOptions, "combo", o)))

@@ -18,6 +18,15 @@ if TYPE_CHECKING:
     from .pruning import ChannelPruner, GroupInfo
 
 
+def mean_normalised(scores: torch.Tensor) -> torch.Tensor:
+    """Scores shifted to be non-negative (e.g. log-entropies) and divided by their mean (all ones when the
+    mean is 0): the scale on which the knapsack compares one layer's channels with another's."""
+    s = scores.detach().double().cpu()
+    s = s - s.min() if s.min() < 0 else s
+    m = s.mean()
+    return s / m if m > 0 else torch.ones_like(s)
+
+
 class Criterion:
     """Scores channels of coupled groups. `prepare` runs before each pruning round."""
 

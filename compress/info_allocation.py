@@ -17,11 +17,16 @@ and the details say so.
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .criteria import mean_normalised
+
+log = logging.getLogger("compress")
 
 SCALE_FLOOR = 0.05   # of the median scale: a group whose weakest channels look free is not emptied in one round
 
@@ -32,13 +37,6 @@ def _maskable(module: nn.Module, channels: int) -> bool:
     if isinstance(module, nn.Linear):
         return module.in_features == channels
     return False
-
-
-def _normalised(s: torch.Tensor) -> torch.Tensor:
-    s = s.detach().double().cpu()
-    s = s - s.min() if s.min() < 0 else s
-    m = s.mean()
-    return s / m if m > 0 else torch.ones_like(s)
 
 
 @torch.no_grad()
@@ -64,7 +62,7 @@ def output_information_scales(pruner, criterion, x: torch.Tensor, fraction: floa
             if not consumers or not all(_maskable(m, info.channels) for m in consumers):
                 details[info.root] = {"scale": None, "why": "consumers cannot be masked at the group's channels"}
                 continue
-            s = _normalised(criterion.scores(pruner, info, groups[info.root]))
+            s = mean_normalised(criterion.scores(pruner, info, groups[info.root]))
             step = pruner.step_of(info)
             k = min(info.channels - floor, max(step, step * round(fraction * info.channels / step)))
             idx = torch.argsort(s)[:k]
@@ -88,6 +86,9 @@ def output_information_scales(pruner, criterion, x: torch.Tensor, fraction: floa
             details[info.root] = {"kl": kl, "channels": int(k), "score_removed": removed}
     finally:
         model.train(was_training)
+    unmasked = sorted(r for r, d in details.items() if d.get("why"))
+    if unmasked:
+        log.info("allocation=kl: %s cannot be masked at their consumers; they get the median scale", ", ".join(unmasked))
     if not raw:
         return {}, details
     median = sorted(raw.values())[len(raw) // 2]

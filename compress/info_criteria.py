@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 import torch_pruning as tp
 
-from .criteria import Criterion, register_criterion
+from .criteria import Criterion, mean_normalised, register_criterion
 from .errors import CalibrationError, InputError
 from .info import capacity as cap
 from .info_allocation import output_information_scales
@@ -81,11 +81,14 @@ class _Common:
     # the information term only re-orders channels of similar magnitude.
     power: float = 1.0
 
+    def _check_weight(self) -> None:
+        if self.weight not in WEIGHTS:
+            raise ValueError(f"unknown weight {self.weight!r}; choose one of {', '.join(WEIGHTS)}")
+
     def __post_init__(self):
         if not self.power > 0:
             raise ValueError(f"power must be positive (got {self.power})")
-        if self.weight not in WEIGHTS:
-            raise ValueError(f"unknown weight {self.weight!r}; choose one of {', '.join(WEIGHTS)}")
+        self._check_weight()
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"unknown allocation {self.allocation!r}; choose one of {', '.join(ALLOCATIONS)}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -165,9 +168,7 @@ class InformationCriterion(Criterion):
         # Magnitude says how much a channel contributes, information how much of that is worth keeping
         # (BENCHMARKS.md, "Information criteria study"): each term normalised by its layer mean, so the
         # product has the same scale in every layer.
-        w = _L1(group).detach().to(torch.float64).cpu()
-        s = s - s.min() if s.min() < 0 else s
-        return (_by_mean(w) * _by_mean(s) ** self.opts.power).to(torch.float32)
+        return (mean_normalised(_L1(group)) * mean_normalised(s) ** self.opts.power).to(torch.float32)
 
     def allocation(self):
         return self._alloc
@@ -207,11 +208,6 @@ class InformationCriterion(Criterion):
 
 
 _L1 = tp.importance.GroupMagnitudeImportance(p=1)
-
-
-def _by_mean(v: torch.Tensor) -> torch.Tensor:
-    m = v.mean()
-    return v / m if m > 0 else torch.ones_like(v)
 
 
 def _normalised(v: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from .cost_model import LayerCost, predict_latency_ms, predict_memory_mb
+from .criteria import mean_normalised
 
 RESOURCES = ("latency_ms", "macs", "params", "memory_mb")
 
@@ -120,10 +121,7 @@ def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: flo
         info = pruner.groups.get(root)
         if info is None or not info.prunable or info.channels <= floor_of(info):
             continue
-        s = pruner.criterion.scores(pruner, info, group).detach().double().cpu()
-        s = s - s.min() if s.min() < 0 else s    # values must not go negative (e.g. log-entropies)
-        mean = s.mean()
-        scores[root] = torch.sort(s / mean if mean > 0 else torch.ones_like(s)).values
+        scores[root] = torch.sort(mean_normalised(pruner.criterion.scores(pruner, info, group))).values
         if scales:
             scores[root] = scores[root] * scales.get(root, 1.0)
     remove: dict[str, int] = {r: 0 for r in scores}
@@ -143,8 +141,7 @@ def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: flo
             if gain > 0 or block >= room:
                 break
             block = min(block + pruner.step_of(info), room)
-        # A thinner layer loses more per channel: scale by how far the group has already shrunk (unless
-        # the criterion's scales measured that on the current model).
+        # A thinner layer loses more per channel: scale by how far the group has already shrunk.
         thinning = info.original_channels / max(1, info.channels - n)
         return float(scores[root][n:n + block].sum()) * thinning, gain, block
 
