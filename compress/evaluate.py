@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from deploy import LatencyStats, OrtRunner
+from deploy.runner import measure_interleaved
 from export import export_onnx
 
 from .budget import Metrics
@@ -29,6 +30,7 @@ class Evaluation:
     metrics: Metrics
     stats: LatencyStats | None   # present when measured
     layers: list                 # LayerCost list (empty for TorchScript)
+    reference: LatencyStats | None = None   # the original, measured interleaved with this model (paired)
 
 
 class Evaluator:
@@ -49,6 +51,7 @@ class Evaluator:
                              "compute or memory bandwidth needed to predict latency; add them to the profile")
         self._tmp = tempfile.TemporaryDirectory(prefix="compress-eval-") if workdir is None else None
         self.workdir = Path(workdir or self._tmp.name)
+        self.reference_onnx: Path | None = None
 
     @property
     def predicted_label(self) -> str:
@@ -56,12 +59,7 @@ class Evaluator:
         return f"predicted: per-layer roofline cost model of profile {self.profile.name} ({fitted})"
 
     def evaluate(self, model: nn.Module, full: bool = False, onnx_path: Path | None = None) -> Evaluation:
-        is_script = isinstance(model, torch.jit.ScriptModule)
-        costs = [] if is_script else layer_costs(model, self.example_input)
-        params = sum(p.numel() for p in model.parameters())
-        macs = sum(c.macs for c in costs) if costs else None
-        bpe = BYTES_PER_ELEMENT[self.profile.runtime.precision]
-        memory = predict_memory_mb(costs, params, bpe) if costs else params * bpe / 2**20
+        costs, memory, macs, params = self._counted(model)
         stats = None
         if self.measured:
             stats = self.measure(model, full, onnx_path)
@@ -70,13 +68,55 @@ class Evaluator:
             latency, kind = predict_latency_ms(costs, self.factors), self.predicted_label
             if latency is None:
                 raise InputError("latency cannot be predicted for a TorchScript model; pass a state dict with --arch")
-        return Evaluation(Metrics(float(latency), kind, float(memory), macs, int(params)), stats, costs)
+        return Evaluation(Metrics(float(latency), kind, memory, macs, params), stats, costs)
+
+    def _counted(self, model: nn.Module):
+        """Per-layer costs, predicted memory, MACs and parameters: what needs no run."""
+        is_script = isinstance(model, torch.jit.ScriptModule)
+        costs = [] if is_script else layer_costs(model, self.example_input)
+        params = sum(p.numel() for p in model.parameters())
+        macs = sum(c.macs for c in costs) if costs else None
+        bpe = BYTES_PER_ELEMENT[self.profile.runtime.precision]
+        memory = predict_memory_mb(costs, params, bpe) if costs else params * bpe / 2**20
+        return costs, float(memory), macs, int(params)
 
     def measure(self, model: nn.Module, full: bool, onnx_path: Path | None = None) -> LatencyStats:
         if onnx_path is None:
             onnx_path = self.workdir / "eval.onnx"
             export_onnx(model, self.example_input, onnx_path, opset=self.profile.runtime.opset)
         return self.measure_onnx(onnx_path, full)
+
+    @property
+    def can_pair(self) -> bool:
+        """Whether a model can be timed interleaved with the original here (local ONNX Runtime only)."""
+        return self.measured and self.remote is None
+
+    def set_reference(self, model: nn.Module) -> None:
+        """Keep the original's ONNX so that paired evaluations time it interleaved with each candidate."""
+        if not self.can_pair:
+            raise ValueError("paired measurement needs a target measured locally")
+        self.reference_onnx = self.workdir / "reference.onnx"
+        export_onnx(model, self.example_input, self.reference_onnx, opset=self.profile.runtime.opset)
+
+    def evaluate_paired(self, model: nn.Module) -> Evaluation:
+        """A full evaluation whose latency was timed interleaved with the original (see set_reference)."""
+        onnx_path = self.workdir / "eval.onnx"
+        export_onnx(model, self.example_input, onnx_path, opset=self.profile.runtime.opset)
+        costs, memory, macs, params = self._counted(model)
+        stats, ref = self.measure_paired(onnx_path)
+        return Evaluation(Metrics(stats.median_ms, measured_kind(stats), memory, macs, params), stats, costs, ref)
+
+    def measure_paired(self, onnx_path: Path) -> tuple[LatencyStats, LatencyStats]:
+        """The model at ``onnx_path`` and the original, interleaved, with the profile's full run counts."""
+        m, rt = self.profile.measurement, self.profile.runtime
+        feed_array = self.example_input.numpy()
+        providers = rt.execution_providers or ("CPUExecutionProvider",)
+        with OrtRunner(onnx_path, providers=providers, threads=m.threads, require_provider=rt.require_provider) as a, \
+                OrtRunner(self.reference_onnx, providers=providers, threads=m.threads,
+                          require_provider=rt.require_provider) as b:
+            stats, ref = measure_interleaved([a, b], [{a.input_names[0]: feed_array}, {b.input_names[0]: feed_array}],
+                                             warmup_runs=m.warmup_runs, timed_runs=m.timed_runs)
+        return stats, ref
 
     def measure_onnx(self, onnx_path: Path, full: bool) -> LatencyStats:
         m, rt = self.profile.measurement, self.profile.runtime
@@ -116,5 +156,6 @@ def _profile_device(profile):
 
 def measured_kind(stats: LatencyStats) -> str:
     """How a measured latency was obtained, in the words every report and summary uses."""
-    return (f"measured: median of {stats.runs} runs after {stats.warmup_runs} warm-up, {stats.runtime} "
+    how = "" if stats.method == "measured" else f" ({stats.method.removeprefix('measured, ')})"
+    return (f"measured: median of {stats.runs} runs after {stats.warmup_runs} warm-up{how}, {stats.runtime} "
             f"{stats.provider}, {stats.threads} thread(s), batch {stats.batch_size}, {stats.where}")

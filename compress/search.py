@@ -12,7 +12,7 @@ Each round is capped (MAX_ROUND_SHARE) so scores can be recomputed as the networ
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -42,6 +42,23 @@ class SearchContext:
     after_round: Callable[[], None]            # e.g. BatchNorm re-estimation on the calibration data
     progress: object                           # a tqdm-like bar
     rounds: list
+    speedup: float | None = None               # a relative latency budget, confirmed against the original
+
+
+def confirm(ctx: SearchContext, ev: Evaluation) -> tuple[Evaluation, list[str]]:
+    """Re-measure a round that seems to meet the budget with the full run count; the budget it misses.
+
+    A speedup is a ratio, so it is confirmed as one: the candidate is timed interleaved with the
+    original and the latency budget is re-resolved from the original's time in that same run, which
+    the machine's drift from second to second cannot fake.
+    """
+    evaluator, model = ctx.evaluator, ctx.pruner.model
+    if ctx.speedup is not None and evaluator.reference_onnx is not None:
+        ev = evaluator.evaluate_paired(model)
+        ctx.budget = replace(ctx.budget, latency_ms=ev.reference.median_ms / ctx.speedup)
+    else:
+        ev = evaluator.evaluate(model, full=True)
+    return ev, ctx.budget.misses(ev.metrics, ctx.margin)
 
 
 def binding(budget: Budget, ev: Evaluation, margin: float, measured: bool) -> tuple[str, float] | None:
@@ -61,7 +78,7 @@ def binding(budget: Budget, ev: Evaluation, margin: float, measured: bool) -> tu
 
 
 def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
-    pruner, evaluator, budget = ctx.pruner, ctx.evaluator, ctx.budget
+    pruner, evaluator = ctx.pruner, ctx.evaluator
     def block_of(info) -> int:
         step = pruner.step_of(info)
         return info.channels % step or step   # first realign a count that is off the multiple
@@ -70,7 +87,7 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
 
     ev = start
     for k in range(1, MAX_ROUNDS + 1):
-        need = binding(budget, ev, ctx.margin, evaluator.measured)
+        need = binding(ctx.budget, ev, ctx.margin, evaluator.measured)
         if need is None:
             return ev
         resource, share = need
@@ -91,10 +108,10 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
             floor_of = pruner.floor_of
         ctx.after_round()
         ev = evaluator.evaluate(pruner.model)
-        met = not budget.misses(ev.metrics, ctx.margin)
+        met = not ctx.budget.misses(ev.metrics, ctx.margin)
         if met and evaluator.measured:
-            ev = evaluator.evaluate(pruner.model, full=True)   # confirm with the full run count
-            met = not budget.misses(ev.metrics, ctx.margin)
+            ev, misses = confirm(ctx, ev)
+            met = not misses
         predicted_after = predict_latency_ms(ev.layers, evaluator.factors) if evaluator.factors.usable else None
         ctx.rounds.append({
             "selection": "knapsack", "binding": resource, "priced_by": priced, "share_asked": round(share, 4),
@@ -104,7 +121,7 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
             "measured_over_predicted": (ev.metrics.latency_ms / predicted_after
                                         if evaluator.measured and predicted_after else None),
             "predicted_latency_before_ms": predicted_before,
-            "metrics": ev.metrics.to_dict(), "meets_budget": met})
+            "metrics": ev.metrics.to_dict(), "meets_budget": met, **_paired(ev)})
         ctx.progress.update(1)
         ctx.progress.set_postfix_str(f"{ev.metrics.latency_ms:.3g} ms")
         log.info("round %d (%s): -%d channels%s, %s%s", k, resource, removed,
@@ -116,7 +133,7 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
 
 
 def uniform_search(ctx: SearchContext, step: float) -> Evaluation:
-    pruner, evaluator, budget = ctx.pruner, ctx.evaluator, ctx.budget
+    pruner, evaluator = ctx.pruner, ctx.evaluator
     for k in range(1, int(np.ceil(1.0 / step)) + 1):
         keep = max(0.0, 1.0 - k * step)
         ctx.prepare()
@@ -126,12 +143,11 @@ def uniform_search(ctx: SearchContext, step: float) -> Evaluation:
             continue  # rounding to the channel multiple left every group as it was
         ctx.after_round()
         ev = evaluator.evaluate(pruner.model)
-        misses = budget.misses(ev.metrics, ctx.margin)
+        misses = ctx.budget.misses(ev.metrics, ctx.margin)
         if not misses and evaluator.measured:
-            ev = evaluator.evaluate(pruner.model, full=True)
-            misses = budget.misses(ev.metrics, ctx.margin)
+            ev, misses = confirm(ctx, ev)
         ctx.rounds.append({"selection": "uniform", "keep_fraction": round(keep, 4), "channels_removed": removed,
-                           "metrics": ev.metrics.to_dict(), "meets_budget": not misses})
+                           "metrics": ev.metrics.to_dict(), "meets_budget": not misses, **_paired(ev)})
         ctx.progress.set_postfix_str(f"{ev.metrics.latency_ms:.3g} ms")
         log.info("round %d: keep %.2f, %s%s", k, keep, _fmt(ev), "" if misses else "  (budget met)")
         if not misses:
@@ -139,6 +155,13 @@ def uniform_search(ctx: SearchContext, step: float) -> Evaluation:
         if pruner.at_minimum():
             break
     raise _unreachable(ctx)
+
+
+def _paired(ev: Evaluation) -> dict:
+    if ev.reference is None:
+        return {}
+    return {"original_latency_ms_interleaved": ev.reference.median_ms,
+            "speedup_measured": ev.reference.median_ms / ev.metrics.latency_ms}
 
 
 def _unreachable(ctx: SearchContext) -> BudgetError:

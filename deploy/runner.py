@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import gc
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 import numpy as np
@@ -121,19 +121,25 @@ class Runner(abc.ABC):
         self._require_active("measure")
         for _ in range(warmup_runs):
             self.infer(feed)
+        return self._stats(self._timed(feed, timed_runs), warmup_runs, batch_size, feed)
+
+    def _timed(self, feed: Mapping[str, np.ndarray], runs: int) -> list[float]:
         samples_ms: list[float] = []
         # A garbage-collector pass inside the loop would show up as a fake latency outlier;
         # timeit disables it for the same reason.
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            for _ in range(timed_runs):
+            for _ in range(runs):
                 self.infer(feed)
                 assert self.last_inference_time_ms is not None
                 samples_ms.append(self.last_inference_time_ms)
         finally:
             if gc_was_enabled:
                 gc.enable()
+        return samples_ms
+
+    def _stats(self, samples_ms, warmup_runs, batch_size, feed, method: str = "measured") -> LatencyStats:
         return LatencyStats.from_samples(
             samples_ms,
             warmup_runs=warmup_runs,
@@ -142,6 +148,7 @@ class Runner(abc.ABC):
             provider=self.provider,
             threads=self.threads,
             where=self.where,
+            method=method,
         )
 
     # -- helpers -------------------------------------------------------------------------------
@@ -163,3 +170,34 @@ class Runner(abc.ABC):
     def _batch_size_of(self, feed: Mapping[str, np.ndarray]) -> int:
         first = np.asarray(feed[self.input_names[0]])
         return int(first.shape[0]) if first.ndim >= 1 and first.shape[0] >= 1 else 1
+
+
+INTERLEAVE_BLOCK = 10
+
+
+def measure_interleaved(
+    runners: Sequence[Runner],
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    warmup_runs: int,
+    timed_runs: int,
+    block: int = INTERLEAVE_BLOCK,
+) -> list[LatencyStats]:
+    """Time several active runners in alternating blocks of ``block`` runs, ``timed_runs`` each.
+
+    On a shared machine the speed drifts over seconds (other tenants, clock boost); two models timed
+    one after the other can differ by 20 % for that reason alone. Interleaved, both see the same
+    drift, so their ratio holds even when each absolute number does not.
+    """
+    if len(runners) != len(feeds) or len(runners) < 2:
+        raise ValueError("measure_interleaved needs two or more runners, each with its feed")
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be an int >= 1, got {block!r}")
+    for r, feed in zip(runners, feeds):
+        r.measure(feed, warmup_runs=warmup_runs, timed_runs=1)   # validates the counts, warms up
+    samples: list[list[float]] = [[] for _ in runners]
+    while len(samples[0]) < timed_runs:
+        n = min(block, timed_runs - len(samples[0]))
+        for r, feed, acc in zip(runners, feeds, samples):
+            acc.extend(r._timed(feed, n))
+    method = f"measured, interleaved with {len(runners) - 1} other model(s) in blocks of {block} runs"
+    return [r._stats(acc, warmup_runs, None, feed, method) for r, feed, acc in zip(runners, feeds, samples)]

@@ -8,6 +8,7 @@ import shlex
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from deploy import (
     trtexec_command,
     write_build_script,
 )
+from deploy.runner import measure_interleaved
 
 # The command line of a real trtexec 8.2.1 run on a Jetson Nano, copied from the last line of
 # shared/fixtures/trtexec/jetson-nano-trt8201-summary.log (checked against the file when present).
@@ -204,6 +206,51 @@ class _CountingRunner(Runner):
     input_names = ["x"]  # type: ignore[assignment]
     runtime = "counting 0"  # type: ignore[assignment]
     provider = "none"  # type: ignore[assignment]
+
+
+class _DriftingRunner(Runner):
+    """Sleeps ``base_ms`` times a machine slowdown that grows with every call any runner makes."""
+
+    machine_calls = 0
+
+    def __init__(self, name: str, base_ms: float) -> None:
+        super().__init__(name)
+        self.base_ms = base_ms
+
+    def _activate_impl(self) -> None: ...
+
+    def _infer_impl(self, feed):
+        _DriftingRunner.machine_calls += 1
+        time.sleep(self.base_ms * (1 + _DriftingRunner.machine_calls / 60) / 1e3)
+        return {"y": feed["x"]}
+
+    def _deactivate_impl(self) -> None: ...
+
+    input_names = ["x"]  # type: ignore[assignment]
+    runtime = "sleep 0"  # type: ignore[assignment]
+    provider = "none"  # type: ignore[assignment]
+
+
+def test_interleaved_measurement_keeps_the_ratio_under_drift() -> None:
+    """A machine that slows down while two models are timed: one after the other, the second looks
+    about twice as slow as it is; interleaved, their ratio stays the true 2."""
+    feed = {"x": np.zeros((1, 1), np.float32)}
+    fast, slow = _DriftingRunner("fast", 0.5), _DriftingRunner("slow", 1.0)
+    with fast, slow:
+        _DriftingRunner.machine_calls = 0
+        a, b = fast.measure(feed, 0, 60), slow.measure(feed, 0, 60)
+        sequential = b.median_ms / a.median_ms
+        _DriftingRunner.machine_calls = 0
+        a, b = measure_interleaved([fast, slow], [feed, feed], warmup_runs=2, timed_runs=60, block=5)
+    assert sequential > 3.0   # the drift this test stands for really fools a sequential measurement
+    assert b.median_ms / a.median_ms == pytest.approx(2.0, rel=0.2)
+    assert a.runs == b.runs == 60 and a.warmup_runs == 2
+    assert "interleaved" in a.method and "blocks of 5" in b.method
+    with pytest.raises(ValueError, match="two or more runners"):
+        measure_interleaved([fast], [feed], 0, 10)
+    with fast, slow:
+        with pytest.raises(ValueError, match="block"):
+            measure_interleaved([fast, slow], [feed, feed], 0, 10, block=0)
 
 
 def test_runner_base_contract() -> None:
