@@ -84,6 +84,15 @@ class BudgetSpec:
     def empty(self) -> bool:
         return all(v is None for v in (self.latency_ms, self.speedup, self.memory_mb, self.macs, self.params))
 
+    @property
+    def latency_fraction(self) -> float | None:
+        """The latency budget as a fraction of the original's (--speedup X, or --latency-ms 75%); None if absolute."""
+        if self.speedup is not None:
+            return 1.0 / self.speedup
+        if self.latency_ms is not None and self.latency_ms.relative:
+            return self.latency_ms.value
+        return None
+
     def resolve(self, original: "Metrics") -> "Budget":
         latency = None
         if self.speedup is not None:

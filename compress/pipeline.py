@@ -122,7 +122,7 @@ class _Run:
                 original = evaluator.evaluate(loaded.module, full=True)
             budget = spec.resolve(original.metrics)
             log.info("original: %s; budget: %s", _fmt(original.metrics), budget.to_dict())
-            if spec.speedup is not None and evaluator.can_pair and loaded.prunable:
+            if spec.latency_fraction is not None and evaluator.can_pair and loaded.prunable:
                 evaluator.set_reference(loaded.module)
             self._check_budget_units(budget, original)
             model = loaded.module
@@ -140,7 +140,8 @@ class _Run:
                                      f"budget ({'; '.join(budget.misses(original.metrics))}); pass the state dict with --arch")
                 with self.timer.stage("prune"):
                     model = copy.deepcopy(loaded.module)
-                    final_eval = self._prune_to_budget(model, example, profile, evaluator, budget, original, pruning)
+                    final_eval = self._prune_to_budget(model, example, profile, evaluator, budget, original, pruning,
+                                                       spec.latency_fraction)
                 details = self.criterion.details()
                 if details:  # what drove the choices: per-layer scores, CMI curves and cutoffs
                     pruning["criterion_details"] = details
@@ -182,11 +183,12 @@ class _Run:
             evaluator.close()
 
     def _rebased(self, original: Evaluation, ref, spec: BudgetSpec, budget: Budget) -> tuple[Evaluation, Budget]:
-        """The original as timed interleaved with the final model, and the speedup budget resolved from it."""
+        """The original as timed interleaved with the final model, and the relative latency budget resolved from it."""
         first = original.metrics
         metrics = Metrics(ref.median_ms, measured_kind(ref), first.memory_mb, first.macs, first.params)
         rebased = spec.resolve(metrics)
-        note = (f"--speedup {spec.speedup:g} was judged in one run that timed the original and the final model "
+        asked = f"--speedup {spec.speedup:g}" if spec.speedup else f"--latency-ms {spec.latency_fraction:.4g}x"
+        note = (f"{asked} was judged in one run that timed the original and the final model "
                 f"interleaved: original {ref.median_ms:.4g} ms there (first measured alone at "
                 f"{first.latency_ms:.4g} ms; the budget was {budget.latency_ms:.4g} ms from that, "
                 f"{rebased.latency_ms:.4g} ms from this)")
@@ -241,7 +243,7 @@ class _Run:
             raise InputError("--macs needs a model whose layers can be counted (a state dict with --arch, not TorchScript)")
 
     def _prune_to_budget(self, model, example, profile, evaluator: Evaluator, budget: Budget,
-                         original: Evaluation, pruning: dict) -> Evaluation:
+                         original: Evaluation, pruning: dict, latency_fraction: float | None) -> Evaluation:
         o = self.o
         pruner = ChannelPruner(model, example, self.criterion, profile.pruning.channel_multiple,
                                profile.pruning.min_channels)
@@ -279,7 +281,7 @@ class _Run:
 
         progress = _progress(MAX_ROUNDS if o.selection == "knapsack" else int(np.ceil(1.0 / o.step)), o.progress)
         ctx = SearchContext(pruner, evaluator, budget, margin, prepare, after_round, progress, pruning["rounds"],
-                            speedup=self.o.speedup if evaluator.reference_onnx is not None else None)
+                            latency_fraction=latency_fraction if evaluator.reference_onnx is not None else None)
         try:
             ev = knapsack_search(ctx, original) if o.selection == "knapsack" else uniform_search(ctx, o.step)
         finally:

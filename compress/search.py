@@ -42,20 +42,20 @@ class SearchContext:
     after_round: Callable[[], None]            # e.g. BatchNorm re-estimation on the calibration data
     progress: object                           # a tqdm-like bar
     rounds: list
-    speedup: float | None = None               # a relative latency budget, confirmed against the original
+    latency_fraction: float | None = None      # a relative latency budget, confirmed against the original
 
 
 def confirm(ctx: SearchContext, ev: Evaluation) -> tuple[Evaluation, list[str]]:
     """Re-measure a round that seems to meet the budget with the full run count; the budget it misses.
 
-    A speedup is a ratio, so it is confirmed as one: the candidate is timed interleaved with the
-    original and the latency budget is re-resolved from the original's time in that same run, which
-    the machine's drift from second to second cannot fake.
+    A relative latency budget (a speedup) is a ratio, so it is confirmed as one: the candidate is timed
+    interleaved with the original and the latency budget is re-resolved from the original's time in that
+    same run, which the machine's drift from second to second cannot fake.
     """
     evaluator, model = ctx.evaluator, ctx.pruner.model
-    if ctx.speedup is not None and evaluator.reference_onnx is not None:
+    if ctx.latency_fraction is not None and evaluator.reference_onnx is not None:
         ev = evaluator.evaluate_paired(model)
-        ctx.budget = replace(ctx.budget, latency_ms=ev.reference.median_ms / ctx.speedup)
+        ctx.budget = replace(ctx.budget, latency_ms=ev.reference.median_ms * ctx.latency_fraction)
     else:
         ev = evaluator.evaluate(model, full=True)
     return ev, ctx.budget.misses(ev.metrics, ctx.margin)

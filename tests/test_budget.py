@@ -97,6 +97,14 @@ def test_absolute_and_relative_latency():
     assert spec.resolve(ORIGINAL).to_dict() == {"macs": 20e6, "params": 1500.0}
 
 
+def test_latency_fraction_only_for_relative_latency():
+    """What the pipeline judges as a ratio, timing the original and the candidate interleaved."""
+    assert BudgetSpec.from_options(speedup=4).latency_fraction == 0.25
+    assert BudgetSpec.from_options(latency_ms="75%").latency_fraction == 0.75
+    assert BudgetSpec.from_options(latency_ms="7.5").latency_fraction is None
+    assert BudgetSpec.from_options(macs="50%").latency_fraction is None
+
+
 def test_memory_does_not_take_suffixes():
     with pytest.raises(InputError):
         BudgetSpec.from_options(memory_mb="2k")

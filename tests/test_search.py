@@ -40,13 +40,14 @@ def test_knapsack_meets_a_macs_budget_close_to_the_limit(tiny_model_file, calib_
 def test_knapsack_closed_loop_on_measured_latency(tiny_model_file, calib_file, tmp_path):
     r = compress(tiny_model_file, target="host", calib=str(calib_file), latency_ms="75%", out=tmp_path / "o",
                  progress=False, **TINY)
-    # The loop's own full measurement met the budget; the final one (a later measurement of a 0.1 ms model
-    # on a shared machine) decides the verdict and may land a few percent either side.
-    assert r.final.latency_kind.startswith("measured")
+    # 75 % is a ratio: the loop's confirmation and the final measurement time the candidate interleaved
+    # with the original, so the final ratio stays within a few percent of the confirmed one even on a
+    # shared machine (timed one after the other, a 0.05 ms model moved by 20 %).
+    assert r.final.latency_kind.startswith("measured") and "interleaved" in r.final.latency_kind
     last = r.report["pruning"]["rounds"][-1]
     assert last["meets_budget"] and last["binding"] == "latency_ms"
-    assert last["metrics"]["latency_ms"] <= r.report["budget"]["latency_ms"] * 0.97
-    assert r.final.latency_ms <= r.report["budget"]["latency_ms"] * 1.25
+    assert last["metrics"]["latency_ms"] <= last["original_latency_ms_interleaved"] * 0.75 * 0.97
+    assert r.final.latency_ms <= r.report["original"]["latency_ms"] * 0.75 * 1.05
 
 
 def test_uniform_selection_is_still_available(tiny_model_file, calib_file, tmp_path):
