@@ -22,6 +22,7 @@ import torch_pruning as tp
 from .criteria import Criterion, mean_normalised, register_criterion
 from .errors import CalibrationError, InputError
 from .info import capacity as cap
+from .info import consumer_mi
 from .info_allocation import output_information_scales
 from .info.cmi import CmiConfig, layer_distances, rank_layers
 from .info.features import collect_features
@@ -352,6 +353,92 @@ def _model_output(model, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(outs).reshape(len(x), -1)
 
 
+# -- MI preserved at the consumers ----------------------------------------------------------------
+
+@dataclass
+class ConsumerMiOptions(_Common):
+    samples: int = 512       # sampled positions (image, location) per consumer
+    batch_size: int = 64     # calibration images per forward pass
+    seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.samples < 16:
+            raise ValueError("samples must be at least 16")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+
+
+class ConsumerMiCriterion(InformationCriterion):
+    """Greedy removal that keeps the most Gaussian MI between each consumer's output with and without
+    the channels (compress/info/consumer_mi.py). Unsupervised: calibration images, no labels."""
+
+    name = "consumer-mi"
+    needs_labels = False
+
+    def compute(self, pruner, groups, x, y):
+        model = pruner.model
+        modules = dict(model.named_modules())
+        reads = pruner.consumer_map()
+        usable, why = {}, {}
+        for g in groups:
+            dense = [(n, i, r) for n, i, r in reads.get(g.root, []) if n in modules and consumer_mi.dense(modules[n])]
+            if dense:
+                usable[g.root] = dense
+            else:
+                why[g.root] = ("no dense Conv2d or Linear layer reads these channels (only depthwise or other "
+                               "layers, or none): ranked by L1 over the group instead")
+        by_consumer: dict[str, list] = {}
+        for g in groups:
+            for n, idxs, root_idxs in usable.get(g.root, []):
+                by_consumer.setdefault(n, []).append((g, torch.tensor(idxs), torch.tensor(root_idxs)))
+        gen = torch.Generator().manual_seed(self.opts.seed)
+        outputs = {n: consumer_mi.output_subset(modules[n], gen) for n in sorted(by_consumer)}
+        z_parts: dict[str, list[torch.Tensor]] = {n: [] for n in by_consumer}
+        x_parts: dict[tuple[str, str], list[torch.Tensor]] = {(g.root, n): [] for n, gs in by_consumer.items()
+                                                              for g, _, _ in gs}
+        per_batch = max(2, -(-self.opts.samples * min(self.opts.batch_size, len(x)) // len(x)))
+
+        def hook(name):
+            def capture(module, args):   # reduce at once, so no layer's input is kept for long
+                contrib = consumer_mi.contributions(module, args[0], per_batch, gen, outputs[name])
+                z_parts[name].append(contrib.sum(2).cpu())
+                for g, idxs, root_idxs in by_consumer[name]:
+                    part = contrib.new_zeros(*contrib.shape[:2], g.channels)
+                    part.index_add_(2, root_idxs.to(part.device), contrib[:, :, idxs.to(part.device)])
+                    x_parts[(g.root, name)].append(part.cpu())
+            return capture
+
+        handles = [modules[n].register_forward_pre_hook(hook(n)) for n in sorted(by_consumer)]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for i in range(0, len(x), self.opts.batch_size):
+                    model(x[i:i + self.opts.batch_size])
+        finally:
+            for h in handles:
+                h.remove()
+            model.train(was_training)
+        tp_groups = pruner.root_groups_by_name()
+        out = {}
+        for k, g in enumerate(groups):
+            if g.root in usable:
+                names = [n for n, _, _ in usable[g.root]]
+                z = torch.cat([torch.cat(z_parts[n], 0) for n in names], 1).to(self.opts.device)
+                xs = torch.cat([torch.cat(x_parts[(g.root, n)], 0) for n in names], 1).to(self.opts.device)
+                out[g.root] = consumer_mi.greedy_removal_scores(z, xs).cpu()
+                self._details[g.root] = {"consumers": names, "scores": [round(float(v), 6) for v in out[g.root]]}
+            else:
+                out[g.root] = _L1(tp_groups[g.root]).to(torch.float64)
+                self._details[g.root] = {"why": why[g.root]}
+            self._tick("consumer-mi", k + 1, len(groups))
+        if why:
+            log.warning("consumer-mi: %d group(s) have no dense Conv2d or Linear reader and were ranked by L1: %s",
+                        len(why), ", ".join(sorted(why)))
+        return out
+
+
 # -- MI gradient ----------------------------------------------------------------------------------
 
 @dataclass
@@ -463,3 +550,6 @@ _register("mi-gradient", MiGradientCriterion, MiGradientOptions,
           "|activation x gradient of the MI between output and labels| (our reading of Lee et al., ICIP 2020)")
 _register("capacity-independence", CapacityCriterion, CapacityOptions,
           "information capacity (entropy) plus independence (nuclear-norm contribution) (Tang et al.; CHIP)")
+_register("consumer-mi", ConsumerMiCriterion, ConsumerMiOptions,
+          "greedy removal keeping the most Gaussian mutual information between each consumer layer's output "
+          "with and without the channels (what BatchNorm re-estimation cannot restore)")

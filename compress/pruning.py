@@ -298,9 +298,9 @@ class ChannelPruner:
         output channels (with their idxs and the root's) and the names of those losing input channels."""
         key = tuple(g.channels for g in self.groups.values())
         if getattr(self, "_layer_cache", (None,))[0] != key:
-            producers, consumers = {}, {}
+            producers, consumers, reads = {}, {}, {}
             for name, group in self._root_groups():
-                prod, cons = [], set()
+                prod, cons = [], {}
                 for i, (dep, idxs) in enumerate(group):
                     module = dep.target.module
                     if not isinstance(module, ROOT_TYPES) or module not in self._names:
@@ -308,11 +308,18 @@ class ChannelPruner:
                     if self.graph.is_out_channel_pruning_fn(dep.handler):
                         prod.append((self._names[module], list(idxs), list(group[i].root_idxs)))
                     elif self.graph.is_in_channel_pruning_fn(dep.handler):
-                        cons.add(self._names[module])
+                        cons.setdefault(self._names[module], (list(idxs), list(group[i].root_idxs)))
                 producers[name] = prod
-                consumers[name] = sorted(cons - {p for p, _, _ in prod})
-            self._layer_cache = (key, (producers, consumers))
+                mine = {p for p, _, _ in prod}
+                consumers[name] = sorted(set(cons) - mine)
+                reads[name] = [(n, *cons[n]) for n in consumers[name]]
+            self._layer_cache = (key, (producers, consumers), reads)
         return self._layer_cache[1]
+
+    def consumer_map(self) -> dict[str, list[tuple[str, list[int], list[int]]]]:
+        """Per group root: the layers reading its channels, as (layer, its input channel idxs, the root's idxs)."""
+        self._group_layers()
+        return self._layer_cache[2]
 
     def at_minimum(self) -> bool:
         return all(self.target_channels(g, 0.0) >= g.channels for g in self.prunable_groups)

@@ -15,7 +15,7 @@ from compress.criteria import criterion_names, make_criterion
 from compress.errors import CalibrationError, InputError
 from compress.pruning import ChannelPruner
 
-INFO = ["cmi", "mipp", "mi-gradient", "capacity-independence"]
+INFO = ["cmi", "mipp", "mi-gradient", "capacity-independence", "consumer-mi"]
 DATA_CRITERIA = INFO + ["taylor"]
 TINY = ["--arch", "example-cnn", "--arch-kwargs", '{"width": 8}']
 

@@ -1,0 +1,107 @@
+"""How much of the information in the next layers' outputs survives when a layer's channels go.
+
+A channel is worth what the layers that read it (its consumers) lose without it. For a consumer with
+output channels o, the output is a sum of per-input-channel contributions, z_o = sum_j x_oj. Removing
+a set T of the group's channels leaves z_o(S) = z_o - sum_{j in T} x_oj. Modelled as jointly Gaussian,
+the full and the pruned output share the mutual information
+
+    I_o(S) = -1/2 log(1 - rho_o(S)^2),   rho_o(S) = corr(z_o, z_o(S)),
+
+and the loss of a removal is sum_o exp(-2 I_o(S)) = sum_o (1 - rho_o(S)^2): the share of each output
+channel's variance the kept channels cannot carry. This is also what BatchNorm re-estimation after the
+consumer cannot restore: it gives every output channel back its mean and variance, not its correlation
+with the original. (Summing I_o itself instead rewards keeping already-perfect output channels: it
+measured 23 points worse, BENCHMARKS.md.)
+
+Channels are removed greedily, the one whose removal (together with those already removed) loses least
+first; a channel's score is the loss when it went, so a higher score means keep. Correlations come
+from second moments of the contributions at sampled positions of the calibration images, so each greedy
+step costs O(outputs x channels) on a precomputed (outputs, channels, channels) covariance.
+
+Pure tensor functions, float64, CPU or CUDA.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Output channels per consumer kept in the covariance; a random subset above this (the loss is a sum
+# over output channels, so a subset estimates it): bounds memory at MAX_OUTPUTS x C x C.
+MAX_OUTPUTS = 64
+
+
+def output_subset(consumer: nn.Module, generator: torch.Generator) -> torch.Tensor | None:
+    """The output channels kept for `consumer` (None: all); drawn once, used for every batch."""
+    out = consumer.weight.shape[0]
+    return torch.randperm(out, generator=generator)[:MAX_OUTPUTS].sort().values if out > MAX_OUTPUTS else None
+
+
+def dense(consumer: nn.Module) -> bool:
+    """Whether every output of `consumer` mixes all its input channels (so contributions add up)."""
+    return isinstance(consumer, nn.Linear) or (isinstance(consumer, nn.Conv2d) and consumer.groups == 1)
+
+
+def contributions(consumer: nn.Module, inputs: torch.Tensor, samples: int, generator: torch.Generator,
+                  outputs: torch.Tensor | None = None) -> torch.Tensor:
+    """(M, O, C_in): each input channel's contribution to each output channel of `consumer` (those in
+    `outputs`, default all) at M positions (image, location) of `inputs`, the consumer's input
+    activations, sampled with `generator` (a Linear layer has one position per image)."""
+    if not dense(consumer):
+        raise ValueError(f"contributions need a dense Conv2d or Linear consumer, got {consumer}")
+    w = consumer.weight.detach().to(torch.float64)
+    if outputs is not None:
+        w = w[outputs.to(w.device)]
+    x = inputs.detach().to(device=w.device, dtype=torch.float64)
+    if isinstance(consumer, nn.Linear):   # one position per image
+        rows = torch.randint(len(x), (samples,), generator=generator).to(w.device)
+        return x.reshape(len(x), -1)[rows][:, None, :] * w[None]
+    cols = F.unfold(x, consumer.kernel_size, consumer.dilation, consumer.padding, consumer.stride)  # N, C*k, L
+    n, _, positions = cols.shape
+    c = w.shape[1]
+    k = cols.shape[1] // c
+    ni = torch.randint(n, (samples,), generator=generator).to(w.device)
+    li = torch.randint(positions, (samples,), generator=generator).to(w.device)
+    patches = cols[ni, :, li].reshape(samples, c, k)
+    return torch.einsum("mck,ock->moc", patches, w.reshape(w.shape[0], c, k))
+
+
+def greedy_removal_scores(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Scores (C,) from the greedy removal order. `z` (M, O) are the consumers' outputs (without bias)
+    at M positions, `x` (M, O, C) the part of them each candidate channel contributes (the rest of z
+    comes from channels that stay). A channel's score is the loss sum_o (1 - rho_o^2) at the step it
+    was removed, made non-decreasing along the order."""
+    if x.dim() != 3 or z.shape != x.shape[:2] or x.shape[0] < 2:
+        raise ValueError(f"need z (M, O) and x (M >= 2, O, C), got {tuple(z.shape)} and {tuple(x.shape)}")
+    if not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(z).all())):
+        raise ValueError("contributions contain NaN or inf values: check the calibration data")
+    z = z - z.mean(0, keepdim=True)
+    x = x - x.mean(0, keepdim=True)
+    m, _, c = x.shape
+    var_z = (z * z).mean(0)
+    live = var_z > 0                                        # a constant output channel carries nothing
+    z, x, var_z = z[:, live], x[:, live], var_z[live]
+    cov = torch.einsum("moi,moj->oij", x, x) / m            # O, C, C: cov(x_oi, x_oj)
+    cov_zx = torch.einsum("mo,moj->oj", z, x) / m           # O, C: cov(z_o, x_oj)
+    var_x = torch.diagonal(cov, dim1=1, dim2=2)             # O, C
+    o = cov.shape[0]
+    cov_z_removed = x.new_zeros(o)                          # cov(z_o, e_o), e_o the removed part
+    var_removed = x.new_zeros(o)                            # var e_o
+    cov_removed_x = x.new_zeros(o, c)                       # cov(e_o, x_oj)
+    left = torch.ones(c, dtype=torch.bool, device=x.device)
+    scores = x.new_zeros(c)
+    worst = 0.0
+    for _ in range(c):
+        cz = cov_z_removed[:, None] + cov_zx                # with candidate j removed too
+        ve = var_removed[:, None] + 2 * cov_removed_x + var_x
+        var_kept = (var_z[:, None] - 2 * cz + ve).clamp_min(0)
+        rho = (var_z[:, None] - cz) / torch.sqrt(var_z[:, None] * var_kept).clamp_min(1e-300)
+        loss = (1 - rho.clamp(0, 1) ** 2).sum(0) if o else x.new_zeros(c)
+        loss[~left] = float("inf")
+        j = int(torch.argmin(loss))
+        worst = max(worst, float(loss[j]))
+        scores[j] = worst
+        cov_z_removed, var_removed = cz[:, j], ve[:, j]
+        cov_removed_x = cov_removed_x + cov[:, j, :]
+        left[j] = False
+    return scores

@@ -1,0 +1,136 @@
+"""MI preserved at the consumers: the greedy loss is the Gaussian-MI form it claims, contributions add up
+to the consumer's output, the ranking ignores each output channel's scale (what BatchNorm re-estimation
+restores), and the criterion reads channels through concatenations and says when it cannot."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from compress.criteria import make_criterion
+from compress.info import consumer_mi
+from compress.pruning import ChannelPruner
+
+
+def _direct_loss(z, x, removed):
+    z = z - z.mean(0)
+    kept = z - (x - x.mean(0))[:, :, removed].sum(2)
+    rho = (z * kept).mean(0) / torch.sqrt((z * z).mean(0) * (kept * kept).mean(0))
+    return float((1 - rho.clamp(0, 1) ** 2).sum())   # = sum_o exp(-2 I_o) for jointly Gaussian outputs
+
+
+def _toy(seed=0, m=400, o=5, c=8, rest=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, o, c, generator=g, dtype=torch.float64) * torch.rand(c, generator=g, dtype=torch.float64) * 3
+    z = x.sum(2) + (torch.randn(m, o, generator=g, dtype=torch.float64) if rest else 0)   # + channels that stay
+    return z, x
+
+
+@pytest.mark.parametrize("rest", [False, True])
+def test_each_greedy_step_is_the_cheapest_removal_and_its_score_is_the_loss(rest):
+    z, x = _toy(rest=rest)
+    scores = consumer_mi.greedy_removal_scores(z, x)
+    order = torch.argsort(scores).tolist()
+    for t in range(1, x.shape[2]):
+        assert scores[order[t - 1]] == pytest.approx(max(_direct_loss(z, x, order[:s]) for s in range(1, t + 1)),
+                                                     rel=1e-9, abs=1e-12)
+        best = min(_direct_loss(z, x, order[:t - 1] + [j]) for j in range(x.shape[2]) if j not in order[:t - 1])
+        assert _direct_loss(z, x, order[:t]) == pytest.approx(best, rel=1e-9, abs=1e-12)
+
+
+def test_ranking_ignores_the_scale_of_each_output_channel():
+    """BatchNorm re-estimation gives every output channel back its variance: only correlation counts."""
+    z, x = _toy()
+    scale = torch.tensor([1.0, 10.0, 0.1, 3.0, 100.0], dtype=torch.float64)
+    a = consumer_mi.greedy_removal_scores(z, x)
+    b = consumer_mi.greedy_removal_scores(z * scale, x * scale[None, :, None])
+    assert torch.equal(torch.argsort(a), torch.argsort(b))
+    assert torch.allclose(a, b)
+
+
+def test_contributions_add_up_to_the_convolution_at_the_sampled_positions():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 4, 3, padding=1, stride=2, bias=False)
+    inp = torch.randn(3, 6, 9, 9)
+    contrib = consumer_mi.contributions(conv, inp, 50, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)   # the same draws: image, then location
+    ni, li = torch.randint(3, (50,), generator=g), torch.randint(25, (50,), generator=g)
+    full = F.conv2d(inp.double(), conv.weight.double(), stride=2, padding=1).flatten(2)   # N, O, L
+    assert contrib.shape == (50, 4, 6)
+    assert torch.allclose(contrib.sum(2), full[ni, :, li], atol=1e-10)
+
+
+def test_bad_contributions_are_refused():
+    z, x = _toy()
+    with pytest.raises(ValueError, match="NaN or inf"):
+        consumer_mi.greedy_removal_scores(z, torch.where(x > 2, float("nan"), x))
+    with pytest.raises(ValueError, match="need z"):
+        consumer_mi.greedy_removal_scores(z[:, :2], x)
+    with pytest.raises(ValueError, match="dense"):
+        consumer_mi.contributions(nn.Conv2d(4, 4, 3, groups=4), torch.randn(2, 4, 5, 5), 8, torch.Generator())
+
+
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        a = torch.relu(self.bn1(self.conv1(x)))
+        return self.fc(torch.relu(self.bn2(self.conv2(a))).mean((2, 3)))
+
+
+def test_a_channel_its_consumer_ignores_goes_first_whatever_its_magnitude():
+    torch.manual_seed(0)
+    net = _Net().eval()
+    with torch.no_grad():
+        net.conv1.weight[5] *= 20          # the largest channel by magnitude...
+        net.conv2.weight[:, 5] = 0         # ...that no output of the next layer reads
+    x = torch.randn(64, 3, 12, 12)
+    crit = make_criterion("consumer-mi")
+    pruner = ChannelPruner(net, x[:1], crit, 1, 1)
+    crit.prepare(pruner, x, None)
+    info = pruner.groups["conv1"]
+    scores = crit.scores(pruner, info, pruner.root_groups_by_name()["conv1"])
+    assert int(torch.argmin(scores)) == 5
+    l1 = make_criterion("l1").scores(pruner, info, pruner.root_groups_by_name()["conv1"])
+    assert int(torch.argmax(l1)) == 5     # magnitude alone would keep it first
+    assert crit.details()["layers"]["conv1"]["consumers"] == ["conv2"]
+
+
+def test_a_group_no_dense_layer_reads_is_ranked_by_l1_and_says_so(caplog):
+    class Conv1dReader(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.d, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Conv1d(8, 6, 1), nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.d(torch.relu(self.c(x)).flatten(2))).mean(2))
+
+    torch.manual_seed(0)
+    net = Conv1dReader().eval()
+    crit = make_criterion("consumer-mi")
+    pruner = ChannelPruner(net, torch.randn(1, 3, 8, 8), crit, 1, 1)
+    with caplog.at_level(logging.WARNING, logger="compress"):
+        crit.prepare(pruner, torch.randn(48, 3, 8, 8), None)
+    assert "ranked by L1: c" in caplog.text
+    assert "ranked by L1" in crit.details()["layers"]["c"]["why"]
+    assert crit.details()["layers"]["d"]["consumers"] == ["fc"]
+    info = pruner.groups["c"]
+    group = pruner.root_groups_by_name()["c"]
+    assert torch.allclose(crit.scores(pruner, info, group).double(),
+                          make_criterion("l1").scores(pruner, info, group).double(), rtol=1e-5)
+
+
+def test_options_are_checked():
+    from compress.errors import InputError
+
+    with pytest.raises(InputError, match="samples"):
+        make_criterion("consumer-mi", {"samples": "4"})
+    with pytest.raises(InputError, match="batch_size"):
+        make_criterion("consumer-mi", {"batch_size": "0"})
