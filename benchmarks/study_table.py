@@ -16,6 +16,7 @@ from pathlib import Path
 
 BASELINES = {"l1", "l2", "fpgm", "lamp", "taylor", "bn-scale"}
 DEFAULT = "capacity-independence"
+PAIRED = (DEFAULT, "consumer-mi")   # arms whose per-seed difference to the best baseline is printed
 OLD_RECOVERY = {"epochs": 1.0, "lr": 0.01, "train_samples": 5000}   # the pipeline's default with calibration data
 
 
@@ -113,14 +114,15 @@ def main(paths: list[str]) -> None:
             best_r = max(rec, key=lambda c: statistics.mean(s[c]["top1_recovered"]))
             line += f"; after recovery: `{best_r}` {100 * statistics.mean(s[best_r]['top1_recovered']):.2f}"
         print(line + ".")
-        if DEFAULT in s:
+        for arm in [c for c in PAIRED if c in s]:
+            label = f"default `{arm}`" if arm == DEFAULT else f"`{arm}`"
             for key, what in (("top1", "one-shot"), ("top1_recovered", "after recovery")):
                 ref = best if key == "top1" else (best_r if rec else None)
-                if ref is None or not s[DEFAULT][key]:
+                if ref is None or not s[arm][key]:
                     continue
-                d = _paired(s[DEFAULT], s[ref], key)
+                d = _paired(s[arm], s[ref], key)
                 if d:
-                    print(f"  default `{DEFAULT}` minus `{ref}` {what}, paired over {len(d)} seeds: "
+                    print(f"  {label} minus `{ref}` {what}, paired over {len(d)} seeds: "
                           f"{100 * statistics.mean(d):+.2f} (per seed {', '.join(f'{100 * v:+.2f}' for v in d)})")
 
 
