@@ -393,7 +393,9 @@ class ConsumerMiCriterion(InformationCriterion):
             for n, idxs, root_idxs in usable.get(g.root, []):
                 by_consumer.setdefault(n, []).append((g, torch.tensor(idxs), torch.tensor(root_idxs)))
         gen = torch.Generator().manual_seed(self.opts.seed)
-        outputs = {n: consumer_mi.output_subset(modules[n], gen) for n in sorted(by_consumer)}
+        limit = {n: min(consumer_mi.outputs_per_consumer(g.channels, len(usable[g.root])) for g, _, _ in gs)
+                 for n, gs in by_consumer.items()}
+        outputs = {n: consumer_mi.output_subset(modules[n], gen, limit[n]) for n in sorted(by_consumer)}
         z_parts: dict[str, list[torch.Tensor]] = {n: [] for n in by_consumer}
         x_parts: dict[tuple[str, str], list[torch.Tensor]] = {(g.root, n): [] for n, gs in by_consumer.items()
                                                               for g, _, _ in gs}

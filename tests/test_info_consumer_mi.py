@@ -134,3 +134,15 @@ def test_options_are_checked():
         make_criterion("consumer-mi", {"samples": "4"})
     with pytest.raises(InputError, match="batch_size"):
         make_criterion("consumer-mi", {"batch_size": "0"})
+
+
+def test_wide_groups_keep_fewer_outputs_so_the_covariance_stays_bounded():
+    assert consumer_mi.outputs_per_consumer(64, 1) == consumer_mi.MAX_OUTPUTS
+    for channels, consumers in [(1024, 3), (2048, 4), (4096, 1)]:
+        per = consumer_mi.outputs_per_consumer(channels, consumers)
+        assert per >= 2
+        assert per == 2 or per * consumers * channels ** 2 <= consumer_mi.MAX_COV_ELEMENTS
+    conv = nn.Conv2d(8, 100, 1)
+    sub = consumer_mi.output_subset(conv, torch.Generator().manual_seed(0), 10)
+    assert len(sub) == 10 and len(set(sub.tolist())) == 10 and sub.tolist() == sorted(sub.tolist())
+    assert consumer_mi.output_subset(conv, torch.Generator(), 100) is None

@@ -27,14 +27,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # Output channels per consumer kept in the covariance; a random subset above this (the loss is a sum
-# over output channels, so a subset estimates it): bounds memory at MAX_OUTPUTS x C x C.
+# over output channels, so a subset estimates it).
 MAX_OUTPUTS = 64
+# float64 elements of one group's (outputs, channels, channels) covariance (256 MB): wide groups (a
+# 2048-channel residual stream read by several layers) keep fewer output channels per consumer.
+MAX_COV_ELEMENTS = 1 << 25
 
 
-def output_subset(consumer: nn.Module, generator: torch.Generator) -> torch.Tensor | None:
+def outputs_per_consumer(channels: int, consumers: int) -> int:
+    """How many output channels each of a group's `consumers` may keep within MAX_COV_ELEMENTS."""
+    return max(2, min(MAX_OUTPUTS, MAX_COV_ELEMENTS // (channels * channels * max(1, consumers))))
+
+
+def output_subset(consumer: nn.Module, generator: torch.Generator, limit: int = MAX_OUTPUTS) -> torch.Tensor | None:
     """The output channels kept for `consumer` (None: all); drawn once, used for every batch."""
     out = consumer.weight.shape[0]
-    return torch.randperm(out, generator=generator)[:MAX_OUTPUTS].sort().values if out > MAX_OUTPUTS else None
+    return torch.randperm(out, generator=generator)[:limit].sort().values if out > limit else None
 
 
 def dense(consumer: nn.Module) -> bool:
