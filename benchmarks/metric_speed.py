@@ -50,7 +50,7 @@ def configs(with_slow: bool) -> list[tuple[str, dict]]:
            ("cmi", {"alpha": 1.01, "cutoff": "scree"})]
     if with_slow:
         out.append(("cmi", {"alpha": 1.01, "cutoff": "permutation"}))
-    return out + [("mipp", {}), ("mi-gradient", {}), ("capacity-independence", {}),
+    return out + [("mipp", {}), ("mi-gradient", {}), ("capacity-independence", {}), ("consumer-mi", {}),
                   ("capacity-independence", {"source": "weights"}), ("l1", {}), ("taylor", {})]
 
 
