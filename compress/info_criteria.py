@@ -399,11 +399,11 @@ class ConsumerMiCriterion(InformationCriterion):
         z_parts: dict[str, list[torch.Tensor]] = {n: [] for n in by_consumer}
         x_parts: dict[tuple[str, str], list[torch.Tensor]] = {(g.root, n): [] for n, gs in by_consumer.items()
                                                               for g, _, _ in gs}
-        per_batch = max(2, -(-self.opts.samples * min(self.opts.batch_size, len(x)) // len(x)))
+        per_batch = [0]   # samples from the current batch: its share of the images
 
         def hook(name):
             def capture(module, args):   # reduce at once, so no layer's input is kept for long
-                contrib = consumer_mi.contributions(module, args[0], per_batch, gen, outputs[name])
+                contrib = consumer_mi.contributions(module, args[0], per_batch[0], gen, outputs[name])
                 z_parts[name].append(contrib.sum(2).cpu())
                 for g, idxs, root_idxs in by_consumer[name]:
                     part = contrib.new_zeros(*contrib.shape[:2], g.channels)
@@ -417,13 +417,21 @@ class ConsumerMiCriterion(InformationCriterion):
         try:
             with torch.no_grad():
                 for i in range(0, len(x), self.opts.batch_size):
-                    model(x[i:i + self.opts.batch_size])
+                    batch = x[i:i + self.opts.batch_size]
+                    per_batch[0] = max(2, -(-self.opts.samples * len(batch) // len(x)))
+                    model(batch)
         finally:
             for h in handles:
                 h.remove()
             model.train(was_training)
         tp_groups = pruner.root_groups_by_name()
         out = {}
+        for g in groups:   # a reader that did not run, or ran more than once per pass, cannot be paired up
+            rows = {sum(len(t) for t in z_parts[n]) for n, _, _ in usable.get(g.root, [])}
+            if g.root in usable and (len(rows) != 1 or 0 in rows):
+                del usable[g.root]
+                why[g.root] = ("a layer reading these channels did not run, or ran more than once, in the forward "
+                               "pass: ranked by L1 over the group instead")
         for k, g in enumerate(groups):
             if g.root in usable:
                 names = [n for n, _, _ in usable[g.root]]

@@ -8,7 +8,7 @@ import copy
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +124,10 @@ class _Run:
             log.info("original: %s; budget: %s", _fmt(original.metrics), budget.to_dict())
             if spec.latency_fraction is not None and evaluator.can_pair and loaded.prunable:
                 evaluator.set_reference(loaded.module)
+            elif spec.latency_fraction is not None and evaluator.measured:
+                self.notes.append("the relative latency budget was judged on separate measurements of the original "
+                                  "and the pruned model (timing them interleaved needs a target measured on this "
+                                  "machine and a prunable model), so drift between the two runs counts")
             self._check_budget_units(budget, original)
             model = loaded.module
             pruning: dict = {"criterion": self.criterion_name,
@@ -187,7 +191,7 @@ class _Run:
         first = original.metrics
         metrics = Metrics(ref.median_ms, measured_kind(ref), first.memory_mb, first.macs, first.params)
         rebased = spec.resolve(metrics)
-        asked = f"--speedup {spec.speedup:g}" if spec.speedup else f"--latency-ms {spec.latency_fraction:.4g}x"
+        asked = f"--speedup {spec.speedup:g}" if spec.speedup else f"--latency-ms {100 * spec.latency_fraction:g}%"
         note = (f"{asked} was judged in one run that timed the original and the final model "
                 f"interleaved: original {ref.median_ms:.4g} ms there (first measured alone at "
                 f"{first.latency_ms:.4g} ms; the budget was {budget.latency_ms:.4g} ms from that, "
@@ -262,9 +266,14 @@ class _Run:
         floor_pruner.prune_to(0.0)
         if o.selection == "knapsack":   # the knapsack can also remove whole residual blocks at their minimum
             floor_pruner.without_blocks(list(floor_pruner.depth_blocks()))
-        floor_eval = evaluator.evaluate(floor_model, full=evaluator.measured)
-        if budget.misses(floor_eval.metrics, margin):
-            misses = "; ".join(budget.misses(floor_eval.metrics, margin))
+        floor_budget = budget
+        if latency_fraction is not None and evaluator.reference_onnx is not None:   # a ratio: timed as one
+            floor_eval = evaluator.evaluate_paired(floor_model)
+            floor_budget = replace(budget, latency_ms=floor_eval.reference.median_ms * latency_fraction)
+        else:
+            floor_eval = evaluator.evaluate(floor_model, full=evaluator.measured)
+        if floor_budget.misses(floor_eval.metrics, margin):
+            misses = "; ".join(floor_budget.misses(floor_eval.metrics, margin))
             raise BudgetError(f"budget unreachable: even with every prunable layer at the minimum of "
                               f"{profile.pruning.min_channels} channels"
                               f"{' and every removable residual block removed' if o.selection == 'knapsack' else ''}"

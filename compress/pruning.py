@@ -307,8 +307,10 @@ class ChannelPruner:
                         continue
                     if self.graph.is_out_channel_pruning_fn(dep.handler):
                         prod.append((self._names[module], list(idxs), list(group[i].root_idxs)))
-                    elif self.graph.is_in_channel_pruning_fn(dep.handler):
-                        cons.setdefault(self._names[module], (list(idxs), list(group[i].root_idxs)))
+                    elif self.graph.is_in_channel_pruning_fn(dep.handler):   # a layer may read them twice
+                        seen = cons.setdefault(self._names[module], ([], []))
+                        seen[0].extend(idxs)
+                        seen[1].extend(group[i].root_idxs)
                 producers[name] = prod
                 mine = {p for p, _, _ in prod}
                 consumers[name] = sorted(set(cons) - mine)

@@ -192,8 +192,10 @@ def measure_interleaved(
         raise ValueError("measure_interleaved needs two or more runners, each with its feed")
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be an int >= 1, got {block!r}")
+    if isinstance(timed_runs, bool) or not isinstance(timed_runs, int) or timed_runs < 1:
+        raise ValueError(f"timed_runs must be an int >= 1, got {timed_runs!r}")
     for r, feed in zip(runners, feeds):
-        r.measure(feed, warmup_runs=warmup_runs, timed_runs=1)   # validates the counts, warms up
+        r.measure(feed, warmup_runs=warmup_runs, timed_runs=1)   # validates warmup_runs, warms up
     samples: list[list[float]] = [[] for _ in runners]
     while len(samples[0]) < timed_runs:
         n = min(block, timed_runs - len(samples[0]))

@@ -146,3 +146,52 @@ def test_wide_groups_keep_fewer_outputs_so_the_covariance_stays_bounded():
     sub = consumer_mi.output_subset(conv, torch.Generator().manual_seed(0), 10)
     assert len(sub) == 10 and len(set(sub.tolist())) == 10 and sub.tolist() == sorted(sub.tolist())
     assert consumer_mi.output_subset(conv, torch.Generator(), 100) is None
+
+
+@pytest.mark.parametrize("options", [dict(padding="same"), dict(padding="same", dilation=2),
+                                     dict(padding=2, padding_mode="reflect", stride=2),
+                                     dict(padding=1, padding_mode="circular"), dict(padding="valid", stride=3),
+                                     dict(padding=(1, 2), kernel_size=(3, 5))])
+def test_contributions_follow_every_padding_the_convolution_supports(options):
+    torch.manual_seed(0)
+    options = {"kernel_size": 3, **options}
+    conv = nn.Conv2d(5, 4, bias=False, **options).double()
+    inp = torch.randn(3, 5, 11, 10, dtype=torch.float64)
+    with torch.no_grad():
+        out = conv(inp).flatten(2)
+    contrib = consumer_mi.contributions(conv, inp, 200, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    ni, li = torch.randint(3, (200,), generator=g), torch.randint(out.shape[2], (200,), generator=g)
+    assert torch.allclose(contrib.sum(2), out[ni, :, li], atol=1e-10)
+
+
+def test_channels_read_twice_and_through_a_concatenation_count_every_reading():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.d, self.fc = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(12, 5, 1), nn.Linear(5, 3)
+
+        def forward(self, x):
+            a = torch.relu(self.c(x))
+            return self.fc(torch.relu(self.d(torch.cat([a, a], 1))).mean((2, 3)))
+
+    torch.manual_seed(0)
+    net = Twice().eval()
+    with torch.no_grad():
+        net.c.weight[2] *= 10              # the largest channel...
+        net.d.weight[:, [2, 8]] = 0        # ...which neither of its two readings uses
+    crit = make_criterion("consumer-mi")
+    pruner = ChannelPruner(net, torch.randn(1, 3, 8, 8), crit, 1, 1)
+    (name, idxs, root_idxs), = pruner.consumer_map()["c"]
+    assert name == "d" and sorted(idxs) == list(range(12)) and sorted(root_idxs) == sorted(list(range(6)) * 2)
+    crit.prepare(pruner, torch.randn(64, 3, 8, 8), None)
+    scores = crit.scores(pruner, pruner.groups["c"], pruner.root_groups_by_name()["c"])
+    assert int(torch.argmin(scores)) == 2
+
+
+def test_the_removal_order_is_a_strict_order_even_where_the_loss_is_flat():
+    z, x = _toy()
+    x[:, :, [1, 4]] = 0   # two channels that contribute nothing: both cost nothing to remove
+    scores = consumer_mi.greedy_removal_scores(z, x)
+    assert len(set(scores.tolist())) == len(scores)
+    assert set(torch.argsort(scores)[:2].tolist()) == {1, 4}

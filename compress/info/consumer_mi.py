@@ -53,25 +53,50 @@ def dense(consumer: nn.Module) -> bool:
 def contributions(consumer: nn.Module, inputs: torch.Tensor, samples: int, generator: torch.Generator,
                   outputs: torch.Tensor | None = None) -> torch.Tensor:
     """(M, O, C_in): each input channel's contribution to each output channel of `consumer` (those in
-    `outputs`, default all) at M positions (image, location) of `inputs`, the consumer's input
-    activations, sampled with `generator` (a Linear layer has one position per image)."""
+    `outputs`, default all) at M = `samples` positions (image, location) of `inputs`, the consumer's
+    input activations, drawn with `generator` (image first, then location; a Linear layer has one
+    position per image). Only the sampled patches are gathered and cast to float64, so memory does not
+    grow with the image size."""
     if not dense(consumer):
         raise ValueError(f"contributions need a dense Conv2d or Linear consumer, got {consumer}")
     w = consumer.weight.detach().to(torch.float64)
     if outputs is not None:
         w = w[outputs.to(w.device)]
-    x = inputs.detach().to(device=w.device, dtype=torch.float64)
-    if isinstance(consumer, nn.Linear):   # one position per image
-        rows = torch.randint(len(x), (samples,), generator=generator).to(w.device)
-        return x.reshape(len(x), -1)[rows][:, None, :] * w[None]
-    cols = F.unfold(x, consumer.kernel_size, consumer.dilation, consumer.padding, consumer.stride)  # N, C*k, L
-    n, _, positions = cols.shape
-    c = w.shape[1]
-    k = cols.shape[1] // c
-    ni = torch.randint(n, (samples,), generator=generator).to(w.device)
-    li = torch.randint(positions, (samples,), generator=generator).to(w.device)
-    patches = cols[ni, :, li].reshape(samples, c, k)
-    return torch.einsum("mck,ock->moc", patches, w.reshape(w.shape[0], c, k))
+    x = inputs.detach()
+    if isinstance(consumer, nn.Linear):
+        rows = torch.randint(len(x), (samples,), generator=generator).to(x.device)
+        return x.reshape(len(x), -1)[rows].to(device=w.device, dtype=torch.float64)[:, None, :] * w[None]
+    x = _padded(consumer, x)
+    (kh, kw), (sh, sw), (dh, dw) = consumer.kernel_size, consumer.stride, consumer.dilation
+    out_h = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    out_w = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"input {tuple(inputs.shape)} is smaller than the kernel of {consumer}")
+    ni = torch.randint(len(x), (samples,), generator=generator).to(x.device)
+    li = torch.randint(out_h * out_w, (samples,), generator=generator).to(x.device)
+    rows = (li // out_w * sh)[:, None] + torch.arange(kh, device=x.device)[None] * dh     # M, kh
+    cols = (li % out_w * sw)[:, None] + torch.arange(kw, device=x.device)[None] * dw      # M, kw
+    # advanced indices around a slice: the indexed dims come first -> (M, kh, kw, C)
+    patches = x[ni[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    patches = patches.permute(0, 3, 1, 2).reshape(samples, x.shape[1], kh * kw).to(w.device, torch.float64)
+    return torch.einsum("mck,ock->moc", patches, w.reshape(w.shape[0], x.shape[1], kh * kw))
+
+
+def _padded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`x` padded the way `conv` pads it: numeric or 'same'/'valid' padding, any padding_mode."""
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            return x
+        pads = []   # 'same' (stride 1): the total d*(k-1), the extra one at the end, as PyTorch does
+        for k, d in zip(reversed(conv.kernel_size), reversed(conv.dilation)):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+    else:
+        pads = [p for p in reversed(conv.padding) for _ in range(2)]
+    if not any(pads):
+        return x
+    mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+    return F.pad(x, pads, mode=mode)
 
 
 def greedy_removal_scores(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +124,7 @@ def greedy_removal_scores(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     left = torch.ones(c, dtype=torch.bool, device=x.device)
     scores = x.new_zeros(c)
     worst = 0.0
-    for _ in range(c):
+    for step in range(c):
         cz = cov_z_removed[:, None] + cov_zx                # with candidate j removed too
         ve = var_removed[:, None] + 2 * cov_removed_x + var_x
         var_kept = (var_z[:, None] - 2 * cz + ve).clamp_min(0)
@@ -108,7 +133,7 @@ def greedy_removal_scores(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         loss[~left] = float("inf")
         j = int(torch.argmin(loss))
         worst = max(worst, float(loss[j]))
-        scores[j] = worst
+        scores[j] = worst + step * 1e-12   # strictly increasing: the lowest k are the first k removed
         cov_z_removed, var_removed = cz[:, j], ve[:, j]
         cov_removed_x = cov_removed_x + cov[:, j, :]
         left[j] = False
