@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--params", metavar="N", help="parameters, e.g. 0.4M, or 0.5x of the original")
     g = p.add_argument_group("pruning")
     g.add_argument("--criterion", default="auto",
-                   help="channel importance criterion; see --list-criteria. Default auto: capacity-independence "
-                        "weighted by L1 when --calib is given (the most accurate in BENCHMARKS.md), l1 without it")
+                   help="channel importance criterion; see --list-criteria. Default auto, with --calib: "
+                        "consumer-mi (most accurate one-shot), or capacity-independence weighted by L1 when "
+                        "--train-data follows (most accurate after training); l1 without --calib (BENCHMARKS.md)")
     g.add_argument("--criterion-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the criterion, repeatable (e.g. alpha=1.01, cutoff=scree); "
                         "see --list-criteria for each criterion's options")
@@ -237,10 +238,10 @@ def _dispatch(args) -> int:
         print(json.dumps(load_profile(args.show_target).to_dict(), indent=2))
         return 0
     if args.list_criteria:
-        from .criteria import DATA_FREE_DEFAULT, DEFAULT_CRITERION, criterion_names, describe_criterion
+        from .criteria import DATA_FREE_DEFAULT, DEFAULT_CRITERION, ONE_SHOT_DEFAULT, criterion_names, describe_criterion
         from .info_criteria import criterion_option_defaults
-        print(f"{'auto':22} the default: {DEFAULT_CRITERION} (with its defaults) when --calib is given, "
-              f"{DATA_FREE_DEFAULT} without")
+        print(f"{'auto':22} the default: with --calib, {ONE_SHOT_DEFAULT}, or {DEFAULT_CRITERION} when --train-data "
+              f"is given too; {DATA_FREE_DEFAULT} without --calib")
         for name in criterion_names():
             print(f"{name:22} {describe_criterion(name)}")
             opts = criterion_option_defaults(name)

@@ -22,7 +22,7 @@ class CompressOptions:
     memory_mb: str | float | None = None
     macs: str | float | None = None
     params: str | float | None = None
-    criterion: str = "auto"   # auto: DEFAULT_CRITERION with calibration data, l1 without (compress/criteria.py)
+    criterion: str = "auto"   # auto: see compress/criteria.resolve_criterion (depends on calib and train data)
     criterion_options: dict = field(default_factory=dict)   # e.g. {"alpha": 1.01, "cutoff": "scree"}
     selection: str = "knapsack"                   # knapsack (cost-model priced) or uniform per-layer ratios
     step: float = 0.05                            # fraction of the original channels removed per round

@@ -92,10 +92,10 @@ class _Run:
         np.random.seed(o.seed)
         with self.timer.stage("load"):
             profile = load_profile(o.target)
-            self.criterion_name, note = resolve_criterion(o.criterion, o.calib is not None)
-            if note:
+            self.criterion_name, note = resolve_criterion(o.criterion, o.calib is not None, bool(o.train_data))
+            if note:   # why `auto` chose what it did; a warning only when no information could be measured
                 self.notes.append(note)
-                log.warning(note)
+                (log.warning if self.criterion_name == "l1" else log.info)(note)
             self.criterion = make_criterion(self.criterion_name, o.criterion_options)
             if o.selection not in SELECTIONS:
                 raise InputError(f"unknown --selection {o.selection!r}; choose one of {', '.join(SELECTIONS)}")

@@ -352,19 +352,26 @@ def test_pooled_features_are_one_number_per_producer(coupled):
     torch.testing.assert_close(pooled[stream][:, :, 0], first)
 
 
-@pytest.mark.parametrize("with_calib", [True, False])
-def test_default_criterion_is_the_information_default_with_data_and_l1_without(tiny_model_file, calib_file, tmp_path,
-                                                                             capsys, with_calib):
+@pytest.mark.parametrize("inputs", ["calib", "calib+train", "none"])
+def test_auto_picks_by_what_the_run_will_do(tiny_model_file, calib_file, tmp_path, capsys, inputs):
+    """consumer-mi when the model ships as pruned, capacity-independence x L1 when recovery training follows,
+    l1 without calibration data; the report says which and why."""
     out = tmp_path / "out"
-    code, _, err = _cli(["--target", "host", *TINY, *(["--calib", calib_file] if with_calib else []), "--macs", "70%",
-                         "--out", out, "--json", tiny_model_file], capsys)
+    extra = {"calib": ["--calib", calib_file], "none": [],
+             "calib+train": ["--calib", calib_file, "--train-data", calib_file, "--epochs", "1",
+                             "--train-batch-size", "32"]}[inputs]
+    code, _, err = _cli(["--target", "host", *TINY, *extra, "--macs", "70%", "--out", out, "--json", tiny_model_file],
+                        capsys)
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     notes = " ".join(report.get("notes", []))
-    if with_calib:
+    if inputs == "calib":
+        assert report["pruning"]["criterion"] == "consumer-mi"
+        assert "--criterion auto used consumer-mi" in notes and "one-shot" in notes
+    elif inputs == "calib+train":
         assert report["pruning"]["criterion"] == "capacity-independence"
         assert report["pruning"]["criterion_details"]["options"]["weight"] == "l1"
-        assert "--criterion auto" not in notes
+        assert "--criterion auto used capacity-independence" in notes and "recovery" in report["pruning"]
     else:
         assert report["pruning"]["criterion"] == "l1"
         assert "--criterion auto ranked channels by l1" in notes

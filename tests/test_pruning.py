@@ -241,7 +241,7 @@ def test_every_criterion_prunes_every_family(analysed, arch, criterion):
 
 def test_criteria_registry():
     assert set(criterion_names()) >= {"l1", "l2", "bn-scale", "taylor", "lamp", "fpgm", "random",
-                                      "cmi", "mipp", "mi-gradient", "capacity-independence"}
+                                      "cmi", "mipp", "mi-gradient", "capacity-independence", "consumer-mi"}
     from compress.errors import InputError
 
     with pytest.raises(InputError) as exc:
