@@ -108,25 +108,27 @@ class Evaluator:
 
     def measure_paired(self, onnx_path: Path) -> tuple[LatencyStats, LatencyStats]:
         """The model at ``onnx_path`` and the original, interleaved, with the profile's full run counts."""
-        m, rt = self.profile.measurement, self.profile.runtime
-        feed_array = self.example_input.numpy()
-        providers = rt.execution_providers or ("CPUExecutionProvider",)
-        with OrtRunner(onnx_path, providers=providers, threads=m.threads, require_provider=rt.require_provider) as a, \
-                OrtRunner(self.reference_onnx, providers=providers, threads=m.threads,
-                          require_provider=rt.require_provider) as b:
-            stats, ref = measure_interleaved([a, b], [{a.input_names[0]: feed_array}, {b.input_names[0]: feed_array}],
+        m = self.profile.measurement
+        with self._runner(onnx_path) as a, self._runner(self.reference_onnx) as b:
+            stats, ref = measure_interleaved([a, b], [self._feed(a), self._feed(b)],
                                              warmup_runs=m.warmup_runs, timed_runs=m.timed_runs)
         return stats, ref
 
-    def measure_onnx(self, onnx_path: Path, full: bool) -> LatencyStats:
+    def _runner(self, onnx_path: Path) -> OrtRunner:
         m, rt = self.profile.measurement, self.profile.runtime
+        return OrtRunner(onnx_path, providers=rt.execution_providers or ("CPUExecutionProvider",),
+                         threads=m.threads, require_provider=rt.require_provider)
+
+    def _feed(self, runner: OrtRunner) -> dict:
+        return {runner.input_names[0]: self.example_input.numpy()}
+
+    def measure_onnx(self, onnx_path: Path, full: bool) -> LatencyStats:
+        m = self.profile.measurement
         warmup, runs = (m.warmup_runs, m.timed_runs) if full else (QUICK_WARMUP, QUICK_RUNS)
         if self.remote is not None:
             return self._measure_remote(onnx_path, warmup, runs)
-        feed_array = self.example_input.numpy()
-        with OrtRunner(onnx_path, providers=rt.execution_providers or ("CPUExecutionProvider",),
-                       threads=m.threads, require_provider=rt.require_provider) as runner:
-            return runner.measure({runner.input_names[0]: feed_array}, warmup_runs=warmup, timed_runs=runs)
+        with self._runner(onnx_path) as runner:
+            return runner.measure(self._feed(runner), warmup_runs=warmup, timed_runs=runs)
 
     def _measure_remote(self, onnx_path: Path, warmup: int, runs: int) -> LatencyStats:
         m, rt = self.profile.measurement, self.profile.runtime

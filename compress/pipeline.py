@@ -8,7 +8,7 @@ import copy
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ from .bn_recalibration import recalibrate_batchnorm
 from .budget import Budget, BudgetSpec, Metrics
 from .calib import CalibData, load_calibration, synthetic_calibration
 from .cost_model import factors_from_profile, predict_layer_ms
-from .criteria import describe_criterion, make_criterion, resolve_criterion
+from .criteria import DATA_FREE_DEFAULT, describe_criterion, make_criterion, resolve_criterion
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, BudgetError, InputError
 from .evaluate import Evaluation, Evaluator, measured_kind
 from .model_io import LoadedModel, load_model, save_pruned_bytes
@@ -32,7 +32,7 @@ from .output import OutputDir, sha256_file
 from .pruning import ChannelPruner
 from .report_html import render_html
 from .report_schema import validate_report
-from .search import MAX_ROUNDS, SELECTIONS, SearchContext, knapsack_search, uniform_search
+from .search import MAX_ROUNDS, SELECTIONS, SearchContext, full_evaluation, knapsack_search, uniform_search
 from .report import build_report, layer_table, versions
 
 log = logging.getLogger("compress")
@@ -95,7 +95,7 @@ class _Run:
             self.criterion_name, note = resolve_criterion(o.criterion, o.calib is not None, bool(o.train_data))
             if note:   # why `auto` chose what it did; a warning only when no information could be measured
                 self.notes.append(note)
-                (log.warning if self.criterion_name == "l1" else log.info)(note)
+                (log.warning if self.criterion_name == DATA_FREE_DEFAULT else log.info)(note)
             self.criterion = make_criterion(self.criterion_name, o.criterion_options)
             if o.selection not in SELECTIONS:
                 raise InputError(f"unknown --selection {o.selection!r}; choose one of {', '.join(SELECTIONS)}")
@@ -266,12 +266,7 @@ class _Run:
         floor_pruner.prune_to(0.0)
         if o.selection == "knapsack":   # the knapsack can also remove whole residual blocks at their minimum
             floor_pruner.without_blocks(list(floor_pruner.depth_blocks()))
-        floor_budget = budget
-        if latency_fraction is not None and evaluator.reference_onnx is not None:   # a ratio: timed as one
-            floor_eval = evaluator.evaluate_paired(floor_model)
-            floor_budget = replace(budget, latency_ms=floor_eval.reference.median_ms * latency_fraction)
-        else:
-            floor_eval = evaluator.evaluate(floor_model, full=evaluator.measured)
+        floor_eval, floor_budget = full_evaluation(evaluator, floor_model, budget, latency_fraction)
         if floor_budget.misses(floor_eval.metrics, margin):
             misses = "; ".join(floor_budget.misses(floor_eval.metrics, margin))
             raise BudgetError(f"budget unreachable: even with every prunable layer at the minimum of "

@@ -45,19 +45,23 @@ class SearchContext:
     latency_fraction: float | None = None      # a relative latency budget, confirmed against the original
 
 
-def confirm(ctx: SearchContext, ev: Evaluation) -> tuple[Evaluation, list[str]]:
-    """Re-measure a round that seems to meet the budget with the full run count; the budget it misses.
+def full_evaluation(evaluator: Evaluator, model, budget: Budget,
+                    latency_fraction: float | None) -> tuple[Evaluation, Budget]:
+    """A model's evaluation with the full run count, and the budget to judge it by.
 
-    A relative latency budget (a speedup) is a ratio, so it is confirmed as one: the candidate is timed
-    interleaved with the original and the latency budget is re-resolved from the original's time in that
-    same run, which the machine's drift from second to second cannot fake.
+    A relative latency budget (a speedup) is a ratio, so it is judged as one: the model is timed
+    interleaved with the original and the latency budget is re-resolved from the original's time in
+    that same run, which the machine's drift from second to second cannot fake.
     """
-    evaluator, model = ctx.evaluator, ctx.pruner.model
-    if ctx.latency_fraction is not None and evaluator.reference_onnx is not None:
+    if latency_fraction is not None and evaluator.reference_onnx is not None:
         ev = evaluator.evaluate_paired(model)
-        ctx.budget = replace(ctx.budget, latency_ms=ev.reference.median_ms * ctx.latency_fraction)
-    else:
-        ev = evaluator.evaluate(model, full=True)
+        return ev, replace(budget, latency_ms=ev.reference.median_ms * latency_fraction)
+    return evaluator.evaluate(model, full=True), budget
+
+
+def confirm(ctx: SearchContext, ev: Evaluation) -> tuple[Evaluation, list[str]]:
+    """Re-measure a round that seems to meet the budget (full_evaluation); the budget it misses."""
+    ev, ctx.budget = full_evaluation(ctx.evaluator, ctx.pruner.model, ctx.budget, ctx.latency_fraction)
     return ev, ctx.budget.misses(ev.metrics, ctx.margin)
 
 

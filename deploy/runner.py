@@ -114,14 +114,14 @@ class Runner(abc.ABC):
         TensorRT EP) the engine build. ``batch_size`` defaults to the first input's leading
         dimension.
         """
-        if isinstance(warmup_runs, bool) or not isinstance(warmup_runs, int) or warmup_runs < 0:
-            raise ValueError(f"warmup_runs must be an int >= 0, got {warmup_runs!r}")
-        if isinstance(timed_runs, bool) or not isinstance(timed_runs, int) or timed_runs < 1:
-            raise ValueError(f"timed_runs must be an int >= 1, got {timed_runs!r}")
-        self._require_active("measure")
-        for _ in range(warmup_runs):
-            self.infer(feed)
+        _check_counts(warmup_runs, timed_runs)
+        self._warm_up(feed, warmup_runs)
         return self._stats(self._timed(feed, timed_runs), warmup_runs, batch_size, feed)
+
+    def _warm_up(self, feed: Mapping[str, np.ndarray], runs: int) -> None:
+        self._require_active("measure")
+        for _ in range(runs):
+            self.infer(feed)
 
     def _timed(self, feed: Mapping[str, np.ndarray], runs: int) -> list[float]:
         samples_ms: list[float] = []
@@ -175,6 +175,13 @@ class Runner(abc.ABC):
 INTERLEAVE_BLOCK = 10
 
 
+def _check_counts(warmup_runs: int, timed_runs: int) -> None:
+    if isinstance(warmup_runs, bool) or not isinstance(warmup_runs, int) or warmup_runs < 0:
+        raise ValueError(f"warmup_runs must be an int >= 0, got {warmup_runs!r}")
+    if isinstance(timed_runs, bool) or not isinstance(timed_runs, int) or timed_runs < 1:
+        raise ValueError(f"timed_runs must be an int >= 1, got {timed_runs!r}")
+
+
 def measure_interleaved(
     runners: Sequence[Runner],
     feeds: Sequence[Mapping[str, np.ndarray]],
@@ -192,10 +199,9 @@ def measure_interleaved(
         raise ValueError("measure_interleaved needs two or more runners, each with its feed")
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be an int >= 1, got {block!r}")
-    if isinstance(timed_runs, bool) or not isinstance(timed_runs, int) or timed_runs < 1:
-        raise ValueError(f"timed_runs must be an int >= 1, got {timed_runs!r}")
+    _check_counts(warmup_runs, timed_runs)
     for r, feed in zip(runners, feeds):
-        r.measure(feed, warmup_runs=warmup_runs, timed_runs=1)   # validates warmup_runs, warms up
+        r._warm_up(feed, warmup_runs)
     samples: list[list[float]] = [[] for _ in runners]
     while len(samples[0]) < timed_runs:
         n = min(block, timed_runs - len(samples[0]))
