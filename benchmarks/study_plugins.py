@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from compress.criteria import criterion_names, make_criterion, mean_normalised, register_criterion
 from compress.info.features import FeatureCapture
-from compress.info_criteria import InformationCriterion, _Common, _options
+from compress.info import consumer_mi
+from compress.info_criteria import ConsumerMiCriterion, ConsumerMiOptions, InformationCriterion, _Common, _options
 
 
 @dataclass
@@ -104,147 +105,77 @@ register_criterion("combo", "combo")(lambda o: ComboCriterion(_options(ComboOpti
 
 
 @dataclass
-class ConsumerOptions(_Common):
-    mode: str = "greedy"     # greedy: joint removal order (ThiNet); energy: each channel's own contribution;
-    # corr: sum_o (1 - rho_o); gmi: Gaussian MI between full and pruned output, -1/2 log(1 - rho_o^2)
-    gamma: bool = False      # weight output channel o by the following BatchNorm's gamma_o^2
-    samples: int = 4096      # sampled (image, position, output channel) entries per consumer
-    weight: str = "none"
-    seed: int = 0
+class ConsumerOptions(ConsumerMiOptions):
+    # What a removal costs, from the same sampled contributions as consumer-mi (which is mode=r2):
+    # r2: sum_o (1 - rho_o^2); corr: sum_o (1 - rho_o); gmi: -sum_o I_o, the Gaussian MI itself;
+    # greedy: the squared reconstruction error (ThiNet); energy: each channel's own contribution energy.
+    mode: str = "r2"
+    gamma: bool = False      # weight output channel o by the next BatchNorm's gamma_o^2 (r2, corr, gmi)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mode not in _LOSSES and self.mode not in ("greedy", "energy"):
+            raise ValueError(f"unknown mode {self.mode!r}")
 
 
-class ConsumerCriterion(InformationCriterion):
-    """What the layers reading a group lose when its channels go: each channel's contribution to the
-    consumers' outputs at sampled positions; `greedy` orders removal by the joint reconstruction error."""
+_LOSSES = {
+    "r2": consumer_mi.information_lost,
+    "corr": lambda rho: 1 - rho.clamp(0, 1),
+    "gmi": lambda rho: 0.5 * torch.log((1 - rho.clamp(0, 1) ** 2).clamp_min(1e-9)),
+}
+
+
+class ConsumerCriterion(ConsumerMiCriterion):
+    """consumer-mi with another loss over the same sampled contributions (ConsumerOptions.mode)."""
     name = "consumer"
-    needs_labels = False
 
     def compute(self, pruner, groups, x, y):
-        model = pruner.model
-        modules = dict(model.named_modules())
-        members = pruner.member_map()
-        cons = {g.root: [n for n in members[g.root][1] if n in modules] for g in groups}
-        names = sorted({n for c in cons.values() for n in c})
-        inputs = {}
+        self._pruner = pruner   # for the BatchNorm after each consumer (gamma=true)
+        return super().compute(pruner, groups, x, y)
 
-        def hook(name):
-            def f(m, args):
-                inputs[name] = args[0].detach()
-            return f
-        handles = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
-        model.eval()
-        try:
-            with torch.no_grad():
-                model(x)
-        finally:
-            for h in handles:
-                h.remove()
-        gen = torch.Generator().manual_seed(self.opts.seed)
-        out = {}
-        for g in groups:
-            parts, wts = [], []
-            for n in cons[g.root]:
-                m, a = modules[n], inputs[n].double()
-                if isinstance(m, torch.nn.Conv2d) and m.groups == 1 and m.in_channels == g.channels:
-                    cols = F.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride)   # N, C*k*k, L
-                    N, _, L = cols.shape
-                    k = m.kernel_size[0] * m.kernel_size[1]
-                    M = self.opts.samples
-                    if self.opts.mode in ("corr", "gmi", "r2"):   # every output channel at M positions: (M, O, C)
-                        M = max(64, M // 8)
-                        ni, li = torch.randint(N, (M,), generator=gen), torch.randint(L, (M,), generator=gen)
-                        p = cols[ni, :, li].reshape(M, g.channels, k)
-                        w = m.weight.detach().double().reshape(m.out_channels, g.channels, k)
-                        parts.append(torch.einsum("mck,ock->moc", p, w))
-                        wts.append(_following_gamma(pruner, modules, n, m.out_channels) if self.opts.gamma
-                                   else torch.ones(m.out_channels, dtype=torch.float64))
-                        continue
-                    ni = torch.randint(N, (M,), generator=gen)
-                    li = torch.randint(L, (M,), generator=gen)
-                    oi = torch.randint(m.out_channels, (M,), generator=gen)
-                    p = cols[ni, :, li].reshape(M, g.channels, k)
-                    w = m.weight.detach().double()[oi].reshape(M, g.channels, k)
-                    parts.append((p * w).sum(2))
-                elif isinstance(m, torch.nn.Linear) and m.in_features == g.channels:
-                    M = self.opts.samples
-                    ni = torch.randint(len(a), (M,), generator=gen)
-                    oi = torch.randint(m.out_features, (M,), generator=gen)
-                    parts.append(a.reshape(len(a), -1)[ni] * m.weight.detach().double()[oi])
-            if not parts:
-                out[g.root] = torch.ones(g.channels, dtype=torch.float64)
-                continue
-            if self.opts.mode in ("corr", "gmi", "r2"):
-                out[g.root] = _corr_greedy(torch.cat(parts, 1), torch.cat(wts), self.opts.mode)
-                continue
-            X = torch.cat(parts, 0)   # samples x channels
-            if self.opts.mode == "energy":
-                out[g.root] = X.pow(2).mean(0)
-                continue
-            G = X.T @ X / len(X)      # ||sum_T x||^2 = 1' G_TT 1: greedy on the Gram matrix
-            removed, r_dot, err = [], torch.zeros(g.channels, dtype=torch.float64), 0.0
-            score = torch.zeros(g.channels, dtype=torch.float64)
-            left = torch.ones(g.channels, dtype=torch.bool)
-            for t in range(g.channels):
-                # error after also removing j: err + 2 r.x_j + G_jj
-                cand = err + 2 * r_dot + torch.diagonal(G)
-                cand[~left] = float("inf")
-                j = int(torch.argmin(cand))
-                err = float(cand[j])
-                r_dot = r_dot + G[:, j]
-                left[j] = False
-                score[j] = max(err, float(score.max()))   # removal order, monotone
-            out[g.root] = score + 1e-12
-        return out
+    def _rank(self, z, xs, consumers):
+        mode = self.opts.mode
+        if mode == "energy":
+            return xs.pow(2).mean((0, 1))
+        if mode == "greedy":
+            return _squared_error_greedy(xs)
+        weights = torch.cat([_following_gamma(self._pruner, name, outputs) for name, outputs in consumers]) \
+            if self.opts.gamma else None
+        return consumer_mi.greedy_removal_scores(z, xs, _LOSSES[mode], weights)
 
 
-def _following_gamma(pruner, modules, name, channels):
+def _squared_error_greedy(xs: torch.Tensor) -> torch.Tensor:
+    """Removal order minimising the summed squared contribution of the removed channels (ThiNet)."""
+    x = xs.reshape(-1, xs.shape[2])
+    gram = x.T @ x / len(x)
+    c = gram.shape[0]
+    removed_dot, err, score = torch.zeros(c, dtype=gram.dtype), 0.0, torch.zeros(c, dtype=gram.dtype)
+    left = torch.ones(c, dtype=torch.bool)
+    for step in range(c):
+        cand = err + 2 * removed_dot + torch.diagonal(gram)   # ||r + x_j||^2
+        cand[~left] = float("inf")
+        j = int(torch.argmin(cand))
+        err = float(cand[j])
+        removed_dot = removed_dot + gram[:, j]
+        left[j] = False
+        score[j] = max(err, float(score.max())) + step * 1e-12
+    return score
+
+
+def _following_gamma(pruner, name: str, outputs) -> torch.Tensor:
+    """gamma^2 of the BatchNorm right after layer `name` (ones if there is none), at the sampled outputs."""
+    modules = dict(pruner.model.named_modules())
     order = pruner.execution_order((torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d))
+    channels = modules[name].weight.shape[0]
+    gamma = torch.ones(channels, dtype=torch.float64)
     for n in order[order.index(name) + 1:]:
-        m = modules.get(n)
+        m = modules[n]
         if isinstance(m, torch.nn.BatchNorm2d) and m.num_features == channels:
-            return m.weight.detach().double() ** 2
+            gamma = m.weight.detach().double() ** 2
+            break
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
             break
-    return torch.ones(channels, dtype=torch.float64)
-
-
-def _corr_greedy(X: torch.Tensor, w: torch.Tensor | None = None, mode: str = "corr") -> torch.Tensor:
-    """Removal order minimising sum_o (1 - corr(z_o, z_o without the removed channels)): what BatchNorm
-    re-estimation after the consumer cannot undo (it restores each output channel's mean and variance)."""
-    X = X - X.mean(0, keepdim=True)
-    M, O, C = X.shape
-    G = torch.einsum("moi,moj->oij", X, X) / M          # O, C, C
-    vz = G.sum((1, 2)).clamp_min(1e-30)                  # var z_o
-    cz = G.sum(1)                                        # O, C: cov(z_o, x_j)
-    diag = torch.diagonal(G, dim1=1, dim2=2)             # O, C
-    cT = torch.zeros(O, dtype=X.dtype)
-    vT = torch.zeros(O, dtype=X.dtype)
-    gT = torch.zeros(O, C, dtype=X.dtype)
-    left = torch.ones(C, dtype=torch.bool)
-    score = torch.zeros(C, dtype=X.dtype)
-    best = 0.0
-    for _ in range(C):
-        c = cT[:, None] + cz
-        v = vT[:, None] + 2 * gT + diag
-        var_s = (vz[:, None] - 2 * c + v).clamp_min(1e-30)
-        rho = (vz[:, None] - c) / torch.sqrt(vz[:, None] * var_s)
-        rho = rho.clamp(-1, 1)
-        if mode == "corr":
-            per = 1 - rho
-        elif mode == "r2":   # exp(-2 I_o), I_o the Gaussian MI between the full and the pruned output
-            per = 1 - rho.clamp_min(0) ** 2
-        else:
-            per = 0.5 * torch.log((1 - rho ** 2).clamp_min(1e-9))
-        loss = (per * (w[:, None] if w is not None else 1.0)).sum(0)
-        loss[~left] = float("inf")
-        j = int(torch.argmin(loss))
-        best = max(best, float(loss[j]))
-        score[j] = best
-        cT, vT, gT = c[:, j], v[:, j], gT + G[:, j, :]
-        left[j] = False
-    return score + 1e-12
+    return gamma if outputs is None else gamma[outputs]
 
 
 register_criterion("consumer", "consumer")(lambda o: ConsumerCriterion(_options(ConsumerOptions, "consumer", o)))
-register_criterion("consumer-corr", "consumer-corr")(
-    lambda o: ConsumerCriterion(_options(ConsumerOptions, "consumer-corr", {"mode": "corr", **(o or {})})))

@@ -437,7 +437,7 @@ class ConsumerMiCriterion(InformationCriterion):
                 names = [n for n, _, _ in usable[g.root]]
                 z = torch.cat([torch.cat(z_parts[n], 0) for n in names], 1).to(self.opts.device)
                 xs = torch.cat([torch.cat(x_parts[(g.root, n)], 0) for n in names], 1).to(self.opts.device)
-                out[g.root] = consumer_mi.greedy_removal_scores(z, xs).cpu()
+                out[g.root] = self._rank(z, xs, [(n, outputs[n]) for n in names]).cpu()
                 self._details[g.root] = {"consumers": names, "scores": [round(float(v), 6) for v in out[g.root]]}
             else:
                 out[g.root] = _L1(tp_groups[g.root]).to(torch.float64)
@@ -447,6 +447,11 @@ class ConsumerMiCriterion(InformationCriterion):
             log.warning("consumer-mi: %d group(s) have no dense Conv2d or Linear reader and were ranked by L1: %s",
                         len(why), ", ".join(sorted(why)))
         return out
+
+    def _rank(self, z: torch.Tensor, xs: torch.Tensor, consumers: list) -> torch.Tensor:
+        """Scores from the consumers' outputs `z` and each channel's part `xs`; `consumers` lists the
+        readers in column order with the output channels sampled from each (None: all)."""
+        return consumer_mi.greedy_removal_scores(z, xs)
 
 
 # -- MI gradient ----------------------------------------------------------------------------------

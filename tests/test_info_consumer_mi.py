@@ -195,3 +195,24 @@ def test_the_removal_order_is_a_strict_order_even_where_the_loss_is_flat():
     scores = consumer_mi.greedy_removal_scores(z, x)
     assert len(set(scores.tolist())) == len(scores)
     assert set(torch.argsort(scores)[:2].tolist()) == {1, 4}
+
+
+def test_another_loss_and_output_weights_are_what_the_greedy_minimises():
+    """The variants the study compares (benchmarks/study_plugins.py) go through the same greedy."""
+    z, x = _toy()
+    w = torch.tensor([1.0, 0.0, 2.0, 0.5, 3.0], dtype=torch.float64)
+    corr = lambda rho: 1 - rho.clamp(0, 1)   # noqa: E731
+
+    def direct(removed):
+        zc = z - z.mean(0)
+        kept = zc - (x - x.mean(0))[:, :, removed].sum(2)
+        rho = (zc * kept).mean(0) / torch.sqrt((zc * zc).mean(0) * (kept * kept).mean(0))
+        return float((w * corr(rho)).sum())
+
+    scores = consumer_mi.greedy_removal_scores(z, x, corr, w)
+    order = torch.argsort(scores).tolist()
+    for t in range(1, x.shape[2]):
+        best = min(direct(order[:t - 1] + [j]) for j in range(x.shape[2]) if j not in order[:t - 1])
+        assert direct(order[:t]) == pytest.approx(best, rel=1e-9, abs=1e-12)
+    negative = consumer_mi.greedy_removal_scores(z, x, lambda rho: torch.log((1 - rho ** 2).clamp_min(1e-9)))
+    assert len(set(negative.tolist())) == x.shape[2] and float(negative.max()) < 0   # no clamp at zero

@@ -10,8 +10,8 @@ the full and the pruned output share the mutual information
 and the loss of a removal is sum_o exp(-2 I_o(S)) = sum_o (1 - rho_o(S)^2): the share of each output
 channel's variance the kept channels cannot carry. This is also what BatchNorm re-estimation after the
 consumer cannot restore: it gives every output channel back its mean and variance, not its correlation
-with the original. (Summing I_o itself instead rewards keeping already-perfect output channels: it
-measured 23 points worse, BENCHMARKS.md.)
+with the original. (Summing I_o itself weighs already near-perfect output channels as much as badly
+damaged ones, and measured 2.5 points worse one-shot, BENCHMARKS.md.)
 
 Channels are removed greedily, the one whose removal (together with those already removed) loses least
 first; a channel's score is the loss when it went, so a higher score means keep. Correlations come
@@ -99,11 +99,18 @@ def _padded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, pads, mode=mode)
 
 
-def greedy_removal_scores(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def information_lost(rho: torch.Tensor) -> torch.Tensor:
+    """exp(-2 I) = 1 - rho^2 per output, I the Gaussian MI between the full and the pruned output."""
+    return 1 - rho.clamp(0, 1) ** 2
+
+
+def greedy_removal_scores(z: torch.Tensor, x: torch.Tensor, loss=information_lost,
+                          weights: torch.Tensor | None = None) -> torch.Tensor:
     """Scores (C,) from the greedy removal order. `z` (M, O) are the consumers' outputs (without bias)
     at M positions, `x` (M, O, C) the part of them each candidate channel contributes (the rest of z
-    comes from channels that stay). A channel's score is the loss sum_o (1 - rho_o^2) at the step it
-    was removed, made non-decreasing along the order."""
+    comes from channels that stay). A channel's score is the removal's loss, sum_o weights_o x
+    loss(rho_o) (default: sum_o (1 - rho_o^2)), at the step it was removed, made increasing along the
+    order."""
     if x.dim() != 3 or z.shape != x.shape[:2] or x.shape[0] < 2:
         raise ValueError(f"need z (M, O) and x (M >= 2, O, C), got {tuple(z.shape)} and {tuple(x.shape)}")
     if not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(z).all())):
@@ -114,6 +121,7 @@ def greedy_removal_scores(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     var_z = (z * z).mean(0)
     live = var_z > 0                                        # a constant output channel carries nothing
     z, x, var_z = z[:, live], x[:, live], var_z[live]
+    w = weights[live].to(x)[:, None] if weights is not None else 1.0
     cov = torch.einsum("moi,moj->oij", x, x) / m            # O, C, C: cov(x_oi, x_oj)
     cov_zx = torch.einsum("mo,moj->oj", z, x) / m           # O, C: cov(z_o, x_oj)
     var_x = torch.diagonal(cov, dim1=1, dim2=2)             # O, C
@@ -123,16 +131,16 @@ def greedy_removal_scores(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     cov_removed_x = x.new_zeros(o, c)                       # cov(e_o, x_oj)
     left = torch.ones(c, dtype=torch.bool, device=x.device)
     scores = x.new_zeros(c)
-    worst = 0.0
+    worst = float("-inf")   # a loss may be negative (a log)
     for step in range(c):
         cz = cov_z_removed[:, None] + cov_zx                # with candidate j removed too
         ve = var_removed[:, None] + 2 * cov_removed_x + var_x
         var_kept = (var_z[:, None] - 2 * cz + ve).clamp_min(0)
         rho = (var_z[:, None] - cz) / torch.sqrt(var_z[:, None] * var_kept).clamp_min(1e-300)
-        loss = (1 - rho.clamp(0, 1) ** 2).sum(0) if o else x.new_zeros(c)
-        loss[~left] = float("inf")
-        j = int(torch.argmin(loss))
-        worst = max(worst, float(loss[j]))
+        lost = (w * loss(rho)).sum(0) if o else x.new_zeros(c)
+        lost[~left] = float("inf")
+        j = int(torch.argmin(lost))
+        worst = max(worst, float(lost[j]))
         scores[j] = worst + step * 1e-12   # strictly increasing: the lowest k are the first k removed
         cov_z_removed, var_removed = cz[:, j], ve[:, j]
         cov_removed_x = cov_removed_x + cov[:, j, :]
