@@ -111,6 +111,9 @@ class ConsumerOptions(ConsumerMiOptions):
     # greedy: the squared reconstruction error (ThiNet); energy: each channel's own contribution energy.
     mode: str = "r2"
     gamma: bool = False      # weight output channel o by the next BatchNorm's gamma_o^2 (r2, corr, gmi)
+    # weight output channel o by the branch's share of the residual sum it is added to,
+    # var(b_o) / var(b_o + s_o) (b: the BatchNorm after the consumer, s: the block's shortcut)
+    share: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -131,6 +134,7 @@ class ConsumerCriterion(ConsumerMiCriterion):
 
     def compute(self, pruner, groups, x, y):
         self._pruner = pruner   # for the BatchNorm after each consumer (gamma=true)
+        self._shares = _branch_shares(pruner, x, self.opts.batch_size) if self.opts.share else {}
         return super().compute(pruner, groups, x, y)
 
     def _rank(self, z, xs, consumers):
@@ -141,6 +145,8 @@ class ConsumerCriterion(ConsumerMiCriterion):
             return _squared_error_greedy(xs)
         weights = torch.cat([_following_gamma(self._pruner, name, outputs) for name, outputs in consumers]) \
             if self.opts.gamma else None
+        if self.opts.share:
+            weights = torch.cat([_share(self._shares, self._pruner, name, outputs) for name, outputs in consumers])
         return consumer_mi.greedy_removal_scores(z, xs, _LOSSES[mode], weights)
 
 
@@ -176,6 +182,77 @@ def _following_gamma(pruner, name: str, outputs) -> torch.Tensor:
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
             break
     return gamma if outputs is None else gamma[outputs]
+
+
+def _following_bn(pruner, name: str):
+    modules = dict(pruner.model.named_modules())
+    order = pruner.execution_order((torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d))
+    channels = modules[name].weight.shape[0]
+    for n in order[order.index(name) + 1:]:
+        m = modules[n]
+        if isinstance(m, torch.nn.BatchNorm2d) and m.num_features == channels:
+            return n
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            return None
+    return None
+
+
+def _branch_shares(pruner, x, batch_size) -> dict:
+    """{BatchNorm name: var(b) / var(b + s) per channel} for every block with a `shortcut` whose
+    branch ends in that BatchNorm (its output b added to the shortcut s of the block's input)."""
+    modules = dict(pruner.model.named_modules())
+    blocks = {n: m for n, m in modules.items() if hasattr(m, "shortcut")}
+    last_bn = {}
+    for n, m in blocks.items():
+        bns = [k for k, v in m.named_modules() if isinstance(v, torch.nn.BatchNorm2d) and "shortcut" not in k]
+        if bns:
+            last_bn[n] = f"{n}.{bns[-1]}"
+    seen, moments = {}, {}
+
+    def bn_hook(name):
+        def f(module, args, out):
+            seen[name] = out.detach().double()
+        return f
+
+    def block_hook(name):
+        def f(module, args, out):
+            b = seen.pop(last_bn[name])
+            s = module.shortcut(args[0]).detach().double()
+            if s.shape != b.shape:
+                return
+            acc = moments.setdefault(last_bn[name], [0, 0, 0, 0, 0])
+            t = b + s
+            acc[0] += b.shape[0] * b.shape[2] * b.shape[3]
+            acc[1] = acc[1] + b.sum((0, 2, 3)); acc[2] = acc[2] + (b * b).sum((0, 2, 3))
+            acc[3] = acc[3] + t.sum((0, 2, 3)); acc[4] = acc[4] + (t * t).sum((0, 2, 3))
+        return f
+
+    handles = [modules[bn].register_forward_hook(bn_hook(bn)) for bn in last_bn.values()]
+    handles += [blocks[n].register_forward_hook(block_hook(n)) for n in last_bn]
+    was = pruner.model.training
+    pruner.model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                pruner.model(x[i:i + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+        pruner.model.train(was)
+    out = {}
+    for bn, (n, sb, sbb, st, stt) in moments.items():
+        vb = sbb / n - (sb / n) ** 2
+        vt = stt / n - (st / n) ** 2
+        out[bn] = (vb / vt.clamp_min(1e-12)).clamp(0, 1)
+    return out
+
+
+def _share(shares: dict, pruner, name: str, outputs) -> torch.Tensor:
+    """The branch share of each (sampled) output channel of `name` (ones outside a residual block)."""
+    bn = _following_bn(pruner, name)
+    channels = dict(pruner.model.named_modules())[name].weight.shape[0]
+    w = shares.get(bn, torch.ones(channels, dtype=torch.float64)) if bn else torch.ones(channels, dtype=torch.float64)
+    return w if outputs is None else w[outputs]
 
 
 register_criterion("consumer", "consumer")(lambda o: ConsumerCriterion(_options(ConsumerOptions, "consumer", o)))
