@@ -71,11 +71,17 @@ register_criterion("fisher", "Fisher")(lambda o: FisherCriterion(_options(Fisher
 @dataclass
 class ComboOptions(_Common):
     info: str = "fisher"
-    weight: str = "l1"   # any registered criterion: score = weight_norm * info_norm ** power
+    weight: str = "l1"   # any registered criterion (options as for info): score = weight_norm * info_norm ** power
 
     def _check_weight(self) -> None:
-        if self.weight not in criterion_names():
+        if self.weight.partition("/")[0] not in criterion_names():
             raise ValueError(f"unknown weight criterion {self.weight!r}; choose one of {', '.join(criterion_names())}")
+
+
+def _inner(text: str) -> tuple[str, dict]:
+    """`name/key~value+key~value` -> (name, options): a criterion inside a combo configuration."""
+    name, _, rest = text.partition("/")
+    return name, dict(s.split("~") for s in rest.split("+") if s)
 
 
 class ComboCriterion(InformationCriterion):
@@ -84,9 +90,9 @@ class ComboCriterion(InformationCriterion):
 
     def __init__(self, opts):
         super().__init__(opts)
-        self.w = make_criterion(opts.weight)
-        name, _, rest = opts.info.partition("/")
-        kv = dict(s.split("~") for s in rest.split("+") if s)
+        name, kv = _inner(opts.weight)
+        self.w = make_criterion(name, kv)
+        name, kv = _inner(opts.info)
         kv.setdefault("weight", "none")   # the inner criterion alone (cmi and capacity-independence default to l1)
         self.i = make_criterion(name, kv)
 
@@ -111,9 +117,6 @@ class ConsumerOptions(ConsumerMiOptions):
     # greedy: the squared reconstruction error (ThiNet); energy: each channel's own contribution energy.
     mode: str = "r2"
     gamma: bool = False      # weight output channel o by the next BatchNorm's gamma_o^2 (r2, corr, gmi)
-    # weight output channel o by the branch's share of the residual sum it is added to,
-    # var(b_o) / var(b_o + s_o) (b: the BatchNorm after the consumer, s: the block's shortcut)
-    share: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -134,7 +137,6 @@ class ConsumerCriterion(ConsumerMiCriterion):
 
     def compute(self, pruner, groups, x, y):
         self._pruner = pruner   # for the BatchNorm after each consumer (gamma=true)
-        self._shares = _branch_shares(pruner, x, self.opts.batch_size) if self.opts.share else {}
         return super().compute(pruner, groups, x, y)
 
     def _rank(self, z, xs, consumers):
@@ -143,10 +145,10 @@ class ConsumerCriterion(ConsumerMiCriterion):
             return xs.pow(2).mean((0, 1))
         if mode == "greedy":
             return _squared_error_greedy(xs)
-        weights = torch.cat([_following_gamma(self._pruner, name, outputs) for name, outputs in consumers]) \
-            if self.opts.gamma else None
-        if self.opts.share:
-            weights = torch.cat([_share(self._shares, self._pruner, name, outputs) for name, outputs in consumers])
+        weights = self._weights   # the residual shares (residual=true, the default), or None
+        if self.opts.gamma:
+            gamma = torch.cat([_following_gamma(self._pruner, name, outputs) for name, outputs in consumers])
+            weights = gamma if weights is None else weights * gamma.to(weights)
         return consumer_mi.greedy_removal_scores(z, xs, _LOSSES[mode], weights)
 
 
@@ -182,77 +184,6 @@ def _following_gamma(pruner, name: str, outputs) -> torch.Tensor:
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
             break
     return gamma if outputs is None else gamma[outputs]
-
-
-def _following_bn(pruner, name: str):
-    modules = dict(pruner.model.named_modules())
-    order = pruner.execution_order((torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d))
-    channels = modules[name].weight.shape[0]
-    for n in order[order.index(name) + 1:]:
-        m = modules[n]
-        if isinstance(m, torch.nn.BatchNorm2d) and m.num_features == channels:
-            return n
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-            return None
-    return None
-
-
-def _branch_shares(pruner, x, batch_size) -> dict:
-    """{BatchNorm name: var(b) / var(b + s) per channel} for every block with a `shortcut` whose
-    branch ends in that BatchNorm (its output b added to the shortcut s of the block's input)."""
-    modules = dict(pruner.model.named_modules())
-    blocks = {n: m for n, m in modules.items() if hasattr(m, "shortcut")}
-    last_bn = {}
-    for n, m in blocks.items():
-        bns = [k for k, v in m.named_modules() if isinstance(v, torch.nn.BatchNorm2d) and "shortcut" not in k]
-        if bns:
-            last_bn[n] = f"{n}.{bns[-1]}"
-    seen, moments = {}, {}
-
-    def bn_hook(name):
-        def f(module, args, out):
-            seen[name] = out.detach().double()
-        return f
-
-    def block_hook(name):
-        def f(module, args, out):
-            b = seen.pop(last_bn[name])
-            s = module.shortcut(args[0]).detach().double()
-            if s.shape != b.shape:
-                return
-            acc = moments.setdefault(last_bn[name], [0, 0, 0, 0, 0])
-            t = b + s
-            acc[0] += b.shape[0] * b.shape[2] * b.shape[3]
-            acc[1] = acc[1] + b.sum((0, 2, 3)); acc[2] = acc[2] + (b * b).sum((0, 2, 3))
-            acc[3] = acc[3] + t.sum((0, 2, 3)); acc[4] = acc[4] + (t * t).sum((0, 2, 3))
-        return f
-
-    handles = [modules[bn].register_forward_hook(bn_hook(bn)) for bn in last_bn.values()]
-    handles += [blocks[n].register_forward_hook(block_hook(n)) for n in last_bn]
-    was = pruner.model.training
-    pruner.model.eval()
-    try:
-        with torch.no_grad():
-            for i in range(0, len(x), batch_size):
-                pruner.model(x[i:i + batch_size])
-    finally:
-        for h in handles:
-            h.remove()
-        pruner.model.train(was)
-    out = {}
-    for bn, (n, sb, sbb, st, stt) in moments.items():
-        vb = sbb / n - (sb / n) ** 2
-        vt = stt / n - (st / n) ** 2
-        out[bn] = (vb / vt.clamp_min(1e-12)).clamp(0, 1)
-    return out
-
-
-def _share(shares: dict, pruner, name: str, outputs) -> torch.Tensor:
-    """The branch share of each (sampled) output channel of `name` (ones outside a residual block)."""
-    bn = _following_bn(pruner, name)
-    channels = dict(pruner.model.named_modules())[name].weight.shape[0]
-    w = shares.get(bn, torch.ones(channels, dtype=torch.float64)) if bn else torch.ones(channels, dtype=torch.float64)
-    return w if outputs is None else w[outputs]
 
 
 register_criterion("consumer", "consumer")(lambda o: ConsumerCriterion(_options(ConsumerOptions, "consumer", o)))

@@ -22,7 +22,7 @@ import torch_pruning as tp
 from .criteria import Criterion, mean_normalised, register_criterion
 from .errors import CalibrationError, InputError
 from .info import capacity as cap
-from .info import consumer_mi
+from .info import consumer_mi, residual_share
 from .info_allocation import output_information_scales
 from .info.cmi import CmiConfig, layer_distances, rank_layers
 from .info.features import collect_features
@@ -360,6 +360,9 @@ class ConsumerMiOptions(_Common):
     samples: int = 512       # sampled positions (image, location) per consumer
     batch_size: int = 64     # calibration images per forward pass
     seed: int = 0
+    # weight each consumer output channel that feeds a residual addition by its share of the sum,
+    # var(branch) / var(sum) (compress/info/residual_share.py)
+    residual: bool = True
 
     def __post_init__(self):
         super().__post_init__()
@@ -393,6 +396,8 @@ class ConsumerMiCriterion(InformationCriterion):
             for n, idxs, root_idxs in usable.get(g.root, []):
                 by_consumer.setdefault(n, []).append((g, torch.tensor(idxs), torch.tensor(root_idxs)))
         gen = torch.Generator().manual_seed(self.opts.seed)
+        self._out_channels = {n: modules[n].weight.shape[0] for n in by_consumer}
+        self._weights = None
         limit = {n: min(consumer_mi.outputs_per_consumer(g.channels, len(usable[g.root])) for g, _, _ in gs)
                  for n, gs in by_consumer.items()}
         outputs = {n: consumer_mi.output_subset(modules[n], gen, limit[n]) for n in sorted(by_consumer)}
@@ -425,6 +430,12 @@ class ConsumerMiCriterion(InformationCriterion):
                 h.remove()
             model.train(was_training)
         tp_groups = pruner.root_groups_by_name()
+        shares, untraced = {}, None
+        if self.opts.residual and by_consumer:
+            shares, untraced = residual_share.branch_shares(model, x, set(by_consumer), self.opts.batch_size)
+            if untraced:
+                log.warning("consumer-mi: %s; output channels weighted equally (criterion option residual=false "
+                            "silences this)", untraced)
         out = {}
         for g in groups:   # a reader that did not run, or ran more than once per pass, cannot be paired up
             rows = {sum(len(t) for t in z_parts[n]) for n, _, _ in usable.get(g.root, [])}
@@ -437,8 +448,12 @@ class ConsumerMiCriterion(InformationCriterion):
                 names = [n for n, _, _ in usable[g.root]]
                 z = torch.cat([torch.cat(z_parts[n], 0) for n in names], 1).to(self.opts.device)
                 xs = torch.cat([torch.cat(x_parts[(g.root, n)], 0) for n in names], 1).to(self.opts.device)
+                self._weights = self._output_weights(names, outputs, shares)
                 out[g.root] = self._rank(z, xs, [(n, outputs[n]) for n in names]).cpu()
-                self._details[g.root] = {"consumers": names, "scores": [round(float(v), 6) for v in out[g.root]]}
+                self._details[g.root] = {"consumers": names, "residual_weighted": sorted(set(names) & set(shares)),
+                                         "scores": [round(float(v), 6) for v in out[g.root]]}
+                if untraced:
+                    self._details[g.root]["residual_untraced"] = untraced
             else:
                 out[g.root] = _L1(tp_groups[g.root]).to(torch.float64)
                 self._details[g.root] = {"why": why[g.root]}
@@ -451,7 +466,19 @@ class ConsumerMiCriterion(InformationCriterion):
     def _rank(self, z: torch.Tensor, xs: torch.Tensor, consumers: list) -> torch.Tensor:
         """Scores from the consumers' outputs `z` and each channel's part `xs`; `consumers` lists the
         readers in column order with the output channels sampled from each (None: all)."""
-        return consumer_mi.greedy_removal_scores(z, xs)
+        return consumer_mi.greedy_removal_scores(z, xs, weights=self._weights)
+
+    def _output_weights(self, names, outputs, shares) -> torch.Tensor | None:
+        """Per column of z: the output channel's residual share (1 where its consumer ends no residual
+        branch); None when no consumer does."""
+        if not any(n in shares for n in names):
+            return None
+        parts = []
+        for n in names:
+            channels = outputs[n] if outputs[n] is not None else torch.arange(self._out_channels[n])
+            share = shares.get(n)
+            parts.append(share[channels] if share is not None else torch.ones(len(channels), dtype=torch.float64))
+        return torch.cat(parts).to(self.opts.device)
 
 
 # -- MI gradient ----------------------------------------------------------------------------------
