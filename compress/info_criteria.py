@@ -81,6 +81,10 @@ class _Common:
     # With weight=l1: score = magnitude x information ** power (each divided by its layer mean). Below 1
     # the information term only re-orders channels of similar magnitude.
     power: float = 1.0
+    # How many channels each layer keeps: "own" lets the knapsack read this criterion's scores; "l1"
+    # hands it the layer's L1 scores re-assigned in this criterion's order, so magnitude sets each
+    # layer's width (as the l1 criterion would) and information picks which channels fill it.
+    widths: str = "own"
 
     def _check_weight(self) -> None:
         if self.weight not in WEIGHTS:
@@ -100,6 +104,16 @@ class _Common:
             raise ValueError(f"unknown label kernel {self.labels!r}; choose one of {', '.join(LABEL_KERNELS)}")
         if self.min_samples < 4:
             raise ValueError("min_samples must be at least 4")
+        if self.widths not in ("own", "l1"):
+            raise ValueError(f"unknown widths {self.widths!r}; choose own or l1")
+
+
+def in_order_of(order: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """`values` re-assigned so that they rank like `order`: the k-th lowest of `order` gets the k-th
+    lowest value. The set of values (what the knapsack weighs layers by) is unchanged."""
+    out = torch.empty_like(values, dtype=torch.float64)
+    out[torch.argsort(order.to(torch.float64), stable=True)] = torch.sort(values.to(torch.float64)).values
+    return out
 
 
 # -- the shared machinery -------------------------------------------------------------------------
@@ -164,12 +178,14 @@ class InformationCriterion(Criterion):
         if info.root not in self._scores:
             raise CalibrationError(f"{self.name}: {info.root} was not scored; the criterion was not prepared with data")
         s = self._scores[info.root][info.kept]
-        if self.opts.weight == "none":
-            return s.to(torch.float32)
-        # Magnitude says how much a channel contributes, information how much of that is worth keeping
-        # (BENCHMARKS.md, "Information criteria study"): each term normalised by its layer mean, so the
-        # product has the same scale in every layer.
-        return (mean_normalised(_L1(group)) * mean_normalised(s) ** self.opts.power).to(torch.float32)
+        if self.opts.weight != "none":
+            # Magnitude says how much a channel contributes, information how much of that is worth keeping
+            # (BENCHMARKS.md, "Information criteria study"): each term normalised by its layer mean, so the
+            # product has the same scale in every layer.
+            s = mean_normalised(_L1(group)) * mean_normalised(s) ** self.opts.power
+        if self.opts.widths == "l1":
+            s = in_order_of(s, _L1(group))
+        return s.to(torch.float32)
 
     def allocation(self):
         return self._alloc

@@ -216,3 +216,26 @@ def test_another_loss_and_output_weights_are_what_the_greedy_minimises():
         assert direct(order[:t]) == pytest.approx(best, rel=1e-9, abs=1e-12)
     negative = consumer_mi.greedy_removal_scores(z, x, lambda rho: torch.log((1 - rho ** 2).clamp_min(1e-9)))
     assert len(set(negative.tolist())) == x.shape[2] and float(negative.max()) < 0   # no clamp at zero
+
+
+def test_widths_l1_hands_the_knapsack_l1_values_in_the_information_order():
+    """widths=l1: the knapsack sees the layer's L1 values (so it sizes layers as for l1), ordered as
+    the information ranks the channels (so information picks which ones stay)."""
+    from compress.info_criteria import in_order_of
+    order = torch.tensor([0.3, 0.1, 0.9, 0.5])
+    values = torch.tensor([10.0, 40.0, 20.0, 30.0])
+    assert in_order_of(order, values).tolist() == [20.0, 10.0, 40.0, 30.0]
+
+    torch.manual_seed(0)
+    net = _Net().eval()
+    x = torch.randn(64, 3, 12, 12)
+    scores = {}
+    for widths in ("own", "l1"):
+        crit = make_criterion("consumer-mi", {"widths": widths})
+        pruner = ChannelPruner(net, x[:1], crit, 1, 1)
+        crit.prepare(pruner, x, None)
+        scores[widths] = crit.scores(pruner, pruner.groups["conv1"], pruner.root_groups_by_name()["conv1"])
+        l1 = make_criterion("l1").scores(pruner, pruner.groups["conv1"], pruner.root_groups_by_name()["conv1"])
+    assert torch.equal(torch.argsort(scores["own"]), torch.argsort(scores["l1"]))
+    assert torch.allclose(torch.sort(scores["l1"]).values, torch.sort(l1.float()).values)
+    assert not torch.allclose(torch.sort(scores["own"]).values, torch.sort(l1.float()).values)
