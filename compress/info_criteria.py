@@ -610,4 +610,5 @@ _register("capacity-independence", CapacityCriterion, CapacityOptions,
           "information capacity (entropy) plus independence (nuclear-norm contribution) (Tang et al.; CHIP)")
 _register("consumer-mi", ConsumerMiCriterion, ConsumerMiOptions,
           "greedy removal keeping the most Gaussian mutual information between each consumer layer's output "
-          "with and without the channels (what BatchNorm re-estimation cannot restore)")
+          "with and without the channels (what BatchNorm re-estimation cannot restore), each output channel "
+          "weighted by its share of the residual sum it joins")
