@@ -19,11 +19,7 @@ from benchmarks.info_study import _tensors, MODELS, prune_one, _top1
 from compress.budget import Budget
 from compress.model_io import load_model
 from compress.recovery import RecoveryOptions, recover
-torch.set_num_threads(2)
-arch = sys.argv[1]; seeds = [int(s) for s in sys.argv[2].split(',')]; configs = sys.argv[3].split(';')
-refs = json.load(open(sys.argv[4]))['reference']
-orig = load_model(MODELS[arch], arch, {}, False).module.eval()
-test = _tensors(arch, 'test', 5000, 12345)
+
 
 def equalise(model):
     mods = list(model.named_modules())
@@ -35,14 +31,26 @@ def equalise(model):
                 m1.weight.mul_(a.view(-1, 1, 1, 1))
                 m2.running_mean.mul_(a); m2.running_var.mul_(a * a)
 
-for seed in seeds:
-    for config in configs:
-        torch.manual_seed(seed)
-        d = _tensors(arch, 'train', 256, 1000 + seed)
-        model, ev, ctx, _ = prune_one(config, (d.x, d.y), Budget(latency_ms=refs[str(seed)]['predicted_ms']), orig)
-        before = _top1(model, test)
-        equalise(model)
-        after_eq = _top1(model, test)
-        tr = _tensors(arch, 'train', 5000, 2000 + seed)
-        recover(model, copy.deepcopy(orig), (tr.x, None), RecoveryOptions(epochs=1.0, lr=0.01, seed=seed), progress=False)
-        print(json.dumps({'seed': seed, 'config': config, 'one_shot': before, 'after_equalise': after_eq, 'recovered_equalised': _top1(model, test)}), flush=True)
+
+def main():
+    torch.set_num_threads(2)
+    arch = sys.argv[1]; seeds = [int(s) for s in sys.argv[2].split(',')]; configs = sys.argv[3].split(';')
+    refs = json.load(open(sys.argv[4]))['reference']
+    orig = load_model(MODELS[arch], arch, {}, False).module.eval()
+    test = _tensors(arch, 'test', 5000, 12345)
+
+    for seed in seeds:
+        for config in configs:
+            torch.manual_seed(seed)
+            d = _tensors(arch, 'train', 256, 1000 + seed)
+            model, ev, ctx, _ = prune_one(config, (d.x, d.y), Budget(latency_ms=refs[str(seed)]['predicted_ms']), orig)
+            before = _top1(model, test)
+            equalise(model)
+            after_eq = _top1(model, test)
+            tr = _tensors(arch, 'train', 5000, 2000 + seed)
+            recover(model, copy.deepcopy(orig), (tr.x, None), RecoveryOptions(epochs=1.0, lr=0.01, seed=seed), progress=False)
+            print(json.dumps({'seed': seed, 'config': config, 'one_shot': before, 'after_equalise': after_eq, 'recovered_equalised': _top1(model, test)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
