@@ -493,7 +493,9 @@ class ConsumerMiCriterion(InformationCriterion):
         for n in names:
             channels = outputs[n] if outputs[n] is not None else torch.arange(self._out_channels[n])
             share = shares.get(n)
-            parts.append(share[channels] if share is not None else torch.ones(len(channels), dtype=torch.float64))
+            if share is None or len(share) != self._out_channels[n]:   # not this consumer's channels
+                share = torch.ones(self._out_channels[n], dtype=torch.float64)
+            parts.append(share[channels.cpu()])
         return torch.cat(parts).to(self.opts.device)
 
 

@@ -127,3 +127,20 @@ def test_untraceable_models_still_rank_and_say_why(caplog):
         crit.prepare(pruner, x, None)
     assert "torch.fx cannot trace" in caplog.text and "residual=false" in caplog.text
     assert "torch.fx cannot trace" in crit.details()["layers"]["conv1"]["residual_untraced"]
+
+
+def test_linear_branches_count_and_token_layouts_are_left_out():
+    class Mlp(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.head = nn.Linear(6, 12), nn.Linear(12, 6), nn.Linear(6, 2)
+
+        def forward(self, x):   # (N, 6), or (N, L, 6) tokens whose channels are on the last dim
+            return self.head(x + self.fc2(torch.relu(self.fc1(x))))
+
+    torch.manual_seed(0)
+    net = Mlp().eval()
+    shares, why = branch_shares(net, torch.randn(50, 6), {"fc1", "fc2"})
+    assert why is None and set(shares) == {"fc2"} and shares["fc2"].shape == (6,)
+    shares, _ = branch_shares(net, torch.randn(50, 5, 6), {"fc2"})
+    assert shares == {}

@@ -51,8 +51,9 @@ def branch_ends(gm: fx.GraphModule, consumers: set[str]) -> dict[str, tuple[str,
 
 def branch_shares(model: nn.Module, x: torch.Tensor, consumers: set[str], batch_size: int = 64,
                   ) -> tuple[dict[str, torch.Tensor], str | None]:
-    """({consumer: var(b) / var(b + s) per output channel, float64}, None) for the consumers that end a
-    residual branch, measured on `x`; ({}, why) when the model cannot be traced."""
+    """({consumer: var(b) / var(b + s) per output channel, float64 on the CPU}, None) for the consumers
+    that end a residual branch, measured on `x`; ({}, why) when the model cannot be traced. Only
+    (N, C) and (N, C, H, W) sums count (channels on dim 1)."""
     try:
         gm = fx.symbolic_trace(model)
     except Exception as e:   # data-dependent control flow, untraceable ops: no shares, said by the caller
@@ -73,7 +74,7 @@ def branch_shares(model: nn.Module, x: torch.Tensor, consumers: set[str], batch_
             result = super().run_node(n)
             for name, b in branches:
                 t = result.detach().double()
-                if b.shape != t.shape or b.dim() < 2:
+                if b.shape != t.shape or b.dim() not in (2, 4):   # (N, C) or (N, C, H, W): channels on dim 1
                     continue
                 dims = [d for d in range(b.dim()) if d != 1]
                 acc = sums.setdefault(name, [0, 0.0, 0.0, 0.0, 0.0])
@@ -97,5 +98,5 @@ def branch_shares(model: nn.Module, x: torch.Tensor, consumers: set[str], batch_
     for name, (n, s1, s2, t1, t2) in sums.items():
         var_b = s2 / n - (s1 / n) ** 2
         var_t = t2 / n - (t1 / n) ** 2
-        shares[name] = torch.where(var_t > 0, var_b / var_t.clamp_min(1e-300), torch.ones_like(var_t)).clamp(0, 1)
+        shares[name] = torch.where(var_t > 0, var_b / var_t.clamp_min(1e-300), torch.ones_like(var_t)).clamp(0, 1).cpu()
     return shares, None
