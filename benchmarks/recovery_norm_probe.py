@@ -22,8 +22,8 @@ from compress.recovery import RecoveryOptions, recover
 
 
 def equalise(model):
-    mods = list(model.named_modules())
-    for (n1, m1), (n2, m2) in zip(mods, mods[1:]):
+    mods = list(model.modules())
+    for m1, m2 in zip(mods, mods[1:]):
         if isinstance(m1, torch.nn.Conv2d) and isinstance(m2, torch.nn.BatchNorm2d) and m1.out_channels == m2.num_features and m1.bias is None:
             with torch.no_grad():
                 norms = m1.weight.flatten(1).norm(dim=1)
@@ -48,7 +48,7 @@ def main():
             equalise(model)
             after_eq = _top1(model, test)
             tr = _tensors(arch, 'train', 5000, 2000 + seed)
-            recover(model, copy.deepcopy(orig), (tr.x, None), RecoveryOptions(epochs=1.0, lr=0.01, seed=seed), progress=False)
+            recover(model, copy.deepcopy(orig), (tr.x, None), RecoveryOptions(seed=seed), progress=False)
             print(json.dumps({'seed': seed, 'config': config, 'one_shot': before, 'after_equalise': after_eq, 'recovered_equalised': _top1(model, test)}), flush=True)
 
 

@@ -139,14 +139,13 @@ class ConsumerCriterion(ConsumerMiCriterion):
         self._pruner = pruner   # for the BatchNorm after each consumer (gamma=true)
         return super().compute(pruner, groups, x, y)
 
-    def _rank(self, z, xs, consumers):
+    def _rank(self, z, xs, consumers, weights):
         mode = self.opts.mode
         if mode == "energy":
             return xs.pow(2).mean((0, 1))
         if mode == "greedy":
             return _squared_error_greedy(xs)
-        weights = self._weights   # the residual shares (residual=true, the default), or None
-        if self.opts.gamma:
+        if self.opts.gamma:   # on top of the residual shares (residual=true, the default)
             gamma = torch.cat([_following_gamma(self._pruner, name, outputs) for name, outputs in consumers])
             weights = gamma if weights is None else weights * gamma.to(weights)
         return consumer_mi.greedy_removal_scores(z, xs, _LOSSES[mode], weights)

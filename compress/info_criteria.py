@@ -178,13 +178,14 @@ class InformationCriterion(Criterion):
         if info.root not in self._scores:
             raise CalibrationError(f"{self.name}: {info.root} was not scored; the criterion was not prepared with data")
         s = self._scores[info.root][info.kept]
+        l1 = _L1(group) if self.opts.weight != "none" or self.opts.widths == "l1" else None
         if self.opts.weight != "none":
             # Magnitude says how much a channel contributes, information how much of that is worth keeping
             # (BENCHMARKS.md, "Information criteria study"): each term normalised by its layer mean, so the
             # product has the same scale in every layer.
-            s = mean_normalised(_L1(group)) * mean_normalised(s) ** self.opts.power
+            s = mean_normalised(l1) * mean_normalised(s) ** self.opts.power
         if self.opts.widths == "l1":
-            s = in_order_of(s, _L1(group))
+            s = in_order_of(s, l1)
         return s.to(torch.float32)
 
     def allocation(self):
@@ -412,8 +413,6 @@ class ConsumerMiCriterion(InformationCriterion):
             for n, idxs, root_idxs in usable.get(g.root, []):
                 by_consumer.setdefault(n, []).append((g, torch.tensor(idxs), torch.tensor(root_idxs)))
         gen = torch.Generator().manual_seed(self.opts.seed)
-        self._out_channels = {n: modules[n].weight.shape[0] for n in by_consumer}
-        self._weights = None
         limit = {n: min(consumer_mi.outputs_per_consumer(g.channels, len(usable[g.root])) for g, _, _ in gs)
                  for n, gs in by_consumer.items()}
         outputs = {n: consumer_mi.output_subset(modules[n], gen, limit[n]) for n in sorted(by_consumer)}
@@ -432,6 +431,12 @@ class ConsumerMiCriterion(InformationCriterion):
                     x_parts[(g.root, name)].append(part.cpu())
             return capture
 
+        # the same pass measures the residual shares when they are asked for
+        run = residual_share.BranchShares(model, set(by_consumer)) if self.opts.residual and by_consumer else model
+        untraced = getattr(run, "why", None)
+        if untraced:
+            log.warning("consumer-mi: %s; output channels weighted equally (criterion option residual=false "
+                        "silences this)", untraced)
         handles = [modules[n].register_forward_pre_hook(hook(n)) for n in sorted(by_consumer)]
         was_training = model.training
         model.eval()
@@ -440,18 +445,13 @@ class ConsumerMiCriterion(InformationCriterion):
                 for i in range(0, len(x), self.opts.batch_size):
                     batch = x[i:i + self.opts.batch_size]
                     per_batch[0] = max(2, -(-self.opts.samples * len(batch) // len(x)))
-                    model(batch)
+                    run(batch)
         finally:
             for h in handles:
                 h.remove()
             model.train(was_training)
+        shares = run.shares() if run is not model else {}
         tp_groups = pruner.root_groups_by_name()
-        shares, untraced = {}, None
-        if self.opts.residual and by_consumer:
-            shares, untraced = residual_share.branch_shares(model, x, set(by_consumer), self.opts.batch_size)
-            if untraced:
-                log.warning("consumer-mi: %s; output channels weighted equally (criterion option residual=false "
-                            "silences this)", untraced)
         out = {}
         for g in groups:   # a reader that did not run, or ran more than once per pass, cannot be paired up
             rows = {sum(len(t) for t in z_parts[n]) for n, _, _ in usable.get(g.root, [])}
@@ -464,8 +464,9 @@ class ConsumerMiCriterion(InformationCriterion):
                 names = [n for n, _, _ in usable[g.root]]
                 z = torch.cat([torch.cat(z_parts[n], 0) for n in names], 1).to(self.opts.device)
                 xs = torch.cat([torch.cat(x_parts[(g.root, n)], 0) for n in names], 1).to(self.opts.device)
-                self._weights = self._output_weights(names, outputs, shares)
-                out[g.root] = self._rank(z, xs, [(n, outputs[n]) for n in names]).cpu()
+                weights = _output_weights(names, outputs, shares, modules)
+                out[g.root] = self._rank(z, xs, [(n, outputs[n]) for n in names],
+                                         None if weights is None else weights.to(self.opts.device)).cpu()
                 self._details[g.root] = {"consumers": names, "residual_weighted": sorted(set(names) & set(shares)),
                                          "scores": [round(float(v), 6) for v in out[g.root]]}
                 if untraced:
@@ -479,24 +480,25 @@ class ConsumerMiCriterion(InformationCriterion):
                         len(why), ", ".join(sorted(why)))
         return out
 
-    def _rank(self, z: torch.Tensor, xs: torch.Tensor, consumers: list) -> torch.Tensor:
+    def _rank(self, z: torch.Tensor, xs: torch.Tensor, consumers: list, weights: torch.Tensor | None) -> torch.Tensor:
         """Scores from the consumers' outputs `z` and each channel's part `xs`; `consumers` lists the
-        readers in column order with the output channels sampled from each (None: all)."""
-        return consumer_mi.greedy_removal_scores(z, xs, weights=self._weights)
+        readers in column order with the output channels sampled from each (None: all); `weights` the
+        residual share of each column of `z` (None: equal)."""
+        return consumer_mi.greedy_removal_scores(z, xs, weights=weights)
 
-    def _output_weights(self, names, outputs, shares) -> torch.Tensor | None:
-        """Per column of z: the output channel's residual share (1 where its consumer ends no residual
-        branch); None when no consumer does."""
-        if not any(n in shares for n in names):
-            return None
-        parts = []
-        for n in names:
-            channels = outputs[n] if outputs[n] is not None else torch.arange(self._out_channels[n])
-            share = shares.get(n)
-            if share is None or len(share) != self._out_channels[n]:   # not this consumer's channels
-                share = torch.ones(self._out_channels[n], dtype=torch.float64)
-            parts.append(share[channels.cpu()])
-        return torch.cat(parts).to(self.opts.device)
+
+def _output_weights(names, outputs, shares, modules) -> torch.Tensor | None:
+    """Per column of z: the output channel's residual share (1 where its consumer ends no residual
+    branch); None when no consumer does."""
+    if not any(n in shares for n in names):
+        return None
+    parts = []
+    for n in names:
+        share = shares.get(n)
+        if share is None:
+            share = torch.ones(modules[n].weight.shape[0], dtype=torch.float64)
+        parts.append(share if outputs[n] is None else share[outputs[n]])
+    return torch.cat(parts)
 
 
 # -- MI gradient ----------------------------------------------------------------------------------

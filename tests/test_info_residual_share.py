@@ -11,8 +11,17 @@ import torch.fx as fx
 import torch.nn as nn
 
 from compress.criteria import make_criterion
-from compress.info.residual_share import branch_ends, branch_shares
+from compress.info.residual_share import BranchShares, branch_ends
 from compress.pruning import ChannelPruner
+
+
+def branch_shares(model, x, consumers, batch_size=64):
+    """The shares over `x` in batches, and why there are none; the model's outputs must be unchanged."""
+    rec = BranchShares(model, consumers)
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            assert torch.equal(rec(x[i:i + batch_size]), model(x[i:i + batch_size]))
+    return rec.shares(), rec.why
 
 
 class _Block(nn.Module):
@@ -129,7 +138,7 @@ def test_untraceable_models_still_rank_and_say_why(caplog):
     assert "torch.fx cannot trace" in crit.details()["layers"]["conv1"]["residual_untraced"]
 
 
-def test_linear_branches_count_and_token_layouts_are_left_out():
+def test_linear_branches_count_with_their_channels_on_the_last_dimension():
     class Mlp(nn.Module):
         def __init__(self):
             super().__init__()
@@ -142,5 +151,9 @@ def test_linear_branches_count_and_token_layouts_are_left_out():
     net = Mlp().eval()
     shares, why = branch_shares(net, torch.randn(50, 6), {"fc1", "fc2"})
     assert why is None and set(shares) == {"fc2"} and shares["fc2"].shape == (6,)
-    shares, _ = branch_shares(net, torch.randn(50, 5, 6), {"fc2"})
-    assert shares == {}
+    tokens = torch.randn(50, 5, 6)   # (N, L, C): a Linear's channels are the last dimension
+    shares, _ = branch_shares(net, tokens, {"fc2"})
+    with torch.no_grad():
+        b = net.fc2(torch.relu(net.fc1(tokens))).double()
+    expect = b.var((0, 1), unbiased=False) / (b + tokens.double()).var((0, 1), unbiased=False)
+    assert shares["fc2"].shape == (6,) and torch.allclose(shares["fc2"], expect, rtol=1e-6)

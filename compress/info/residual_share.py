@@ -49,54 +49,63 @@ def branch_ends(gm: fx.GraphModule, consumers: set[str]) -> dict[str, tuple[str,
     return out
 
 
-def branch_shares(model: nn.Module, x: torch.Tensor, consumers: set[str], batch_size: int = 64,
-                  ) -> tuple[dict[str, torch.Tensor], str | None]:
-    """({consumer: var(b) / var(b + s) per output channel, float64 on the CPU}, None) for the consumers
-    that end a residual branch, measured on `x`; ({}, why) when the model cannot be traced. Only
-    (N, C) and (N, C, H, W) sums count (channels on dim 1)."""
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception as e:   # data-dependent control flow, untraceable ops: no shares, said by the caller
-        return {}, f"torch.fx cannot trace the model ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
-    ends = branch_ends(gm, consumers)
-    if not ends:
-        return {}, None
-    by_add = {}
-    for name, (add, index) in ends.items():
-        by_add.setdefault(add, []).append((name, index))
-    sums: dict[str, list] = {}
+class BranchShares:
+    """Runs `model` (traced by torch.fx) batch by batch and measures, for every consumer in `consumers`
+    that ends a residual branch, var(b) / var(b + s) per output channel. Calling it runs the model's
+    forward, module hooks included, so a caller that needs a pass over the data anyway gets the shares
+    from the same pass. `why` says why there are none when the model cannot be traced (it then runs
+    the model as it is)."""
 
-    class _Recorder(fx.Interpreter):
-        def run_node(self, n):
-            # copied before the add runs: an in-place add (`out += shortcut`) overwrites the branch
-            branches = [(name, self.env[n.args[index]].detach().to(torch.float64, copy=True))
-                        for name, index in by_add.get(n.name, [])]
-            result = super().run_node(n)
-            for name, b in branches:
-                t = result.detach().double()
-                if b.shape != t.shape or b.dim() not in (2, 4):   # (N, C) or (N, C, H, W): channels on dim 1
-                    continue
-                dims = [d for d in range(b.dim()) if d != 1]
-                acc = sums.setdefault(name, [0, 0.0, 0.0, 0.0, 0.0])
-                acc[0] += b.numel() // b.shape[1]
-                acc[1] = acc[1] + b.sum(dims)
-                acc[2] = acc[2] + (b * b).sum(dims)
-                acc[3] = acc[3] + t.sum(dims)
-                acc[4] = acc[4] + (t * t).sum(dims)
-            return result
+    def __init__(self, model: nn.Module, consumers: set[str]):
+        self.model, self.why, self._sums = model, None, {}
+        try:
+            gm = fx.symbolic_trace(model)
+        except Exception as e:   # data-dependent control flow, untraceable ops: no shares, said by the caller
+            self.why = f"torch.fx cannot trace the model ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+            self._interpreter = None
+            return
+        modules = dict(gm.named_modules())
+        self._by_add: dict[str, list] = {}
+        for name, (add, index) in branch_ends(gm, consumers).items():
+            # a Linear's output channels are its last dimension (tokens, channels-last maps), a conv's dim 1
+            dim = -1 if isinstance(modules[name], nn.Linear) else 1
+            self._by_add.setdefault(add, []).append((name, index, dim))
+        self._interpreter = _Recorder(gm, self) if self._by_add else None
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            rec = _Recorder(gm)
-            for i in range(0, len(x), batch_size):
-                rec.run(x[i:i + batch_size])
-    finally:
-        model.train(was_training)
-    shares = {}
-    for name, (n, s1, s2, t1, t2) in sums.items():
-        var_b = s2 / n - (s1 / n) ** 2
-        var_t = t2 / n - (t1 / n) ** 2
-        shares[name] = torch.where(var_t > 0, var_b / var_t.clamp_min(1e-300), torch.ones_like(var_t)).clamp(0, 1).cpu()
-    return shares, None
+    def __call__(self, batch: torch.Tensor):
+        return self._interpreter.run(batch) if self._interpreter is not None else self.model(batch)
+
+    def _record(self, name: str, dim: int, b: torch.Tensor, t: torch.Tensor) -> None:
+        dims = [d for d in range(b.dim()) if d != dim % b.dim()]
+        acc = self._sums.setdefault(name, [0, 0.0, 0.0, 0.0, 0.0])
+        acc[0] += b.numel() // b.shape[dim]
+        acc[1] = acc[1] + b.sum(dims)
+        acc[2] = acc[2] + (b * b).sum(dims)
+        acc[3] = acc[3] + t.sum(dims)
+        acc[4] = acc[4] + (t * t).sum(dims)
+
+    def shares(self) -> dict[str, torch.Tensor]:
+        """{consumer: var(b) / var(b + s) per output channel, float64 on the CPU}, over the batches run."""
+        out = {}
+        for name, (n, s1, s2, t1, t2) in self._sums.items():
+            var_b = s2 / n - (s1 / n) ** 2
+            var_t = t2 / n - (t1 / n) ** 2
+            out[name] = torch.where(var_t > 0, var_b / var_t.clamp_min(1e-300), torch.ones_like(var_t)).clamp(0, 1).cpu()
+        return out
+
+
+class _Recorder(fx.Interpreter):
+    def __init__(self, gm: fx.GraphModule, owner: BranchShares):
+        super().__init__(gm)
+        self.owner = owner
+
+    def run_node(self, n):
+        ends = self.owner._by_add.get(n.name, [])
+        # copied before the add runs: an in-place add (`out += shortcut`) overwrites the branch
+        branches = [(name, dim, self.env[n.args[index]].detach().to(torch.float64, copy=True))
+                    for name, index, dim in ends]
+        result = super().run_node(n)
+        for name, dim, b in branches:
+            if b.dim() >= 2 and b.shape == result.shape:   # not a broadcast add
+                self.owner._record(name, dim, b, result.detach().double())
+        return result
