@@ -139,7 +139,7 @@ class ConsumerCriterion(ConsumerMiCriterion):
         self._pruner = pruner   # for the BatchNorm after each consumer (gamma=true)
         return super().compute(pruner, groups, x, y)
 
-    def _rank(self, z, xs, consumers, weights):
+    def _rank(self, z, xs, consumers, weights, magnitude=None):
         mode = self.opts.mode
         if mode == "energy":
             return xs.pow(2).mean((0, 1))
@@ -148,7 +148,7 @@ class ConsumerCriterion(ConsumerMiCriterion):
         if self.opts.gamma:   # on top of the residual shares (residual=true, the default)
             gamma = torch.cat([_following_gamma(self._pruner, name, outputs) for name, outputs in consumers])
             weights = gamma if weights is None else weights * gamma.to(weights)
-        return consumer_mi.greedy_removal_scores(z, xs, _LOSSES[mode], weights)
+        return consumer_mi.greedy_removal_scores(z, xs, _LOSSES[mode], weights, magnitude, self.opts.tie)
 
 
 def _squared_error_greedy(xs: torch.Tensor) -> torch.Tensor:
@@ -186,3 +186,224 @@ def _following_gamma(pruner, name: str, outputs) -> torch.Tensor:
 
 
 register_criterion("consumer", "consumer")(lambda o: ConsumerCriterion(_options(ConsumerOptions, "consumer", o)))
+
+
+# -- refit: what the consumer keeps when its weights are re-fitted ---------------------------------
+
+@dataclass
+class RefitOptions(ConsumerMiOptions):
+    # loss = (1 - mix) * sum_o w_o (1 - rho_o^2) [the consumer's weights as they are, consumer-mi]
+    #      + mix * sum_o w_o (1 - R_o^2)          [the consumer's weights re-fitted by least squares]
+    samples: int = 4096
+    mix: float = 1.0
+    ridge: float = 1e-4      # times the mean feature variance, on the Gram matrix's diagonal
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.mix <= 1:
+            raise ValueError("mix must be in [0, 1]")
+
+
+def _patches(consumer, inputs, samples: int, gen: torch.Generator) -> torch.Tensor:
+    """(M, C_in, K) input patches of `consumer` at M sampled positions (as consumer_mi.contributions)."""
+    x = inputs.detach()
+    if isinstance(consumer, torch.nn.Linear):
+        rows = torch.randint(len(x), (samples,), generator=gen)
+        return x.reshape(len(x), -1)[rows].to(torch.float64)[:, :, None]
+    x = consumer_mi._padded(consumer, x)
+    (kh, kw), (sh, sw), (dh, dw) = consumer.kernel_size, consumer.stride, consumer.dilation
+    out_h = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    out_w = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    ni = torch.randint(len(x), (samples,), generator=gen)
+    li = torch.randint(out_h * out_w, (samples,), generator=gen)
+    rows = (li // out_w * sh)[:, None] + torch.arange(kh)[None] * dh
+    cols = (li % out_w * sw)[:, None] + torch.arange(kw)[None] * dw
+    p = x[ni[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    return p.permute(0, 3, 1, 2).reshape(samples, x.shape[1], kh * kw).to(torch.float64)
+
+
+class _RefitTracker:
+    """sum_o w_o (1 - R_o^2) of the consumer's outputs regressed on the kept channels' patches."""
+
+    def __init__(self, p, w, blocks, weights, ridge):
+        m, cin, k = p.shape
+        x = p.reshape(m, cin * k)
+        x = x - x.mean(0)
+        z = x @ w.reshape(w.shape[0], -1).T
+        var_z = (z * z).mean(0)
+        live = var_z > 0
+        z, self.var_z = z[:, live], var_z[live]
+        self.w = (weights[live] if weights is not None else torch.ones_like(self.var_z))
+        g = x.T @ x / m
+        g += ridge * g.diagonal().mean() * torch.eye(len(g), dtype=g.dtype)
+        cz = x.T @ z / m
+        self.a = torch.linalg.inv(g)
+        self.beta = self.a @ cz
+        self.lost = 1 - (cz * self.beta).sum(0) / self.var_z     # per output, ~0 with every channel
+        self.blocks = blocks                                      # (C_group, K) feature indices, -1: not read
+        self.eye = torch.eye(blocks.shape[1], dtype=g.dtype)
+
+    def candidates(self, left):
+        b = self.blocks.clamp_min(0)
+        abb = self.a[b[:, :, None], b[:, None, :]]
+        dead = (~left) | (self.blocks[:, 0] < 0)
+        abb[dead] = self.eye
+        bb = self.beta[b]                                         # C, K, O
+        delta = (bb * torch.linalg.solve(abb, bb)).sum(1)        # C, O
+        delta[dead] = 0
+        return ((self.lost[None] + delta / self.var_z[None]) * self.w[None]).sum(1)
+
+    def remove(self, j):
+        if self.blocks[j, 0] < 0:
+            return
+        bj = self.blocks[j]
+        s = self.a[:, bj]
+        inv = torch.linalg.inv(self.a[bj][:, bj])
+        delta = (self.beta[bj] * (inv @ self.beta[bj])).sum(0)
+        self.lost = self.lost + delta / self.var_z
+        self.beta = self.beta - s @ (inv @ self.beta[bj])
+        self.a = self.a - s @ inv @ s.T
+
+
+class _CurrentTracker:
+    """sum_o w_o (1 - rho_o^2) with the consumer's weights as they are (consumer-mi's loss)."""
+
+    def __init__(self, p, w, cols, weights):
+        x = torch.einsum("mck,ock->moc", p, w)[:, :, cols.clamp_min(0)] * (cols >= 0).to(p.dtype)
+        z = torch.einsum("mck,ock->mo", p, w)
+        z = z - z.mean(0)
+        x = x - x.mean(0)
+        m = len(x)
+        self.var_z = (z * z).mean(0)
+        live = self.var_z > 0
+        z, x, self.var_z = z[:, live], x[:, live], self.var_z[live]
+        self.w = (weights[live] if weights is not None else torch.ones_like(self.var_z))[:, None]
+        self.cov = torch.einsum("moi,moj->oij", x, x) / m
+        self.cov_zx = torch.einsum("mo,moj->oj", z, x) / m
+        self.var_x = torch.diagonal(self.cov, dim1=1, dim2=2)
+        o, c = self.cov_zx.shape
+        self.cz_r, self.v_r, self.cr_x = x.new_zeros(o), x.new_zeros(o), x.new_zeros(o, c)
+
+    def candidates(self, left):
+        self._cz = self.cz_r[:, None] + self.cov_zx
+        self._ve = self.v_r[:, None] + 2 * self.cr_x + self.var_x
+        var_kept = (self.var_z[:, None] - 2 * self._cz + self._ve).clamp_min(0)
+        rho = (self.var_z[:, None] - self._cz) / torch.sqrt(self.var_z[:, None] * var_kept).clamp_min(1e-300)
+        return (self.w * consumer_mi.information_lost(rho)).sum(0)
+
+    def remove(self, j):
+        self.cz_r, self.v_r = self._cz[:, j], self._ve[:, j]
+        self.cr_x = self.cr_x + self.cov[:, j, :]
+
+
+class RefitCriterion(ConsumerMiCriterion):
+    """Greedy removal keeping what each consumer's output keeps once its weights are re-fitted (the
+    Gaussian MI between the original output and the kept channels' input patches), optionally mixed
+    with consumer-mi's loss for the weights as they are."""
+    name = "refit"
+
+    def compute(self, pruner, groups, x, y):
+        model = pruner.model
+        modules = dict(model.named_modules())
+        reads = pruner.consumer_map()
+        usable = {g.root: [(n, i, r) for n, i, r in reads.get(g.root, []) if n in modules and consumer_mi.dense(modules[n])]
+                  for g in groups}
+        usable = {k: v for k, v in usable.items() if v}
+        names = sorted({n for v in usable.values() for n, _, _ in v})
+        gen = torch.Generator().manual_seed(self.opts.seed)
+        parts = {n: [] for n in names}
+        per_batch = [0]
+
+        def hook(name):
+            def capture(module, args):
+                parts[name].append(_patches(module, args[0], per_batch[0], gen).float())
+            return capture
+
+        from compress.info import residual_share
+        run = residual_share.BranchShares(model, set(names)) if self.opts.residual and names else model
+        handles = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for i in range(0, len(x), self.opts.batch_size):
+                    batch = x[i:i + self.opts.batch_size]
+                    per_batch[0] = max(2, -(-self.opts.samples * len(batch) // len(x)))
+                    run(batch)
+        finally:
+            for h in handles:
+                h.remove()
+            model.train(was)
+        shares = run.shares() if run is not model else {}
+        out = {}
+        for g in groups:
+            if g.root not in usable:
+                from compress.info_criteria import _L1
+                out[g.root] = _L1(pruner.root_groups_by_name()[g.root]).to(torch.float64)
+                continue
+            trackers = []
+            for n, idxs, root_idxs in usable[g.root]:
+                p = torch.cat(parts[n]).double()
+                mod = modules[n]
+                w = mod.weight.detach().double().reshape(mod.weight.shape[0], p.shape[1], p.shape[2])
+                k = p.shape[2]
+                blocks = torch.full((g.channels, k), -1, dtype=torch.long)
+                cols = torch.full((g.channels,), -1, dtype=torch.long)
+                for i_c, r in zip(idxs, root_idxs):
+                    blocks[r] = torch.arange(i_c * k, (i_c + 1) * k)
+                    cols[r] = i_c
+                share = shares.get(n)
+                if self.opts.mix > 0:
+                    trackers.append((self.opts.mix, _RefitTracker(p, w, blocks, share, self.opts.ridge)))
+                if self.opts.mix < 1:
+                    trackers.append((1 - self.opts.mix, _CurrentTracker(p, w, cols, share)))
+            left = torch.ones(g.channels, dtype=torch.bool)
+            scores = torch.zeros(g.channels, dtype=torch.float64)
+            worst = float("-inf")
+            for step in range(g.channels):
+                lost = sum(c * t.candidates(left) for c, t in trackers)
+                lost[~left] = float("inf")
+                j = int(torch.argmin(lost))
+                worst = max(worst, float(lost[j]))
+                scores[j] = worst + step * 1e-12
+                for _, t in trackers:
+                    t.remove(j)
+                left[j] = False
+            out[g.root] = scores
+            self._details[g.root] = {"consumers": [n for n, _, _ in usable[g.root]]}
+        return out
+
+
+register_criterion("refit", "refit")(lambda o: RefitCriterion(_options(RefitOptions, "refit", o)))
+
+
+@dataclass
+class HybridOptions(_Common):
+    info: str = "consumer-mi"
+    weight: str = "l1"
+    stages: str = ""         # '+'-separated prefixes of the groups ranked by `weight`; the rest by `info`
+
+
+class HybridCriterion(InformationCriterion):
+    """Diagnostic: one criterion for the groups under some name prefixes, another for the rest."""
+    name = "hybrid"
+
+    def __init__(self, opts):
+        super().__init__(opts)
+        name, kv = _inner(opts.weight)
+        self.w = make_criterion(name, kv)
+        name, kv = _inner(opts.info)
+        self.i = make_criterion(name, kv)
+        self.prefixes = [s for s in opts.stages.split("+") if s]
+
+    def prepare(self, pruner, x, y):
+        for c in (self.i, self.w):
+            if getattr(c, "needs_data", False):
+                c.prepare(pruner, x, y)
+
+    def scores(self, pruner, info, group):
+        use_w = any(info.root.startswith(p) for p in self.prefixes)
+        return (self.w if use_w else self.i).scores(pruner, info, group)
+
+
+register_criterion("hybrid", "hybrid")(lambda o: HybridCriterion(_options(HybridOptions, "hybrid", o)))

@@ -380,11 +380,16 @@ class ConsumerMiOptions(_Common):
     # weight each consumer output channel that feeds a residual addition by its share of the sum,
     # var(branch) / var(sum) (compress/info/residual_share.py)
     residual: bool = True
+    # magnitude breaks near-ties: each greedy step removes, among the channels whose loss increment is at
+    # most min + tie x (median - min), the one with the least L1 over its group (0: the least loss)
+    tie: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
         if self.samples < 16:
             raise ValueError("samples must be at least 16")
+        if not self.tie >= 0:
+            raise ValueError(f"tie must be a number >= 0, got {self.tie!r}")
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
 
@@ -465,8 +470,9 @@ class ConsumerMiCriterion(InformationCriterion):
                 z = torch.cat([torch.cat(z_parts[n], 0) for n in names], 1).to(self.opts.device)
                 xs = torch.cat([torch.cat(x_parts[(g.root, n)], 0) for n in names], 1).to(self.opts.device)
                 weights = _output_weights(names, outputs, shares, modules)
+                magnitude = _L1(tp_groups[g.root]).to(self.opts.device, torch.float64) if self.opts.tie > 0 else None
                 out[g.root] = self._rank(z, xs, [(n, outputs[n]) for n in names],
-                                         None if weights is None else weights.to(self.opts.device)).cpu()
+                                         None if weights is None else weights.to(self.opts.device), magnitude).cpu()
                 self._details[g.root] = {"consumers": names, "residual_weighted": sorted(set(names) & set(shares)),
                                          "scores": [round(float(v), 6) for v in out[g.root]]}
                 if untraced:
@@ -480,11 +486,12 @@ class ConsumerMiCriterion(InformationCriterion):
                         len(why), ", ".join(sorted(why)))
         return out
 
-    def _rank(self, z: torch.Tensor, xs: torch.Tensor, consumers: list, weights: torch.Tensor | None) -> torch.Tensor:
+    def _rank(self, z: torch.Tensor, xs: torch.Tensor, consumers: list, weights: torch.Tensor | None,
+              magnitude: torch.Tensor | None = None) -> torch.Tensor:
         """Scores from the consumers' outputs `z` and each channel's part `xs`; `consumers` lists the
         readers in column order with the output channels sampled from each (None: all); `weights` the
-        residual share of each column of `z` (None: equal)."""
-        return consumer_mi.greedy_removal_scores(z, xs, weights=weights)
+        residual share of each column of `z` (None: equal); `magnitude` the group's L1 (with tie > 0)."""
+        return consumer_mi.greedy_removal_scores(z, xs, weights=weights, magnitude=magnitude, tie=self.opts.tie)
 
 
 def _output_weights(names, outputs, shares, modules) -> torch.Tensor | None:

@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from compress.criteria import make_criterion
+from compress.errors import InputError
 from compress.info import consumer_mi
 from compress.pruning import ChannelPruner
 
@@ -239,3 +240,70 @@ def test_widths_l1_hands_the_knapsack_l1_values_in_the_information_order():
     assert torch.equal(torch.argsort(scores["own"]), torch.argsort(scores["l1"]))
     assert torch.allclose(torch.sort(scores["l1"]).values, torch.sort(l1.float()).values)
     assert not torch.allclose(torch.sort(scores["own"]).values, torch.sort(l1.float()).values)
+
+
+def _direct_order_with_ties(z, x, magnitude, tie):
+    """The tie rule written out: at every step the loss increment of each candidate from scratch, the
+    band min + tie x (median - min), the least magnitude inside it."""
+    order, c = [], x.shape[2]
+    while len(order) < c:
+        left = [j for j in range(c) if j not in order]
+        current = _direct_loss(z, x, order) if order else 0.0
+        inc = torch.tensor([_direct_loss(z, x, order + [j]) - current for j in left], dtype=torch.float64)
+        bound = inc.min() + tie * (inc.median() - inc.min())
+        near = [j for j, v in zip(left, inc) if v <= bound + 1e-12]
+        order.append(min(near, key=lambda j: float(magnitude[j])))
+    return order
+
+
+@pytest.mark.parametrize("tie", [0.25, 0.5, 1.0])
+def test_magnitude_breaks_near_ties_inside_the_band(tie):
+    z, x = _toy(seed=3, c=9)
+    magnitude = torch.rand(9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    scores = consumer_mi.greedy_removal_scores(z, x, magnitude=magnitude, tie=tie)
+    assert torch.argsort(scores).tolist() == _direct_order_with_ties(z, x, magnitude, tie)
+
+
+def test_tie_zero_is_the_least_loss_and_a_huge_tie_is_magnitude_order():
+    z, x = _toy(seed=3, c=9)
+    magnitude = torch.rand(9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    plain = consumer_mi.greedy_removal_scores(z, x)
+    assert torch.equal(consumer_mi.greedy_removal_scores(z, x, magnitude=magnitude, tie=0.0), plain)
+    by_magnitude = torch.argsort(consumer_mi.greedy_removal_scores(z, x, magnitude=magnitude, tie=1e9)).tolist()
+    # the band reaches the lower median, so with two channels left it holds only the cheaper one
+    assert by_magnitude[:7] == torch.argsort(magnitude).tolist()[:7]
+    assert by_magnitude != torch.argsort(plain).tolist()   # the rule did something
+
+
+def test_tie_needs_a_magnitude_per_channel_and_a_non_negative_value():
+    z, x = _toy()
+    with pytest.raises(ValueError, match="tie"):
+        consumer_mi.greedy_removal_scores(z, x, tie=0.5)
+    with pytest.raises(ValueError, match="tie"):
+        consumer_mi.greedy_removal_scores(z, x, magnitude=torch.ones(3), tie=0.5)
+    with pytest.raises(ValueError, match="tie"):
+        consumer_mi.greedy_removal_scores(z, x, magnitude=torch.ones(x.shape[2]), tie=-1.0)
+    for bad in ("-0.5", "nan"):
+        with pytest.raises(InputError, match="tie"):
+            make_criterion("consumer-mi", {"tie": bad})
+
+
+def test_the_criterion_hands_the_groups_l1_to_the_tie_rule():
+    """With the whole band open, the criterion removes channels in the order of L1 over the coupled group
+    (up to the last two), where consumer-mi alone removes the unread large channel first."""
+    torch.manual_seed(0)
+    net = _Net().eval()
+    with torch.no_grad():
+        net.conv1.weight[5] *= 20
+        net.conv2.weight[:, 5] = 0
+    x = torch.randn(64, 3, 12, 12)
+    order = {}
+    for tie in ("0", "1e9"):
+        crit = make_criterion("consumer-mi", {"tie": tie})
+        pruner = ChannelPruner(net, x[:1], crit, 1, 1)
+        crit.prepare(pruner, x, None)
+        order[tie] = torch.argsort(crit.scores(pruner, pruner.groups["conv1"], pruner.root_groups_by_name()["conv1"])).tolist()
+    l1 = make_criterion("l1").scores(pruner, pruner.groups["conv1"], pruner.root_groups_by_name()["conv1"])
+    assert order["0"][0] == 5
+    assert order["1e9"][:6] == torch.argsort(l1).tolist()[:6]
+    assert 5 in order["1e9"][-2:]   # the largest by L1 stays to the end

@@ -109,14 +109,22 @@ def information_lost(rho: torch.Tensor) -> torch.Tensor:
 
 
 def greedy_removal_scores(z: torch.Tensor, x: torch.Tensor, loss=information_lost,
-                          weights: torch.Tensor | None = None) -> torch.Tensor:
+                          weights: torch.Tensor | None = None, magnitude: torch.Tensor | None = None,
+                          tie: float = 0.0) -> torch.Tensor:
     """Scores (C,) from the greedy removal order. `z` (M, O) are the consumers' outputs (without bias)
     at M positions, `x` (M, O, C) the part of them each candidate channel contributes (the rest of z
     comes from channels that stay). A channel's score is the removal's loss, sum_o weights_o x
     loss(rho_o) (default: sum_o (1 - rho_o^2)), at the step it was removed, made increasing along the
-    order."""
+    order.
+
+    With `magnitude` (C,) and `tie` > 0, magnitude breaks near-ties: each step removes, among the
+    channels whose loss increment is at most min + tie x (median - min) of the increments (the lower
+    median: with two channels left the band holds the cheaper one), the one of least magnitude (tie 0:
+    the least loss; tie 1: the cheaper half by loss, then magnitude)."""
     if x.dim() != 3 or z.shape != x.shape[:2] or x.shape[0] < 2:
         raise ValueError(f"need z (M, O) and x (M >= 2, O, C), got {tuple(z.shape)} and {tuple(x.shape)}")
+    if tie < 0 or (tie > 0 and (magnitude is None or magnitude.shape != (x.shape[2],))):
+        raise ValueError(f"tie must be >= 0, and a tie > 0 needs one magnitude per channel ({x.shape[2]})")
     if not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(z).all())):
         raise ValueError("contributions contain NaN or inf values: check the calibration data")
     z = z - z.mean(0, keepdim=True)
@@ -136,6 +144,8 @@ def greedy_removal_scores(z: torch.Tensor, x: torch.Tensor, loss=information_los
     left = torch.ones(c, dtype=torch.bool, device=x.device)
     scores = x.new_zeros(c)
     worst = float("-inf")   # a loss may be negative (a log)
+    current = 0.0           # the loss of what is removed so far
+    mag = magnitude.to(x) if tie > 0 else None
     for step in range(c):
         cz = cov_z_removed[:, None] + cov_zx                # with candidate j removed too
         ve = var_removed[:, None] + 2 * cov_removed_x + var_x
@@ -143,8 +153,15 @@ def greedy_removal_scores(z: torch.Tensor, x: torch.Tensor, loss=information_los
         rho = (var_z[:, None] - cz) / torch.sqrt(var_z[:, None] * var_kept).clamp_min(1e-300)
         lost = (w * loss(rho)).sum(0) if o else x.new_zeros(c)
         lost[~left] = float("inf")
-        j = int(torch.argmin(lost))
-        worst = max(worst, float(lost[j]))
+        if mag is None:
+            j = int(torch.argmin(lost))
+        else:
+            inc = lost[left] - current
+            near = left.clone()
+            near[left] = inc <= inc.min() + tie * (inc.median() - inc.min())
+            j = int(torch.argmin(torch.where(near, mag, torch.full_like(mag, float("inf")))))
+        current = float(lost[j])
+        worst = max(worst, current)
         scores[j] = worst + step * 1e-12   # strictly increasing: the lowest k are the first k removed
         cov_z_removed, var_removed = cz[:, j], ve[:, j]
         cov_removed_x = cov_removed_x + cov[:, j, :]
