@@ -6,7 +6,7 @@ rate (the step relative to the weight goes as 1 / |w|^2), and L1 keeps large fil
 criteria keep some small ones. Each conv filter followed by a BatchNorm is rescaled to its layer's mean
 norm (running statistics rescaled with it, so top-1 is unchanged) before the benchmark's recovery.
 
-    .venv/bin/python benchmarks/recovery_norm_probe.py resnet56 0,1,2,3,4,5,6,7 "l1;consumer-mi" \
+    .venv/bin/python benchmarks/recovery_norm_probe.py resnet56 0,1,2,3,4,5,6,7 "l1;consumer-mi:tie=0" \
         benchmarks/results/study-resnet56-lat-l1at50-consumer-residual.json > benchmarks/results/recovery-norm-probe.jsonl
 
 Arguments: arch, seeds, configurations, an equal-latency study result (its per-seed budgets). One JSON

@@ -117,6 +117,7 @@ class ConsumerOptions(ConsumerMiOptions):
     # greedy: the squared reconstruction error (ThiNet); energy: each channel's own contribution energy.
     mode: str = "r2"
     gamma: bool = False      # weight output channel o by the next BatchNorm's gamma_o^2 (r2, corr, gmi)
+    tie: float = 0.0         # the variants were measured before consumer-mi's tie rule (r2, corr, gmi)
 
     def __post_init__(self):
         super().__post_init__()
@@ -376,34 +377,3 @@ class RefitCriterion(ConsumerMiCriterion):
 
 register_criterion("refit", "refit")(lambda o: RefitCriterion(_options(RefitOptions, "refit", o)))
 
-
-@dataclass
-class HybridOptions(_Common):
-    info: str = "consumer-mi"
-    weight: str = "l1"
-    stages: str = ""         # '+'-separated prefixes of the groups ranked by `weight`; the rest by `info`
-
-
-class HybridCriterion(InformationCriterion):
-    """Diagnostic: one criterion for the groups under some name prefixes, another for the rest."""
-    name = "hybrid"
-
-    def __init__(self, opts):
-        super().__init__(opts)
-        name, kv = _inner(opts.weight)
-        self.w = make_criterion(name, kv)
-        name, kv = _inner(opts.info)
-        self.i = make_criterion(name, kv)
-        self.prefixes = [s for s in opts.stages.split("+") if s]
-
-    def prepare(self, pruner, x, y):
-        for c in (self.i, self.w):
-            if getattr(c, "needs_data", False):
-                c.prepare(pruner, x, y)
-
-    def scores(self, pruner, info, group):
-        use_w = any(info.root.startswith(p) for p in self.prefixes)
-        return (self.w if use_w else self.i).scores(pruner, info, group)
-
-
-register_criterion("hybrid", "hybrid")(lambda o: HybridCriterion(_options(HybridOptions, "hybrid", o)))

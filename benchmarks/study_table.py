@@ -16,7 +16,7 @@ from pathlib import Path
 
 BASELINES = {"l1", "l2", "fpgm", "lamp", "taylor", "bn-scale"}
 DEFAULT = "capacity-independence"
-PAIRED = (DEFAULT, "consumer-mi", "consumer-mi:residual=false")   # arms whose per-seed difference to the best baseline is printed
+PAIRED = (DEFAULT, "consumer-mi", "consumer-mi:tie=0", "consumer-mi:residual=false,tie=0")   # arms whose per-seed difference to the best baseline is printed
 OLD_RECOVERY = {"epochs": 1.0, "lr": 0.01, "train_samples": 5000}   # the pipeline's default with calibration data
 
 
