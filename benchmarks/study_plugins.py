@@ -205,24 +205,6 @@ class RefitOptions(ConsumerMiOptions):
             raise ValueError("mix must be in [0, 1]")
 
 
-def _patches(consumer, inputs, samples: int, gen: torch.Generator) -> torch.Tensor:
-    """(M, C_in, K) input patches of `consumer` at M sampled positions (as consumer_mi.contributions)."""
-    x = inputs.detach()
-    if isinstance(consumer, torch.nn.Linear):
-        rows = torch.randint(len(x), (samples,), generator=gen)
-        return x.reshape(len(x), -1)[rows].to(torch.float64)[:, :, None]
-    x = consumer_mi._padded(consumer, x)
-    (kh, kw), (sh, sw), (dh, dw) = consumer.kernel_size, consumer.stride, consumer.dilation
-    out_h = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
-    out_w = (x.shape[3] - dw * (kw - 1) - 1) // sw + 1
-    ni = torch.randint(len(x), (samples,), generator=gen)
-    li = torch.randint(out_h * out_w, (samples,), generator=gen)
-    rows = (li // out_w * sh)[:, None] + torch.arange(kh)[None] * dh
-    cols = (li % out_w * sw)[:, None] + torch.arange(kw)[None] * dw
-    p = x[ni[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-    return p.permute(0, 3, 1, 2).reshape(samples, x.shape[1], kh * kw).to(torch.float64)
-
-
 class _RefitTracker:
     """sum_o w_o (1 - R_o^2) of the consumer's outputs regressed on the kept channels' patches."""
 
@@ -317,7 +299,7 @@ class RefitCriterion(ConsumerMiCriterion):
 
         def hook(name):
             def capture(module, args):
-                parts[name].append(_patches(module, args[0], per_batch[0], gen).float())
+                parts[name].append(consumer_mi.sampled_patches(module, args[0], per_batch[0], gen).float())
             return capture
 
         from compress.info import residual_share

@@ -61,15 +61,22 @@ def contributions(consumer: nn.Module, inputs: torch.Tensor, samples: int, gener
     input activations, drawn with `generator` (image first, then location; a Linear layer has one
     position per image). Only the sampled patches are gathered and cast to float64, so memory does not
     grow with the image size."""
-    if not dense(consumer):
-        raise ValueError(f"contributions need a dense Conv2d or Linear consumer, got {consumer}")
     w = consumer.weight.detach().to(torch.float64)
     if outputs is not None:
         w = w[outputs.to(w.device)]
+    patches = sampled_patches(consumer, inputs, samples, generator).to(w.device)
+    return torch.einsum("mck,ock->moc", patches, w.reshape(w.shape[0], patches.shape[1], patches.shape[2]))
+
+
+def sampled_patches(consumer: nn.Module, inputs: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
+    """(M, C_in, K) float64: the input patches `consumer` reads at M = `samples` positions of `inputs`,
+    drawn as `contributions` draws them (K = kernel taps; 1 for a Linear layer)."""
+    if not dense(consumer):
+        raise ValueError(f"contributions need a dense Conv2d or Linear consumer, got {consumer}")
     x = inputs.detach()
     if isinstance(consumer, nn.Linear):
         rows = torch.randint(len(x), (samples,), generator=generator).to(x.device)
-        return x.reshape(len(x), -1)[rows].to(device=w.device, dtype=torch.float64)[:, None, :] * w[None]
+        return x.reshape(len(x), -1)[rows].to(torch.float64)[:, :, None]
     x = _padded(consumer, x)
     (kh, kw), (sh, sw), (dh, dw) = consumer.kernel_size, consumer.stride, consumer.dilation
     out_h = (x.shape[2] - dh * (kh - 1) - 1) // sh + 1
@@ -82,8 +89,7 @@ def contributions(consumer: nn.Module, inputs: torch.Tensor, samples: int, gener
     cols = (li % out_w * sw)[:, None] + torch.arange(kw, device=x.device)[None] * dw      # M, kw
     # advanced indices around a slice: the indexed dims come first -> (M, kh, kw, C)
     patches = x[ni[:, None, None], :, rows[:, :, None], cols[:, None, :]]
-    patches = patches.permute(0, 3, 1, 2).reshape(samples, x.shape[1], kh * kw).to(w.device, torch.float64)
-    return torch.einsum("mck,ock->moc", patches, w.reshape(w.shape[0], x.shape[1], kh * kw))
+    return patches.permute(0, 3, 1, 2).reshape(samples, x.shape[1], kh * kw).to(torch.float64)
 
 
 def _padded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
