@@ -49,6 +49,13 @@ def _paired(a: dict, b: dict, key: str) -> list[float]:
             if k in b["by_seed"] and key in a["by_seed"][k] and key in b["by_seed"][k]]
 
 
+def _best(cands: list[str], s: dict, key: str) -> str:
+    """The baseline with the highest mean `key` over the seeds every candidate ran, so a baseline run on
+    fewer (luckier) seeds does not win by its draw."""
+    common = set.intersection(*[{k for k, r in s[c]["by_seed"].items() if key in r} for c in cands])
+    return max(cands, key=lambda c: statistics.mean([s[c]["by_seed"][k][key] for k in common] if common else s[c][key]))
+
+
 def _merge(runs: list[dict]) -> list[dict]:
     """One column per (architecture, budget, recovery): rows of several runs pooled, each (config, seed) once."""
     out: dict[str, dict] = {}
@@ -106,12 +113,12 @@ def main(paths: list[str]) -> None:
         base = [c for c in s if c in BASELINES]
         if not base:
             continue
-        best = max(base, key=lambda c: statistics.mean(s[c]["top1"]))
+        best = _best(base, s, "top1")
         line = (f"{r['arch']}: base top-1 {100 * r['original_top1']:.2f} % on {r['test_samples']} test images; best "
                 f"Torch-Pruning criterion one-shot: `{best}` {100 * statistics.mean(s[best]['top1']):.2f}")
         rec = [c for c in base if s[c]["top1_recovered"]]
         if rec:
-            best_r = max(rec, key=lambda c: statistics.mean(s[c]["top1_recovered"]))
+            best_r = _best(rec, s, "top1_recovered")
             line += f"; after recovery: `{best_r}` {100 * statistics.mean(s[best_r]['top1_recovered']):.2f}"
         print(line + ".")
         for arm in [c for c in PAIRED if c in s]:
