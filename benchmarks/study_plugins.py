@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from compress.criteria import criterion_names, make_criterion, mean_normalised, register_criterion
 from compress.info.features import FeatureCapture
 from compress.info import consumer_mi
-from compress.info_criteria import ConsumerMiCriterion, ConsumerMiOptions, InformationCriterion, _Common, _options
+from compress.info_criteria import ConsumerMiCriterion, ConsumerMiOptions, InformationCriterion, _Common, _L1, _options
 
 
 @dataclass
@@ -248,37 +248,6 @@ class _RefitTracker:
         self.a = self.a - s @ inv @ s.T
 
 
-class _CurrentTracker:
-    """sum_o w_o (1 - rho_o^2) with the consumer's weights as they are (consumer-mi's loss)."""
-
-    def __init__(self, p, w, cols, weights):
-        x = torch.einsum("mck,ock->moc", p, w)[:, :, cols.clamp_min(0)] * (cols >= 0).to(p.dtype)
-        z = torch.einsum("mck,ock->mo", p, w)
-        z = z - z.mean(0)
-        x = x - x.mean(0)
-        m = len(x)
-        self.var_z = (z * z).mean(0)
-        live = self.var_z > 0
-        z, x, self.var_z = z[:, live], x[:, live], self.var_z[live]
-        self.w = (weights[live] if weights is not None else torch.ones_like(self.var_z))[:, None]
-        self.cov = torch.einsum("moi,moj->oij", x, x) / m
-        self.cov_zx = torch.einsum("mo,moj->oj", z, x) / m
-        self.var_x = torch.diagonal(self.cov, dim1=1, dim2=2)
-        o, c = self.cov_zx.shape
-        self.cz_r, self.v_r, self.cr_x = x.new_zeros(o), x.new_zeros(o), x.new_zeros(o, c)
-
-    def candidates(self, left):
-        self._cz = self.cz_r[:, None] + self.cov_zx
-        self._ve = self.v_r[:, None] + 2 * self.cr_x + self.var_x
-        var_kept = (self.var_z[:, None] - 2 * self._cz + self._ve).clamp_min(0)
-        rho = (self.var_z[:, None] - self._cz) / torch.sqrt(self.var_z[:, None] * var_kept).clamp_min(1e-300)
-        return (self.w * consumer_mi.information_lost(rho)).sum(0)
-
-    def remove(self, j):
-        self.cz_r, self.v_r = self._cz[:, j], self._ve[:, j]
-        self.cr_x = self.cr_x + self.cov[:, j, :]
-
-
 class RefitCriterion(ConsumerMiCriterion):
     """Greedy removal keeping what each consumer's output keeps once its weights are re-fitted (the
     Gaussian MI between the original output and the kept channels' input patches), optionally mixed
@@ -292,36 +261,17 @@ class RefitCriterion(ConsumerMiCriterion):
         usable = {g.root: [(n, i, r) for n, i, r in reads.get(g.root, []) if n in modules and consumer_mi.dense(modules[n])]
                   for g in groups}
         usable = {k: v for k, v in usable.items() if v}
-        names = sorted({n for v in usable.values() for n, _, _ in v})
+        names = {n for v in usable.values() for n, _, _ in v}
         gen = torch.Generator().manual_seed(self.opts.seed)
         parts = {n: [] for n in names}
-        per_batch = [0]
 
-        def hook(name):
-            def capture(module, args):
-                parts[name].append(consumer_mi.sampled_patches(module, args[0], per_batch[0], gen).float())
-            return capture
+        def capture(name, module, inputs, samples):
+            parts[name].append(consumer_mi.sampled_patches(module, inputs, samples, gen).float())
 
-        from compress.info import residual_share
-        run = residual_share.BranchShares(model, set(names)) if self.opts.residual and names else model
-        handles = [modules[n].register_forward_pre_hook(hook(n)) for n in names]
-        was = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for i in range(0, len(x), self.opts.batch_size):
-                    batch = x[i:i + self.opts.batch_size]
-                    per_batch[0] = max(2, -(-self.opts.samples * len(batch) // len(x)))
-                    run(batch)
-        finally:
-            for h in handles:
-                h.remove()
-            model.train(was)
-        shares = run.shares() if run is not model else {}
+        shares, _ = self._reader_pass(model, names, capture, x)
         out = {}
         for g in groups:
             if g.root not in usable:
-                from compress.info_criteria import _L1
                 out[g.root] = _L1(pruner.root_groups_by_name()[g.root]).to(torch.float64)
                 continue
             trackers = []
@@ -338,21 +288,19 @@ class RefitCriterion(ConsumerMiCriterion):
                 share = shares.get(n)
                 if self.opts.mix > 0:
                     trackers.append((self.opts.mix, _RefitTracker(p, w, blocks, share, self.opts.ridge)))
-                if self.opts.mix < 1:
-                    trackers.append((1 - self.opts.mix, _CurrentTracker(p, w, cols, share)))
-            left = torch.ones(g.channels, dtype=torch.bool)
-            scores = torch.zeros(g.channels, dtype=torch.float64)
-            worst = float("-inf")
-            for step in range(g.channels):
-                lost = sum(c * t.candidates(left) for c, t in trackers)
-                lost[~left] = float("inf")
-                j = int(torch.argmin(lost))
-                worst = max(worst, float(lost[j]))
-                scores[j] = worst + step * 1e-12
+                if self.opts.mix < 1:   # consumer-mi's loss, the consumer's weights as they are
+                    xs = torch.einsum("mck,ock->moc", p, w)[:, :, cols.clamp_min(0)] * (cols >= 0).to(p.dtype)
+                    z = torch.einsum("mck,ock->mo", p, w)
+                    trackers.append((1 - self.opts.mix, consumer_mi.CorrelationLoss(z, xs, weights=share)))
+
+            def loss(left, trackers=trackers):
+                return sum(c * t.candidates(left) for c, t in trackers)
+
+            def remove(j, trackers=trackers):
                 for _, t in trackers:
                     t.remove(j)
-                left[j] = False
-            out[g.root] = scores
+
+            out[g.root] = consumer_mi.greedy_removal(loss, remove, g.channels)
             self._details[g.root] = {"consumers": [n for n, _, _ in usable[g.root]]}
         return out
 

@@ -425,38 +425,19 @@ class ConsumerMiCriterion(InformationCriterion):
         z_parts: dict[str, list[torch.Tensor]] = {n: [] for n in by_consumer}
         x_parts: dict[tuple[str, str], list[torch.Tensor]] = {(g.root, n): [] for n, gs in by_consumer.items()
                                                               for g, _, _ in gs}
-        per_batch = [0]   # samples from the current batch: its share of the images
 
-        def hook(name):
-            def capture(module, args):   # reduce at once, so no layer's input is kept for long
-                contrib = consumer_mi.contributions(module, args[0], per_batch[0], gen, outputs[name])
-                z_parts[name].append(contrib.sum(2).cpu())
-                for g, idxs, root_idxs in by_consumer[name]:
-                    part = contrib.new_zeros(*contrib.shape[:2], g.channels)
-                    part.index_add_(2, root_idxs.to(part.device), contrib[:, :, idxs.to(part.device)])
-                    x_parts[(g.root, name)].append(part.cpu())
-            return capture
+        def capture(name, module, inputs, samples):   # reduce at once, so no layer's input is kept for long
+            contrib = consumer_mi.contributions(module, inputs, samples, gen, outputs[name])
+            z_parts[name].append(contrib.sum(2).cpu())
+            for g, idxs, root_idxs in by_consumer[name]:
+                part = contrib.new_zeros(*contrib.shape[:2], g.channels)
+                part.index_add_(2, root_idxs.to(part.device), contrib[:, :, idxs.to(part.device)])
+                x_parts[(g.root, name)].append(part.cpu())
 
-        # the same pass measures the residual shares when they are asked for
-        run = residual_share.BranchShares(model, set(by_consumer)) if self.opts.residual and by_consumer else model
-        untraced = getattr(run, "why", None)
+        shares, untraced = self._reader_pass(model, set(by_consumer), capture, x)
         if untraced:
             log.warning("consumer-mi: %s; output channels weighted equally (criterion option residual=false "
                         "silences this)", untraced)
-        handles = [modules[n].register_forward_pre_hook(hook(n)) for n in sorted(by_consumer)]
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for i in range(0, len(x), self.opts.batch_size):
-                    batch = x[i:i + self.opts.batch_size]
-                    per_batch[0] = max(2, -(-self.opts.samples * len(batch) // len(x)))
-                    run(batch)
-        finally:
-            for h in handles:
-                h.remove()
-            model.train(was_training)
-        shares = run.shares() if run is not model else {}
         tp_groups = pruner.root_groups_by_name()
         out = {}
         for g in groups:   # a reader that did not run, or ran more than once per pass, cannot be paired up
@@ -486,6 +467,30 @@ class ConsumerMiCriterion(InformationCriterion):
             log.warning("consumer-mi: %d group(s) have no dense Conv2d or Linear reader and were ranked by L1: %s",
                         len(why), ", ".join(sorted(why)))
         return out
+
+    def _reader_pass(self, model, names: set, capture, x) -> tuple[dict, str | None]:
+        """One pass over the calibration images `x`, in eval mode without gradients, calling
+        capture(name, module, input, samples) before each reader in `names` runs, `samples` being that
+        batch's share of opts.samples. The same pass measures the readers' residual shares (opts.residual).
+        Returns the shares ({} without them) and why the model could not be traced (None if it was)."""
+        modules = dict(model.named_modules())
+        run = residual_share.BranchShares(model, names) if self.opts.residual and names else model
+        per_batch = [0]
+        handles = [modules[n].register_forward_pre_hook(
+            lambda module, args, n=n: capture(n, module, args[0], per_batch[0])) for n in sorted(names)]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for i in range(0, len(x), self.opts.batch_size):
+                    batch = x[i:i + self.opts.batch_size]
+                    per_batch[0] = max(2, -(-self.opts.samples * len(batch) // len(x)))
+                    run(batch)
+        finally:
+            for h in handles:
+                h.remove()
+            model.train(was_training)
+        return (run.shares() if run is not model else {}), getattr(run, "why", None)
 
     def _rank(self, z: torch.Tensor, xs: torch.Tensor, consumers: list, weights: torch.Tensor | None,
               magnitude: torch.Tensor | None = None) -> torch.Tensor:

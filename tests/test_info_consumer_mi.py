@@ -86,20 +86,27 @@ class _Net(nn.Module):
         return self.fc(torch.relu(self.bn2(self.conv2(a))).mean((2, 3)))
 
 
-def test_a_channel_its_consumer_ignores_goes_first_whatever_its_magnitude():
+def _net_with_an_unread_large_channel():
     torch.manual_seed(0)
     net = _Net().eval()
     with torch.no_grad():
         net.conv1.weight[5] *= 20          # the largest channel by magnitude...
         net.conv2.weight[:, 5] = 0         # ...that no output of the next layer reads
-    x = torch.randn(64, 3, 12, 12)
-    crit = make_criterion("consumer-mi")
+    return net, torch.randn(64, 3, 12, 12)
+
+
+def _conv1_scores(net, x, options=None):
+    """consumer-mi's and L1's scores of conv1's channels, and the prepared criterion."""
+    crit = make_criterion("consumer-mi", options or {})
     pruner = ChannelPruner(net, x[:1], crit, 1, 1)
     crit.prepare(pruner, x, None)
-    info = pruner.groups["conv1"]
-    scores = crit.scores(pruner, info, pruner.root_groups_by_name()["conv1"])
+    info, group = pruner.groups["conv1"], pruner.root_groups_by_name()["conv1"]
+    return crit.scores(pruner, info, group), make_criterion("l1").scores(pruner, info, group), crit
+
+
+def test_a_channel_its_consumer_ignores_goes_first_whatever_its_magnitude():
+    scores, l1, crit = _conv1_scores(*_net_with_an_unread_large_channel())
     assert int(torch.argmin(scores)) == 5
-    l1 = make_criterion("l1").scores(pruner, info, pruner.root_groups_by_name()["conv1"])
     assert int(torch.argmax(l1)) == 5     # magnitude alone would keep it first
     assert crit.details()["layers"]["conv1"]["consumers"] == ["conv2"]
 
@@ -232,11 +239,7 @@ def test_widths_l1_hands_the_knapsack_l1_values_in_the_information_order():
     x = torch.randn(64, 3, 12, 12)
     scores = {}
     for widths in ("own", "l1"):
-        crit = make_criterion("consumer-mi", {"widths": widths})
-        pruner = ChannelPruner(net, x[:1], crit, 1, 1)
-        crit.prepare(pruner, x, None)
-        scores[widths] = crit.scores(pruner, pruner.groups["conv1"], pruner.root_groups_by_name()["conv1"])
-        l1 = make_criterion("l1").scores(pruner, pruner.groups["conv1"], pruner.root_groups_by_name()["conv1"])
+        scores[widths], l1, _ = _conv1_scores(net, x, {"widths": widths})
     assert torch.equal(torch.argsort(scores["own"]), torch.argsort(scores["l1"]))
     assert torch.allclose(torch.sort(scores["l1"]).values, torch.sort(l1.float()).values)
     assert not torch.allclose(torch.sort(scores["own"]).values, torch.sort(l1.float()).values)
@@ -291,19 +294,11 @@ def test_tie_needs_a_magnitude_per_channel_and_a_non_negative_value():
 def test_the_criterion_hands_the_groups_l1_to_the_tie_rule():
     """With the whole band open, the criterion removes channels in the order of L1 over the coupled group
     (up to the last two), where consumer-mi alone removes the unread large channel first."""
-    torch.manual_seed(0)
-    net = _Net().eval()
-    with torch.no_grad():
-        net.conv1.weight[5] *= 20
-        net.conv2.weight[:, 5] = 0
-    x = torch.randn(64, 3, 12, 12)
+    net, x = _net_with_an_unread_large_channel()
     order = {}
     for tie in ("0", "1e9"):
-        crit = make_criterion("consumer-mi", {"tie": tie})
-        pruner = ChannelPruner(net, x[:1], crit, 1, 1)
-        crit.prepare(pruner, x, None)
-        order[tie] = torch.argsort(crit.scores(pruner, pruner.groups["conv1"], pruner.root_groups_by_name()["conv1"])).tolist()
-    l1 = make_criterion("l1").scores(pruner, pruner.groups["conv1"], pruner.root_groups_by_name()["conv1"])
+        scores, l1, _ = _conv1_scores(net, x, {"tie": tie})
+        order[tie] = torch.argsort(scores).tolist()
     assert order["0"][0] == 5
     assert order["1e9"][:6] == torch.argsort(l1).tolist()[:6]
     assert 5 in order["1e9"][-2:]   # the largest by L1 stays to the end

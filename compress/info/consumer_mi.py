@@ -114,50 +114,71 @@ def information_lost(rho: torch.Tensor) -> torch.Tensor:
     return 1 - rho.clamp(0, 1) ** 2
 
 
-def greedy_removal_scores(z: torch.Tensor, x: torch.Tensor, loss=information_lost,
-                          weights: torch.Tensor | None = None, magnitude: torch.Tensor | None = None,
-                          tie: float = 0.0) -> torch.Tensor:
-    """Scores (C,) from the greedy removal order. `z` (M, O) are the consumers' outputs (without bias)
-    at M positions, `x` (M, O, C) the part of them each candidate channel contributes (the rest of z
-    comes from channels that stay). A channel's score is the removal's loss, sum_o weights_o x
-    loss(rho_o) (default: sum_o (1 - rho_o^2)), at the step it was removed, made increasing along the
-    order.
+class CorrelationLoss:
+    """The loss sum_o weights_o x loss(rho_o) of removing each candidate channel on top of those removed
+    so far, kept up to date one removal at a time: O(outputs x channels) per step on a precomputed
+    (outputs, channels, channels) covariance. `z` (M, O) are the consumers' outputs (without bias) at M
+    positions, `x` (M, O, C) the part of them each candidate channel contributes (the rest of z comes
+    from channels that stay)."""
 
-    With `magnitude` (C,) and `tie` > 0, magnitude breaks near-ties: each step removes, among the
+    def __init__(self, z: torch.Tensor, x: torch.Tensor, loss=information_lost, weights: torch.Tensor | None = None):
+        if x.dim() != 3 or z.shape != x.shape[:2] or x.shape[0] < 2:
+            raise ValueError(f"need z (M, O) and x (M >= 2, O, C), got {tuple(z.shape)} and {tuple(x.shape)}")
+        if not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(z).all())):
+            raise ValueError("contributions contain NaN or inf values: check the calibration data")
+        z = z - z.mean(0, keepdim=True)
+        x = x - x.mean(0, keepdim=True)
+        m, _, c = x.shape
+        var_z = (z * z).mean(0)
+        live = var_z > 0                                          # a constant output channel carries nothing
+        z, x, self.var_z = z[:, live], x[:, live], var_z[live]
+        self.loss = loss
+        self.w = weights[live].to(x)[:, None] if weights is not None else 1.0
+        self.cov = torch.einsum("moi,moj->oij", x, x) / m        # O, C, C: cov(x_oi, x_oj)
+        self.cov_zx = torch.einsum("mo,moj->oj", z, x) / m       # O, C: cov(z_o, x_oj)
+        self.var_x = torch.diagonal(self.cov, dim1=1, dim2=2)    # O, C
+        o = self.cov.shape[0]
+        self.cov_z_removed = x.new_zeros(o)                      # cov(z_o, e_o), e_o the removed part
+        self.var_removed = x.new_zeros(o)                        # var e_o
+        self.cov_removed_x = x.new_zeros(o, c)                   # cov(e_o, x_oj)
+
+    def candidates(self, left: torch.Tensor | None = None) -> torch.Tensor:
+        """(C,): the loss with each channel removed too (meaningless for those already removed)."""
+        self._cz = self.cov_z_removed[:, None] + self.cov_zx
+        self._ve = self.var_removed[:, None] + 2 * self.cov_removed_x + self.var_x
+        var_z = self.var_z[:, None]
+        var_kept = (var_z - 2 * self._cz + self._ve).clamp_min(0)
+        rho = (var_z - self._cz) / torch.sqrt(var_z * var_kept).clamp_min(1e-300)
+        if not len(self.var_z):
+            return self.cov_zx.new_zeros(self.cov_zx.shape[1])
+        return (self.w * self.loss(rho)).sum(0)
+
+    def remove(self, j: int) -> None:
+        """Channel j goes (after a call to candidates())."""
+        self.cov_z_removed, self.var_removed = self._cz[:, j], self._ve[:, j]
+        self.cov_removed_x = self.cov_removed_x + self.cov[:, j, :]
+
+
+def greedy_removal(loss, remove, channels: int, magnitude: torch.Tensor | None = None, tie: float = 0.0) -> torch.Tensor:
+    """Scores (channels,) from a greedy removal order: `loss(left)` gives every channel's loss if it were
+    removed next (left: the boolean mask of channels not yet removed), `remove(j)` commits a removal. A
+    channel's score is the loss at the step it went, made increasing along the order.
+
+    With `magnitude` (channels,) and `tie` > 0, magnitude breaks near-ties: each step removes, among the
     channels whose loss increment is at most min + tie x (median - min) of the increments (the lower
     median: with two channels left the band holds the cheaper one), the one of least magnitude (tie 0:
     the least loss; tie 1: the cheaper half by loss, then magnitude)."""
-    if x.dim() != 3 or z.shape != x.shape[:2] or x.shape[0] < 2:
-        raise ValueError(f"need z (M, O) and x (M >= 2, O, C), got {tuple(z.shape)} and {tuple(x.shape)}")
-    if tie < 0 or (tie > 0 and (magnitude is None or magnitude.shape != (x.shape[2],))):
-        raise ValueError(f"tie must be >= 0, and a tie > 0 needs one magnitude per channel ({x.shape[2]})")
-    if not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(z).all())):
-        raise ValueError("contributions contain NaN or inf values: check the calibration data")
-    z = z - z.mean(0, keepdim=True)
-    x = x - x.mean(0, keepdim=True)
-    m, _, c = x.shape
-    var_z = (z * z).mean(0)
-    live = var_z > 0                                        # a constant output channel carries nothing
-    z, x, var_z = z[:, live], x[:, live], var_z[live]
-    w = weights[live].to(x)[:, None] if weights is not None else 1.0
-    cov = torch.einsum("moi,moj->oij", x, x) / m            # O, C, C: cov(x_oi, x_oj)
-    cov_zx = torch.einsum("mo,moj->oj", z, x) / m           # O, C: cov(z_o, x_oj)
-    var_x = torch.diagonal(cov, dim1=1, dim2=2)             # O, C
-    o = cov.shape[0]
-    cov_z_removed = x.new_zeros(o)                          # cov(z_o, e_o), e_o the removed part
-    var_removed = x.new_zeros(o)                            # var e_o
-    cov_removed_x = x.new_zeros(o, c)                       # cov(e_o, x_oj)
-    left = torch.ones(c, dtype=torch.bool, device=x.device)
-    scores = x.new_zeros(c)
+    if tie < 0 or (tie > 0 and (magnitude is None or magnitude.shape != (channels,))):
+        raise ValueError(f"tie must be >= 0, and a tie > 0 needs one magnitude per channel ({channels})")
+    left = scores = mag = None
     worst = float("-inf")   # a loss may be negative (a log)
     current = 0.0           # the loss of what is removed so far
-    mag = magnitude.to(x) if tie > 0 else None
-    for step in range(c):
-        cz = cov_z_removed[:, None] + cov_zx                # with candidate j removed too
-        ve = var_removed[:, None] + 2 * cov_removed_x + var_x
-        var_kept = (var_z[:, None] - 2 * cz + ve).clamp_min(0)
-        rho = (var_z[:, None] - cz) / torch.sqrt(var_z[:, None] * var_kept).clamp_min(1e-300)
-        lost = (w * loss(rho)).sum(0) if o else x.new_zeros(c)
+    for step in range(channels):
+        lost = loss(torch.ones(channels, dtype=torch.bool) if left is None else left)
+        if left is None:
+            left = torch.ones(channels, dtype=torch.bool, device=lost.device)
+            scores = lost.new_zeros(channels)
+            mag = magnitude.to(lost) if tie > 0 else None
         lost[~left] = float("inf")
         if mag is None:
             j = int(torch.argmin(lost))
@@ -169,7 +190,15 @@ def greedy_removal_scores(z: torch.Tensor, x: torch.Tensor, loss=information_los
         current = float(lost[j])
         worst = max(worst, current)
         scores[j] = worst + step * 1e-12   # strictly increasing: the lowest k are the first k removed
-        cov_z_removed, var_removed = cz[:, j], ve[:, j]
-        cov_removed_x = cov_removed_x + cov[:, j, :]
+        remove(j)
         left[j] = False
     return scores
+
+
+def greedy_removal_scores(z: torch.Tensor, x: torch.Tensor, loss=information_lost,
+                          weights: torch.Tensor | None = None, magnitude: torch.Tensor | None = None,
+                          tie: float = 0.0) -> torch.Tensor:
+    """Scores (C,) from the greedy removal order of CorrelationLoss(z, x, loss, weights) (default: sum_o
+    (1 - rho_o^2)), near-ties broken by `magnitude` with `tie` > 0 (greedy_removal)."""
+    tracker = CorrelationLoss(z, x, loss, weights)
+    return greedy_removal(tracker.candidates, tracker.remove, x.shape[2], magnitude, tie)
