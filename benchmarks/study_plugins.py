@@ -307,3 +307,45 @@ class RefitCriterion(ConsumerMiCriterion):
 
 register_criterion("refit", "refit")(lambda o: RefitCriterion(_options(RefitOptions, "refit", o)))
 
+
+
+# -- consumer-mi with another width curve (experimental) -------------------------------------------
+
+@dataclass
+class CurveOptions(ConsumerMiOptions):
+    # How many channels each layer keeps, from consumer-mi's order: the knapsack reads the sorted curve
+    # sort(l1)^blend x sort(consumer-mi)^(1 - blend) (each divided by its layer mean) re-assigned in
+    # consumer-mi's order; blend 0 is consumer-mi, blend 1 is widths=l1.
+    blend: float = 0.5
+    # inc: consumer-mi's curve as the loss each removal adds (running max) instead of the loss so far
+    curve: str = "cum"
+    # diagnostic: groups whose root starts with this prefix are ordered by L1 instead ("" none)
+    l1_prefix: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.blend <= 1 or self.curve not in ("cum", "inc"):
+            raise ValueError("blend in [0, 1], curve cum or inc")
+
+
+class CurveCriterion(ConsumerMiCriterion):
+    name = "curve"
+
+    def scores(self, pruner, info, group):
+        s = self._scores[info.root][info.kept].to(torch.float64)
+        if self.opts.l1_prefix and info.root.startswith(self.opts.l1_prefix):
+            s = _L1(group).to(torch.float64)
+        order = torch.argsort(s, stable=True)
+        cum = s[order]
+        if self.opts.curve == "inc":
+            inc = torch.diff(cum, prepend=cum.new_zeros(1)).clamp_min(0)
+            cum = torch.cummax(inc, 0).values + torch.arange(len(inc), dtype=inc.dtype) * 1e-12
+        curve = mean_normalised(cum) ** (1 - self.opts.blend)
+        if self.opts.blend > 0:
+            curve = curve * torch.sort(mean_normalised(_L1(group))).values ** self.opts.blend
+        out = torch.empty_like(s)
+        out[order] = curve
+        return out.to(torch.float32)
+
+
+register_criterion("curve", "curve")(lambda o: CurveCriterion(_options(CurveOptions, "curve", o)))
