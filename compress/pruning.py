@@ -23,6 +23,15 @@ from .errors import PruningError
 ROOT_TYPES = (nn.Conv2d, nn.Conv1d, nn.Linear)
 
 
+@dataclass(frozen=True)
+class _GroupLayers:
+    """Per group root: the layers losing output channels as (layer, its idxs, the root's idxs); the names
+    of those losing input channels; and those readers as (layer, its input idxs, the root's idxs)."""
+    producers: dict
+    consumers: dict
+    reads: dict
+
+
 @dataclass
 class GroupInfo:
     root: str                  # name of the layer whose output channels define the group
@@ -232,8 +241,8 @@ class ChannelPruner:
 
     def member_map(self) -> dict[str, tuple[list[str], list[str]]]:
         """Per group root: the layers losing output channels and the layers losing input channels."""
-        producers, consumers = self._group_layers()
-        return {r: (sorted({p for p, _, _ in prods}), consumers[r]) for r, prods in producers.items()}
+        layers = self._group_layers()
+        return {r: (sorted({p for p, _, _ in prods}), layers.consumers[r]) for r, prods in layers.producers.items()}
 
     def depth_blocks(self) -> dict[str, list[str]]:
         """Removable residual blocks -> the prunable groups that live entirely inside them."""
@@ -291,11 +300,10 @@ class ChannelPruner:
 
     def producer_map(self) -> dict[str, list[tuple[str, list[int], list[int]]]]:
         """`producers` of every group."""
-        return self._group_layers()[0]
+        return self._group_layers().producers
 
-    def _group_layers(self) -> tuple[dict, dict]:
-        """One traversal of the dependency graph per pruning state: per group root, the layers losing
-        output channels (with their idxs and the root's) and the names of those losing input channels."""
+    def _group_layers(self) -> "_GroupLayers":
+        """One traversal of the dependency graph per pruning state (cached until a group's width changes)."""
         key = tuple(g.channels for g in self.groups.values())
         if getattr(self, "_layer_cache", (None,))[0] != key:
             producers, consumers, reads = {}, {}, {}
@@ -315,13 +323,12 @@ class ChannelPruner:
                 mine = {p for p, _, _ in prod}
                 consumers[name] = sorted(set(cons) - mine)
                 reads[name] = [(n, *cons[n]) for n in consumers[name]]
-            self._layer_cache = (key, (producers, consumers), reads)
+            self._layer_cache = (key, _GroupLayers(producers, consumers, reads))
         return self._layer_cache[1]
 
     def consumer_map(self) -> dict[str, list[tuple[str, list[int], list[int]]]]:
         """Per group root: the layers reading its channels, as (layer, its input channel idxs, the root's idxs)."""
-        self._group_layers()
-        return self._layer_cache[2]
+        return self._group_layers().reads
 
     def at_minimum(self) -> bool:
         return all(self.target_channels(g, 0.0) >= g.channels for g in self.prunable_groups)
