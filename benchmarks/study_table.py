@@ -129,8 +129,10 @@ def main(paths: list[str]) -> None:
                     continue
                 d = _paired(s[arm], s[ref], key)
                 if d:
+                    # the standard error of the mean paired difference: how far a seed-to-seed swing moves it
+                    se = f"; standard error {100 * statistics.stdev(d) / len(d) ** 0.5:.2f}" if len(d) > 1 else ""
                     print(f"  {label} minus `{ref}` {what}, paired over {len(d)} seeds: "
-                          f"{100 * statistics.mean(d):+.2f} (per seed {', '.join(f'{100 * v:+.2f}' for v in d)})")
+                          f"{100 * statistics.mean(d):+.2f} (per seed {', '.join(f'{100 * v:+.2f}' for v in d)}{se})")
 
 
 if __name__ == "__main__":
