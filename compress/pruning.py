@@ -302,7 +302,7 @@ class ChannelPruner:
         """`producers` of every group."""
         return self._group_layers().producers
 
-    def _group_layers(self) -> "_GroupLayers":
+    def _group_layers(self) -> _GroupLayers:
         """One traversal of the dependency graph per pruning state (cached until a group's width changes)."""
         key = tuple(g.channels for g in self.groups.values())
         if getattr(self, "_layer_cache", (None,))[0] != key:
