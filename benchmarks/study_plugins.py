@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from compress.criteria import criterion_names, make_criterion, mean_normalised, register_criterion
 from compress.info.features import FeatureCapture
 from compress.info import consumer_mi
-from compress.info_criteria import ConsumerMiCriterion, ConsumerMiOptions, InformationCriterion, _Common, _L1, _options
+from compress.info_criteria import (ConsumerMiCriterion, ConsumerMiOptions, InformationCriterion, _Common, _L1, _options,
+                                    in_order_of)
 
 
 @dataclass
@@ -270,9 +271,10 @@ class RefitCriterion(ConsumerMiCriterion):
 
         shares, _ = self._reader_pass(model, names, capture, x)
         out = {}
+        tp_groups = pruner.root_groups_by_name()
         for g in groups:
             if g.root not in usable:
-                out[g.root] = _L1(pruner.root_groups_by_name()[g.root]).to(torch.float64)
+                out[g.root] = _L1(tp_groups[g.root]).to(torch.float64)
                 continue
             trackers = []
             for n, idxs, root_idxs in usable[g.root]:
@@ -308,7 +310,6 @@ class RefitCriterion(ConsumerMiCriterion):
 register_criterion("refit", "refit")(lambda o: RefitCriterion(_options(RefitOptions, "refit", o)))
 
 
-
 # -- consumer-mi with another width curve (experimental) -------------------------------------------
 
 @dataclass
@@ -317,35 +318,28 @@ class CurveOptions(ConsumerMiOptions):
     # sort(l1)^blend x sort(consumer-mi)^(1 - blend) (each divided by its layer mean) re-assigned in
     # consumer-mi's order; blend 0 is consumer-mi, blend 1 is widths=l1.
     blend: float = 0.5
-    # inc: consumer-mi's curve as the loss each removal adds (running max) instead of the loss so far
-    curve: str = "cum"
     # diagnostic: groups whose root starts with this prefix are ordered by L1 instead ("" none)
     l1_prefix: str = ""
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0 <= self.blend <= 1 or self.curve not in ("cum", "inc"):
-            raise ValueError("blend in [0, 1], curve cum or inc")
+        if not 0 <= self.blend <= 1:
+            raise ValueError("blend must be in [0, 1]")
 
 
 class CurveCriterion(ConsumerMiCriterion):
+    """consumer-mi's order inside each layer, widths from a blend of its curve and L1's (CurveOptions)."""
     name = "curve"
 
     def scores(self, pruner, info, group):
+        l1 = _L1(group).to(torch.float64)
         s = self._scores[info.root][info.kept].to(torch.float64)
         if self.opts.l1_prefix and info.root.startswith(self.opts.l1_prefix):
-            s = _L1(group).to(torch.float64)
-        order = torch.argsort(s, stable=True)
-        cum = s[order]
-        if self.opts.curve == "inc":
-            inc = torch.diff(cum, prepend=cum.new_zeros(1)).clamp_min(0)
-            cum = torch.cummax(inc, 0).values + torch.arange(len(inc), dtype=inc.dtype) * 1e-12
-        curve = mean_normalised(cum) ** (1 - self.opts.blend)
-        if self.opts.blend > 0:
-            curve = curve * torch.sort(mean_normalised(_L1(group))).values ** self.opts.blend
-        out = torch.empty_like(s)
-        out[order] = curve
-        return out.to(torch.float32)
+            s = l1
+        # both sorted curves rise, so their product does too and in_order_of hands it out in s's order
+        curve = torch.sort(mean_normalised(s)).values ** (1 - self.opts.blend) \
+            * torch.sort(mean_normalised(l1)).values ** self.opts.blend
+        return in_order_of(s, curve).to(torch.float32)
 
 
 register_criterion("curve", "curve")(lambda o: CurveCriterion(_options(CurveOptions, "curve", o)))

@@ -25,10 +25,9 @@ ROOT_TYPES = (nn.Conv2d, nn.Conv1d, nn.Linear)
 
 @dataclass(frozen=True)
 class _GroupLayers:
-    """Per group root: the layers losing output channels as (layer, its idxs, the root's idxs); the names
-    of those losing input channels; and those readers as (layer, its input idxs, the root's idxs)."""
+    """Per group root: the layers losing output channels as (layer, its idxs, the root's idxs), and those
+    losing input channels, sorted by name, as (layer, its input idxs, the root's idxs)."""
     producers: dict
-    consumers: dict
     reads: dict
 
 
@@ -242,7 +241,8 @@ class ChannelPruner:
     def member_map(self) -> dict[str, tuple[list[str], list[str]]]:
         """Per group root: the layers losing output channels and the layers losing input channels."""
         layers = self._group_layers()
-        return {r: (sorted({p for p, _, _ in prods}), layers.consumers[r]) for r, prods in layers.producers.items()}
+        return {r: (sorted({p for p, _, _ in prods}), [n for n, _, _ in layers.reads[r]])
+                for r, prods in layers.producers.items()}
 
     def depth_blocks(self) -> dict[str, list[str]]:
         """Removable residual blocks -> the prunable groups that live entirely inside them."""
@@ -306,7 +306,7 @@ class ChannelPruner:
         """One traversal of the dependency graph per pruning state (cached until a group's width changes)."""
         key = tuple(g.channels for g in self.groups.values())
         if getattr(self, "_layer_cache", (None,))[0] != key:
-            producers, consumers, reads = {}, {}, {}
+            producers, reads = {}, {}
             for name, group in self._root_groups():
                 prod, cons = [], {}
                 for i, (dep, idxs) in enumerate(group):
@@ -321,9 +321,8 @@ class ChannelPruner:
                         seen[1].extend(group[i].root_idxs)
                 producers[name] = prod
                 mine = {p for p, _, _ in prod}
-                consumers[name] = sorted(set(cons) - mine)
-                reads[name] = [(n, *cons[n]) for n in consumers[name]]
-            self._layer_cache = (key, _GroupLayers(producers, consumers, reads))
+                reads[name] = [(n, *cons[n]) for n in sorted(set(cons) - mine)]
+            self._layer_cache = (key, _GroupLayers(producers, reads))
         return self._layer_cache[1]
 
     def consumer_map(self) -> dict[str, list[tuple[str, list[int], list[int]]]]:

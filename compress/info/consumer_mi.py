@@ -72,7 +72,7 @@ def sampled_patches(consumer: nn.Module, inputs: torch.Tensor, samples: int, gen
     """(M, C_in, K) float64: the input patches `consumer` reads at M = `samples` positions of `inputs`,
     drawn as `contributions` draws them (K = kernel taps; 1 for a Linear layer)."""
     if not dense(consumer):
-        raise ValueError(f"contributions need a dense Conv2d or Linear consumer, got {consumer}")
+        raise ValueError(f"consumer-mi reads a dense Conv2d or Linear consumer only, got {consumer}")
     x = inputs.detach()
     if isinstance(consumer, nn.Linear):
         rows = torch.randint(len(x), (samples,), generator=generator).to(x.device)
