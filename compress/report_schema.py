@@ -23,7 +23,7 @@ def load_schema() -> dict:
 
 
 def _validator():
-    # Imported lazily: jsonschema is a dev dependency, and compressing must not need it.
+    # Imported lazily: `compress --help` should not pay for it.
     from jsonschema import Draft202012Validator
 
     return Draft202012Validator(load_schema())
