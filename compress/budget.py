@@ -60,7 +60,7 @@ class BudgetSpec:
 
     @classmethod
     def from_options(cls, latency_ms=None, speedup=None, memory_mb=None, macs=None, params=None,
-                     default_latency_ms=None, default_memory_mb=None) -> "BudgetSpec":
+                     default_latency_ms=None, default_memory_mb=None, allow_empty: bool = False) -> "BudgetSpec":
         if latency_ms is not None and speedup is not None:
             raise InputError("give --latency-ms or --speedup, not both")
         if speedup is not None and not float(speedup) > 1.0:  # NaN would resolve to a budget nothing misses
@@ -75,7 +75,7 @@ class BudgetSpec:
         if spec.empty:  # nothing on the command line: the profile's defaults
             spec = cls(latency_ms=Quantity(default_latency_ms, False) if default_latency_ms else None,
                        memory_mb=Quantity(default_memory_mb, False) if default_memory_mb else None)
-        if spec.empty:
+        if spec.empty and not allow_empty:
             raise InputError("no budget: pass --latency-ms, --speedup, --memory-mb, --macs or --params "
                              "(this target's profile has no default budget)")
         return spec
@@ -135,8 +135,17 @@ class Budget:
                                    ("memory_mb", self.memory_mb, m.memory_mb), ("macs", self.macs, m.macs),
                                    ("params", self.params, m.params)):
             if limit is not None and value > limit:
-                out.append(f"{name} {value:.4g} > {limit:.4g}")
+                out.append(f"{_LABELS[name]} {_human(name, value)} > {_human(name, limit)}")
         return out
 
     def to_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+_LABELS = {"latency_ms": "latency", "memory_mb": "memory", "macs": "MACs", "params": "params"}
+
+
+def _human(name: str, value: float) -> str:
+    from . import units
+
+    return {"latency_ms": units.ms, "memory_mb": units.mb}.get(name, units.count)(value)

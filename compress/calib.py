@@ -25,6 +25,11 @@ class CalibData:
     y: torch.Tensor | None     # int64 (N,) or None
     source: str                # what it was read from, for the report
     labels_from: str           # "data" | "model predictions" | "none"
+    normalisation: str = "as given"   # what was done to the values, for the report
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x.shape[1:])  # type: ignore[return-value]
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -34,10 +39,11 @@ class CalibData:
         return self.source.startswith("synthetic")
 
 
-def load_calibration(spec: str, input_shape: tuple[int, int, int], samples: int = 256,
+def load_calibration(spec: str, input_shape: tuple[int, int, int] | None, samples: int = 256,
                      mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
                      seed: int = 0) -> CalibData:
-    """Load up to `samples` calibration samples shaped like `input_shape` (C, H, W)."""
+    """Load up to `samples` calibration samples shaped like `input_shape` (C, H, W); with None, the shape
+    is the data's own (NCHW, or NHWC with 1, 3 or 4 channels last; images at the first image's size)."""
     if samples < 1:
         raise CalibrationError(f"--calib-samples must be >= 1, got {samples}")
     path = Path(spec)
@@ -59,11 +65,21 @@ def load_calibration(spec: str, input_shape: tuple[int, int, int], samples: int 
     else:
         raise CalibrationError(f"calibration data {spec}: unsupported file type {path.suffix!r}; "
                                "pass an image folder, an .npz/.npy file or package.module:callable")
-    x = _to_nchw(np.asarray(x), input_shape, spec)
+    x = np.asarray(x)
+    x = _to_nchw(x, input_shape or shape_of(x, spec), spec)
+    normalisation = "as given (already normalised floats)"
     if not already_normalised:
         x = x.astype(np.float32) / 255.0
         if mean is not None and std is not None:
+            if len(mean) != x.shape[1] or len(std) != x.shape[1]:
+                raise CalibrationError(f"--mean/--std give {len(mean)}/{len(std)} values for {x.shape[1]}-channel "
+                                       f"data; pass one value per channel, e.g. --mean {','.join(['0.5'] * x.shape[1])}")
             x = (x - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[:, None, None]
+            normalisation = (f"8-bit pixels / 255, then (x - mean) / std with mean {_fmt_floats(mean)}, "
+                             f"std {_fmt_floats(std)}")
+        else:
+            normalisation = ("8-bit pixels / 255 only: no mean/std is known for this model; pass --mean and --std "
+                             "if it was trained with normalised inputs")
     x = x.astype(np.float32, copy=False)
     if y is not None:
         y = np.asarray(y).reshape(-1)
@@ -77,7 +93,26 @@ def load_calibration(spec: str, input_shape: tuple[int, int, int], samples: int 
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
         raise CalibrationError(f"calibration data {spec}: {bad} of {len(x)} samples contain NaN or Inf; clean the data")
     labels = torch.from_numpy(y.astype(np.int64)) if y is not None else None
-    return CalibData(torch.from_numpy(np.ascontiguousarray(x)), labels, source, "data" if labels is not None else "none")
+    return CalibData(torch.from_numpy(np.ascontiguousarray(x)), labels, source,
+                     "data" if labels is not None else "none", normalisation)
+
+
+def _fmt_floats(values) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def shape_of(x: np.ndarray, spec: str) -> tuple[int, int, int]:
+    """The (C, H, W) of a batch of samples: NCHW, or NHWC when the last axis (not the second) looks like
+    1, 3 or 4 channels; a batch of 2-D samples is one channel."""
+    if x.ndim == 3 and x.shape[0] > 0:
+        return (1, int(x.shape[1]), int(x.shape[2]))
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise CalibrationError(f"calibration data {spec} has shape {tuple(x.shape)}; expected a batch of images "
+                               "(N, C, H, W) or (N, H, W, C)")
+    _, a, b, c = (int(v) for v in x.shape)
+    if c in (1, 3, 4) and a not in (1, 3, 4):
+        return (c, a, b)
+    return (a, b, c)
 
 
 def _to_nchw(x: np.ndarray, input_shape: tuple[int, int, int], spec: str) -> np.ndarray:
@@ -112,10 +147,9 @@ def _from_numpy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         return data[xkey], (data[ykey] if ykey else None)
 
 
-def _from_image_folder(path: Path, input_shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+def _from_image_folder(path: Path, input_shape: tuple[int, int, int] | None) -> tuple[np.ndarray, np.ndarray | None]:
     from PIL import Image, UnidentifiedImageError
 
-    c, h, w = input_shape
     classes = sorted(p for p in path.iterdir() if p.is_dir())
     if classes:
         files = [(f, i) for i, d in enumerate(classes) for f in sorted(d.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
@@ -124,6 +158,14 @@ def _from_image_folder(path: Path, input_shape: tuple[int, int, int]) -> tuple[n
     if not files:
         raise CalibrationError(f"calibration folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
                                "put images in one sub-folder per class")
+    if input_shape is None:   # the first image's size, RGB: every image is resized to it
+        try:
+            with Image.open(files[0][0]) as im:
+                input_shape = (3, im.height, im.width)
+        except (UnidentifiedImageError, OSError) as e:
+            raise CalibrationError(f"calibration image {files[0][0]} does not decode ({str(e)[:100]}); "
+                                   "remove or replace it") from None
+    c, h, w = input_shape
     mode = {1: "L", 3: "RGB"}.get(c)
     if mode is None:
         raise CalibrationError(f"image folders give 1 or 3 channels, but --input-shape has {c}; pass an .npz instead")

@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from pathlib import Path
@@ -15,15 +18,33 @@ from pathlib import Path
 from . import __version__
 from .errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, CompressError, InputError
 
-EPILOG = """\
+# Every subcommand, with the line `compress --help` shows for it; `compress COMMAND --help` has the rest.
+COMMANDS = {
+    "validate": "measure any ONNX model on a target: against a budget, or a latency report only",
+    "report": "re-render report.html from an output folder's report.json",
+    "example": "train a small CNN on generated images and compress it for host and jetson-nano (about a minute)",
+    "fit-cost-model": "fit a target's cost-model factors: measured here for host, published latencies otherwise",
+    "cost-model": "predicted vs measured latency per layer of one model on a target",
+}
+
+USAGE = """compress --target NAME [budget] [options] model.pt
+       compress COMMAND [options]        (compress COMMAND --help)
+       compress --list-targets | --list-archs | --list-criteria"""
+
+
+def _epilog() -> str:
+    width = max(map(len, COMMANDS))
+    commands = "\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items())
+    return f"""\
+commands:
+{commands}
+
 examples:
   compress --target host --arch resnet56 --speedup 1.5 resnet56.th
   compress --target jetson-nano --arch resnet56 --calib calib.npz --latency-ms 2 resnet56.th
-  compress --target my-board.yaml --arch mypkg.models:build --arch-kwargs '{"width": 0.5}' \\
-           --input-shape 1x3x224x224 --calib images/ --memory-mb 20 model.pt
-  compress --list-targets
-  compress --show-target jetson-nano
-  compress example            # train a small model on generated images and compress it
+  compress --target raspberry-pi-4 --arch mypkg.models:build --calib calib.npz --macs 50% model.pt
+  compress validate model.onnx --target host --latency-ms 2.5
+  compress example
 
 exit codes: 0 budget met, 1 budget missed or unreachable, 2 bad input, 3 internal error (rerun with -v)
 """
@@ -31,10 +52,10 @@ exit codes: 0 budget met, 1 budget missed or unreachable, 2 bad input, 3 interna
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="compress",
+        prog="compress", usage=USAGE,
         description="Prune a trained PyTorch CNN to a device's latency/memory budget, export it to ONNX, build the "
                     "engine for the device, and report what was measured or predicted.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", help="model file: a state dict / checkpoint (with --arch), a pruned model "
                    "written by compress, TorchScript (measure/export only) or a pickled module (with --trust-model)")
     g = p.add_argument_group("target")
@@ -43,13 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--list-targets", action="store_true", help="list the built-in device profiles and exit")
     g.add_argument("--show-target", metavar="NAME|FILE.yaml", help="print one device profile as JSON and exit")
     g = p.add_argument_group("model")
-    g.add_argument("--arch", help="architecture for a state dict: a built-in name (resnet20/32/44/56, vgg16_bn, "
-                   "mobilenetv2, example-cnn) or package.module:callable")
+    g.add_argument("--arch", help="architecture for a state dict: a built-in name (see --list-archs) or "
+                   "package.module:callable")
+    g.add_argument("--list-archs", action="store_true", help="list the built-in architectures and exit")
     g.add_argument("--arch-kwargs", default="{}", metavar="JSON", help="keyword arguments for --arch, as JSON")
     g.add_argument("--trust-model", action="store_true",
                    help="allow loading a pickled full module (unpickling runs code from the file)")
     g.add_argument("--input-shape", metavar="NxCxHxW", help="input shape, e.g. 1x3x224x224 (default: from the "
-                   "built-in architecture, batch from the profile)")
+                   "built-in architecture, else from --calib; batch from the profile)")
     g = p.add_argument_group("calibration data")
     g.add_argument("--calib", metavar="PATH|module:callable",
                    help="image folder (one sub-folder per class), .npz/.npy (x, optional y) or module:callable")
@@ -59,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("budget (default: the target profile's)")
     g.add_argument("--latency-ms", metavar="MS", help="latency at the profile's batch size, ms (or 50%% of the original)")
     g.add_argument("--speedup", type=float, metavar="X", help="latency budget as original latency / X")
-    g.add_argument("--memory-mb", metavar="MB", help="weights + peak activations, MB (or a fraction like 50%%)")
+    g.add_argument("--memory-mb", metavar="MB", help="predicted memory: weights + the largest layer's input and "
+                   "output activations, MB (or a fraction like 50%%)")
     g.add_argument("--macs", metavar="N", help="multiply-accumulates, e.g. 40M, or 50%% of the original")
     g.add_argument("--params", metavar="N", help="parameters, e.g. 0.4M, or 0.5x of the original")
     g = p.add_argument_group("pruning")
@@ -114,60 +137,101 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (CI systems, `timeout`, service managers): unwinds like Ctrl-C, so no output is half-written."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["fit-cost-model"], ["cost-model"]):
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    verbose = "-v" in argv or "--verbose" in argv
+    try:
+        if argv[:1] and argv[0] in COMMANDS:
+            return _command(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
+        _setup_logging(args)
+        return _guarded(_dispatch, args)
+    except BrokenPipeError:
+        # `compress --list-criteria | head -1`: the reader left; say nothing more and exit as a shell would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except Terminated:
+        _error("terminated (SIGTERM); no output was written", False)
+        return 143
+    except KeyboardInterrupt:
+        _error("interrupted; no output was written", False)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug before the run started (argument handling)
+        return _internal(e, verbose)
+
+
+def _command(name: str, argv: list[str]) -> int:
+    if name in ("fit-cost-model", "cost-model"):
         from .costfit import main as costfit_main
-        return costfit_main(argv)
-    if argv[:1] in (["validate"], ["report"]):
-        args = _subcommand_parser(argv[0]).parse_args(argv[1:])
-        run = _run_validate if argv[0] == "validate" else (lambda a: _rerender(Path(a.dir)))
-    elif argv[:1] == ["example"]:
+        return costfit_main([name, *argv])
+    if name == "example":
         from .example import build_parser as example_parser, run as run_example
-        args, run = example_parser().parse_args(argv[1:]), run_example
-    else:
-        args, run = build_parser().parse_args(argv), _dispatch
+        args = example_parser().parse_args(argv)
+        _setup_logging(args)
+        return _guarded(run_example, args)
+    args = _subcommand_parser(name).parse_args(argv)
     _setup_logging(args)
+    return _guarded(_run_validate if name == "validate" else (lambda a: _rerender(Path(a.dir))), args)
+
+
+def _guarded(run, args) -> int:
+    """Run one command, mapping errors to exit codes: ours (CompressError) and the stage packages' own."""
     try:
         return run(args)
     except CompressError as e:
         _error(str(e), args.verbose)
         return e.exit_code
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise
     except Exception as e:  # noqa: BLE001 - errors of the stage packages, mapped to exit codes below
         code = _stage_error_code(e)
         if code is None:
             return _internal(e, args.verbose)
         _error(str(e), args.verbose)
         return code
-    except KeyboardInterrupt:
-        _error("interrupted; no output was written", False)
-        return 130
 
 
 def _subcommand_parser(name: str) -> argparse.ArgumentParser:
     """`compress validate model.onnx ...` and `compress report DIR`, with the main command's exit codes."""
     if name == "validate":
-        p = argparse.ArgumentParser(prog="compress validate", description="Measure any ONNX model on a target and "
-                                    "check it against a budget: the same report and exit codes, no pruning.")
+        p = argparse.ArgumentParser(prog="compress validate", description="Measure any ONNX model on a target, "
+                                    "as the pipeline measures its final model, and write the same report.json / "
+                                    "report.html; with a budget, the same verdict and exit codes (0 met, 1 missed), "
+                                    "without one a latency report only (exit 0). No pruning.")
         p.add_argument("model", help="ONNX model")
         p.add_argument("--target", required=True, help="built-in name or profile YAML; must be measurable "
                        "(host, or --device)")
-        p.add_argument("--latency-ms", help="latency budget, ms (absolute)")
-        p.add_argument("--memory-mb", help="weights budget, MB (absolute)")
-        p.add_argument("--params", help="parameter budget, e.g. 0.4M")
+        g = p.add_argument_group("budget (optional: without one, the model is measured and reported)")
+        g.add_argument("--latency-ms", help="latency budget, ms (absolute)")
+        g.add_argument("--memory-mb", help="memory budget, MB (absolute): weights + the largest layer's input and "
+                       "output activations, as in compress")
+        g.add_argument("--params", help="parameter budget, e.g. 0.4M")
         p.add_argument("--input-shape", metavar="NxCxHxW", help="for models with dynamic input dimensions")
-        p.add_argument("--device", metavar="USER@HOST[:PORT]", help="measure there over SSH")
-        p.add_argument("--ssh-key")
-        p.add_argument("--known-hosts")
-        p.add_argument("--device-python")
+        g = p.add_argument_group("measuring on a device over SSH")
+        g.add_argument("--device", metavar="USER@HOST[:PORT]", help="measure there over SSH")
+        g.add_argument("--ssh-key", metavar="FILE", help="private key for --device")
+        g.add_argument("--known-hosts", metavar="FILE", help="known_hosts file to trust for --device")
+        g.add_argument("--device-python", metavar="PATH", help="Python on the device (default python3)")
         p.add_argument("--out", help="output folder (default ./validated/<model>-<target>)")
-        p.add_argument("--json", action="store_true", help="print a machine-readable summary")
+        p.add_argument("--json", action="store_true", help="print a machine-readable summary on stdout")
     else:
-        p = argparse.ArgumentParser(prog="compress report", description="Re-render report.html from report.json.")
+        p = argparse.ArgumentParser(prog="compress report", description="Re-render report.html from an output "
+                                    "folder's report.json.")
         p.add_argument("dir", help="an output folder holding report.json")
-        p.add_argument("--json", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("-q", "--quiet", action="store_true")
+        p.add_argument("--json", action="store_true", help="print the path written as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="full tracebacks")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     return p
 
 
@@ -184,8 +248,15 @@ def _run_validate(args) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif not args.quiet:
-        print(f"{result.verdict.upper()}: {result.metrics.latency_ms:.3f} ms ({result.metrics.latency_kind}); "
-              f"report: {result.out_dir / 'report.json'}")
+        from . import units
+        from .summary import verdict_label
+
+        m = result.metrics
+        budget = result.report["budget"]
+        print(f"{verdict_label(result.verdict, m.latency_kind, budget) if budget else 'MEASURED'}: "
+              f"latency {units.ms(m.latency_ms)} ({units.latency_kind(m.latency_kind)}), memory {units.mb(m.memory_mb)}, "
+              f"params {units.count(m.params)}; budget {units.budget(budget)}")
+        print(f"output: {result.out_dir}")
     return result.exit_code
 
 
@@ -227,13 +298,9 @@ def _dispatch(args) -> int:
     from device_profiles import list_profiles, load_profile
 
     if args.list_targets:
-        rows = [(p.name, p.runtime.engine, p.runtime.precision, p.measurement.method, p.description) for p in list_profiles()]
-        if args.json:
-            print(json.dumps([dict(zip(("name", "engine", "precision", "measurement", "description"), r)) for r in rows], indent=2))
-        else:
-            for name, engine, prec, meas, desc in rows:
-                print(f"{name:18} {engine:12} {prec:5} {('measured' if meas != 'none' else 'predicted'):9} {desc}")
-        return 0
+        return _list_targets(args.json)
+    if args.list_archs:
+        return _list_archs(args.json)
     if args.show_target:
         print(json.dumps(load_profile(args.show_target).to_dict(), indent=2))
         return 0
@@ -269,11 +336,52 @@ def _dispatch(args) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif not args.quiet:
-        o, f = result.original, result.final
-        print(f"{result.verdict.upper()}: latency {o.latency_ms:.3f} -> {f.latency_ms:.3f} ms "
-              f"({f.latency_kind.split(':')[0]}), params {o.params} -> {f.params}; budget {result.budget.to_dict()}")
+        from .summary import summary_line
+
+        print(summary_line(result.verdict, result.original.to_dict(), result.final.to_dict(),
+                           result.budget.to_dict(), result.report))
         print(f"output: {result.out_dir}")
     return result.exit_code
+
+
+def _list_targets(as_json: bool) -> int:
+    from device_profiles import list_profiles
+
+    rows = []
+    for p in list_profiles():
+        cm = p.cost_model
+        measured = p.measurement.method != "none"
+        rows.append({"name": p.name, "engine": p.runtime.engine, "precision": p.runtime.precision,
+                     "latency": "measured" if measured else "predicted",
+                     "measured_how": {"local": "here, ONNX Runtime", "ssh": "on the device over SSH"}.get(
+                         p.measurement.method, "not measurable from here"),
+                     "cost_model": "fitted" if cm.fitted else "not fitted", "cost_model_source": cm.source,
+                     "description": p.description})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'target':18} {'engine':12} {'prec.':5} {'latency':9} {'cost model':11} description")
+    for r in rows:
+        print(f"{r['name']:18} {r['engine']:12} {r['precision']:5} {r['latency']:9} {r['cost_model']:11} "
+              f"{r['description']}")
+    print("\nlatency: measured here (host) or predicted by the target's cost model; `compress --show-target NAME` "
+          "gives every number with its source")
+    return 0
+
+
+def _list_archs(as_json: bool) -> int:
+    from .archs import arch_names, get_arch
+
+    rows = [{"name": n, "input_shape": list(get_arch(n).input_shape), "num_classes": get_arch(n).num_classes,
+             "description": get_arch(n).description} for n in arch_names()]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['name']:18} {'x'.join(map(str, r['input_shape'])):11} {r['num_classes']:>5} classes  "
+              f"{r['description']}")
+    print("\nor your own: --arch package.module:callable [--arch-kwargs JSON]")
+    return 0
 
 
 def _recovery_options(args) -> dict:

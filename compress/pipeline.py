@@ -19,6 +19,7 @@ from deploy.bundle import write_device_bundle
 from device_profiles import load_profile
 from export import check_parity, export_onnx, simplify_onnx, tolerance_for
 
+from . import units
 from .bn_recalibration import recalibrate_batchnorm
 from .budget import Budget, BudgetSpec, Metrics
 from .calib import CalibData, load_calibration, synthetic_calibration
@@ -104,8 +105,7 @@ class _Run:
             spec = BudgetSpec.from_options(o.latency_ms, o.speedup, o.memory_mb, o.macs, o.params,
                                            profile.budget.latency_ms, profile.budget.memory_mb)
             loaded = load_model(o.model, o.arch, o.arch_kwargs, o.trust_model)
-            shape = self._input_shape(loaded, profile)
-            calib = self._calibration(loaded, shape)
+            shape, calib = self._shape_and_calibration(loaded, profile)
         out = Path(o.out) if o.out else Path("compressed") / f"{Path(o.model).stem}-{profile.name}"
         with OutputDir(out) as od:
             od.attach_log("compress")
@@ -121,7 +121,7 @@ class _Run:
             with self.timer.stage("evaluate_original"):
                 original = evaluator.evaluate(loaded.module, full=True)
             budget = spec.resolve(original.metrics)
-            log.info("original: %s; budget: %s", _fmt(original.metrics), budget.to_dict())
+            log.info("original: %s; budget: %s", _fmt(original.metrics), units.budget(budget.to_dict()))
             if spec.latency_fraction is not None and evaluator.can_pair and loaded.prunable:
                 evaluator.set_reference(loaded.module)
             elif spec.latency_fraction is not None and evaluator.measured:
@@ -209,28 +209,40 @@ class _Run:
         return SshRunner(o.device, identity_file=o.ssh_key, known_hosts=o.known_hosts,
                          remote_python=o.device_python or "python3")
 
-    def _input_shape(self, loaded: LoadedModel, profile) -> tuple[int, int, int, int]:
-        if self.o.input_shape:
-            s = tuple(int(v) for v in self.o.input_shape)
-            if len(s) == 3:
-                s = (profile.measurement.batch_size, *s)
-            if len(s) != 4 or min(s) < 1:
-                raise InputError(f"--input-shape {self.o.input_shape} must be NxCxHxW with positive sizes, e.g. 1x3x32x32")
-            return s  # type: ignore[return-value]
-        if loaded.arch_info is not None:
-            return (profile.measurement.batch_size, *loaded.arch_info.input_shape)
-        raise InputError("the input shape is unknown for this model; pass --input-shape NxCxHxW, e.g. 1x3x224x224")
-
-    def _calibration(self, loaded: LoadedModel, shape) -> CalibData:
+    def _shape_and_calibration(self, loaded: LoadedModel, profile) -> tuple[tuple[int, int, int, int], CalibData]:
+        """The input shape (from --input-shape, else the built-in architecture, else the calibration data; the
+        batch from the profile) and the calibration data in that shape."""
         o, info = self.o, loaded.arch_info
+        batch = profile.measurement.batch_size
+        chw: tuple[int, ...] | None = None
+        if o.input_shape:
+            s = tuple(int(v) for v in o.input_shape)
+            if len(s) == 3:
+                s = (batch, *s)
+            if len(s) != 4 or min(s) < 1:
+                raise InputError(f"--input-shape {'x'.join(map(str, o.input_shape))} must be NxCxHxW with positive "
+                                 "sizes, e.g. 1x3x32x32")
+            batch, chw = s[0], s[1:]
+        elif info is not None:
+            chw = info.input_shape
+        elif o.calib is None:
+            raise InputError("the input shape is unknown for this model: pass --input-shape NxCxHxW (e.g. "
+                             "1x3x224x224) or --calib data of that shape")
         mean = o.mean or (info.mean if info else None)
         std = o.std or (info.std if info else None)
         if o.calib is None:
             log.warning("no --calib given: using synthetic inputs for verification only; give real data for "
                         "BatchNorm re-estimation and meaningful parity and accuracy numbers")
-            calib = synthetic_calibration(tuple(shape[1:]), min(o.calib_samples, 64), o.seed)
+            calib = synthetic_calibration(tuple(chw), min(o.calib_samples, 64), o.seed)
         else:
-            calib = load_calibration(o.calib, tuple(shape[1:]), o.calib_samples, mean, std, o.seed)
+            calib = load_calibration(o.calib, tuple(chw) if chw else None, o.calib_samples, mean, std, o.seed)
+            if chw is None:
+                log.info("input shape %s taken from the calibration data (batch %d from the profile)",
+                         "x".join(map(str, calib.input_shape)), batch)
+            if "only" in calib.normalisation:
+                self.notes.append(f"calibration data normalisation: {calib.normalisation}")
+                log.warning("calibration data: %s", calib.normalisation)
+        shape = (batch, *calib.input_shape)
         try:
             with torch.no_grad():
                 preds = torch.cat([_logits(loaded.module(calib.x[i:i + 64])).argmax(1) for i in range(0, len(calib), 64)])
@@ -240,7 +252,7 @@ class _Run:
         self.original_predictions = preds
         if calib.y is None and not calib.synthetic:
             calib.y, calib.labels_from = preds, "model predictions"
-        return calib
+        return shape, calib  # type: ignore[return-value]
 
     def _check_budget_units(self, budget: Budget, original: Evaluation) -> None:
         if budget.macs is not None and original.metrics.macs is None:
@@ -487,8 +499,9 @@ def _logits(out):
 
 
 def _fmt(m: Metrics) -> str:
-    macs = f"{m.macs / 1e6:.1f} M MACs, " if m.macs is not None else ""
-    return f"{m.latency_ms:.3f} ms ({m.latency_kind.split(':')[0]}), {macs}{m.params / 1e6:.3f} M params, {m.memory_mb:.2f} MB"
+    macs = f"{units.count(m.macs)} MACs, " if m.macs is not None else ""
+    return (f"{units.ms(m.latency_ms)} ({units.latency_kind(m.latency_kind)}), {macs}{units.count(m.params)} params, "
+            f"{units.mb(m.memory_mb)}")
 
 
 def _progress(total: int, enabled: bool):

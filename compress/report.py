@@ -9,7 +9,7 @@ import platform
 import sys
 from importlib import metadata
 
-REPORT_SCHEMA_VERSION = "1.0"
+REPORT_SCHEMA_VERSION = "1.1"
 
 
 def versions() -> dict:

@@ -142,20 +142,20 @@ def _metrics(latency=10.0, memory=50.0, macs=1000, params=100) -> Metrics:
 def test_misses_lists_exactly_the_violated_constraints():
     budget = Budget(latency_ms=10.0, memory_mb=50.0, macs=1000, params=100)
     assert budget.misses(_metrics()) == []  # equal to the limit is met
-    assert budget.misses(_metrics(latency=12.0)) == ["latency_ms 12 > 10"]
-    assert budget.misses(_metrics(memory=60.0, params=101)) == ["memory_mb 60 > 50", "params 101 > 100"]
+    assert budget.misses(_metrics(latency=12.0)) == ["latency 12 ms > 10 ms"]
+    assert budget.misses(_metrics(memory=60.0, params=101)) == ["memory 60 MB > 50 MB", "params 101 > 100"]
     missed = budget.misses(_metrics(latency=11, memory=51, macs=1001, params=101))
-    assert [m.split()[0] for m in missed] == ["latency_ms", "memory_mb", "macs", "params"]
+    assert [m.split()[0] for m in missed] == ["latency", "memory", "MACs", "params"]
 
 
 def test_misses_ignores_unset_constraints_and_applies_latency_margin():
     budget = Budget(macs=1000)
     assert budget.misses(_metrics(latency=1e9, memory=1e9, params=10**9)) == []
-    assert budget.misses(_metrics(macs=2000)) == ["macs 2000 > 1000"]
+    assert budget.misses(_metrics(macs=2000)) == ["MACs 2 k > 1 k"]
     lat = Budget(latency_ms=10.0)
-    assert lat.misses(_metrics(latency=10.5)) == ["latency_ms 10.5 > 10"]
+    assert lat.misses(_metrics(latency=10.5)) == ["latency 10.5 ms > 10 ms"]
     assert lat.misses(_metrics(latency=10.5), latency_margin=1.1) == []
-    assert lat.misses(_metrics(latency=11.5), latency_margin=1.1) == ["latency_ms 11.5 > 11"]
+    assert lat.misses(_metrics(latency=11.5), latency_margin=1.1) == ["latency 11.5 ms > 11 ms"]
 
 
 def test_metrics_to_dict():
