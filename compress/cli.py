@@ -332,7 +332,10 @@ def _dispatch(args) -> int:
         ssh_key=args.ssh_key, known_hosts=args.known_hosts, device_python=args.device_python, train_data=args.train_data, train_samples=args.train_samples,
         recovery=_recovery_options(args), out=args.out, seed=args.seed,
         progress=not (args.quiet or args.json))
-    result = compress(options)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm(loggers=[logging.getLogger("compress")]):   # log lines above the bars, not in them
+        result = compress(options)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif not args.quiet:

@@ -33,7 +33,7 @@ from .output import OutputDir, sha256_file
 from .pruning import ChannelPruner
 from .report_html import render_html
 from .report_schema import validate_report
-from .search import MAX_ROUNDS, SELECTIONS, SearchContext, full_evaluation, knapsack_search, uniform_search
+from .search import SELECTIONS, SearchContext, full_evaluation, knapsack_search, uniform_search
 from .report import build_report, layer_table, versions
 
 log = logging.getLogger("compress")
@@ -119,6 +119,8 @@ class _Run:
         evaluator = Evaluator(profile, example, device=self._device())
         try:
             with self.timer.stage("evaluate_original"):
+                log.info("%s the original model on %s ...", "measuring" if evaluator.measured else "predicting",
+                         profile.name)
                 original = evaluator.evaluate(loaded.module, full=True)
             budget = spec.resolve(original.metrics)
             log.info("original: %s; budget: %s", _fmt(original.metrics), units.budget(budget.to_dict()))
@@ -152,6 +154,7 @@ class _Run:
                     od.write_json("scores.json", {"criterion": self.criterion_name, **details})
                 if not calib.synthetic:
                     with self.timer.stage("recalibrate_bn"):
+                        log.info("re-estimating BatchNorm statistics on %d calibration samples ...", len(calib))
                         n_bn = recalibrate_batchnorm(model, calib.x)
                     pruning["bn_recalibrated_layers"] = n_bn
                 else:
@@ -175,7 +178,7 @@ class _Run:
                 accuracy = self._accuracy(loaded.module, model, calib)
             report = self._report(od, profile, spec, budget, loaded, calib, original, final_eval, final_metrics,
                                   artifacts, pruning, accuracy, verdict, shape)
-            log.info("%s: %s -> %s (%s)", verdict.upper(), _fmt(original.metrics), _fmt(final_metrics), od.final)
+            log.debug("%s: %s -> %s (%s)", verdict.upper(), _fmt(original.metrics), _fmt(final_metrics), od.final)
             report = _relative_paths(report, od.tmp)
             validate_report(report)   # a report that breaks its own schema is a bug: never written
             od.write_json("report.json", report)
@@ -295,7 +298,7 @@ class _Run:
                 with self.timer.stage("recalibrate_bn"):
                     recalibrate_batchnorm(model, self.calib.x)
 
-        progress = _progress(MAX_ROUNDS if o.selection == "knapsack" else int(np.ceil(1.0 / o.step)), o.progress)
+        progress = _progress(None if o.selection == "knapsack" else int(np.ceil(1.0 / o.step)), o.progress)
         ctx = SearchContext(pruner, evaluator, budget, margin, prepare, after_round, progress, pruning["rounds"],
                             latency_fraction=latency_fraction if evaluator.reference_onnx is not None else None)
         try:
@@ -347,6 +350,7 @@ class _Run:
         rt = profile.runtime
         out: dict = {}
         with self.timer.stage("export"):
+            log.info("exporting to ONNX (opset %d), simplifying and checking parity ...", rt.opset)
             raw = od.path("logs/model.raw.onnx")
             if self.o.dynamic_batch:   # batch >= 2 at export, so no size-1 shape is specialised into the graph
                 wide = example.repeat(max(1, -(-2 // example.shape[0])), 1, 1, 1) if example.shape[0] < 2 else example
@@ -392,6 +396,7 @@ class _Run:
                                  "why_not_built": f"the engine is built on the device by {rt.engine} from model.onnx"}
         if evaluator.measured:
             with self.timer.stage("measure"):
+                log.info("measuring the final model on %s ...", profile.name)
                 # a device optimises model.onnx itself; the host's ORT-optimised file is specific to this CPU
                 final = od.path("model.onnx") if evaluator.remote is not None else od.path("model.ort.onnx")
                 if evaluator.reference_onnx is not None:
@@ -504,6 +509,10 @@ def _fmt(m: Metrics) -> str:
             f"{units.mb(m.memory_mb)}")
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int | None, enabled: bool):
+    """Uniform selection: its rounds are counted. Knapsack: a share of the way to the budget (total None)."""
     from tqdm.auto import tqdm
+    if total is None:
+        return tqdm(total=100, desc="pruning", bar_format="{desc}: {n}% of the way to the budget |{bar}| "
+                    "{elapsed}{postfix}", disable=None if enabled else True, leave=False)
     return tqdm(total=total, desc="pruning rounds", unit="round", disable=None if enabled else True, leave=False)

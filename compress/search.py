@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import units
 from .budget import Budget
 from .cost_model import predict_latency_ms
 from .errors import BudgetError
@@ -90,6 +91,7 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
     floor_of = pruner.floor_of
 
     ev = start
+    status = _Status(ctx.progress, ctx.budget, start)
     for k in range(1, MAX_ROUNDS + 1):
         need = binding(ctx.budget, ev, ctx.margin, evaluator.measured)
         if need is None:
@@ -98,6 +100,7 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
         priced = resource
         if resource == "latency_ms" and not evaluator.factors.usable:
             priced = "macs"   # no latency model for this target yet: MACs stand in, the measurement decides
+        status(k, "scoring channels")
         ctx.prepare()
         rm = ResourceModel(pruner, ev.layers, evaluator.factors, ev.metrics.params)
         now = rm.value(priced)
@@ -106,14 +109,18 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
         if not plan.remove and not plan.blocks:
             break
         predicted_before = rm.value("latency_ms") if evaluator.factors.usable else None
+        status(k, "removing channels")
         removed = pruner.prune_counts(plan.remove)
         if plan.blocks:
             pruner = ctx.pruner = pruner.without_blocks(plan.blocks)
             floor_of = pruner.floor_of
+        status(k, "re-estimating BatchNorm")
         ctx.after_round()
+        status(k, "measuring" if evaluator.measured else "predicting latency")
         ev = evaluator.evaluate(pruner.model)
         met = not ctx.budget.misses(ev.metrics, ctx.margin)
         if met and evaluator.measured:
+            status(k, "confirming with a full measurement")
             ev, misses = confirm(ctx, ev)
             met = not misses
         predicted_after = predict_latency_ms(ev.layers, evaluator.factors) if evaluator.factors.usable else None
@@ -126,8 +133,7 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
                                         if evaluator.measured and predicted_after else None),
             "predicted_latency_before_ms": predicted_before,
             "metrics": ev.metrics.to_dict(), "meets_budget": met, **_paired(ev)})
-        ctx.progress.update(1)
-        ctx.progress.set_postfix_str(f"{ev.metrics.latency_ms:.3g} ms")
+        status.done(k, ev)
         log.info("round %d (%s): -%d channels%s, %s%s", k, resource, removed,
                  f", -{len(plan.blocks)} blocks ({', '.join(plan.blocks)})" if plan.blocks else "", _fmt(ev),
                  "  (budget met)" if met else "")
@@ -161,6 +167,29 @@ def uniform_search(ctx: SearchContext, step: float) -> Evaluation:
     raise _unreachable(ctx)
 
 
+class _Status:
+    """The knapsack's bar: how far the model has come from the original to the budget (the number of rounds
+    is not known in advance, so the bar does not pretend to count them), and what the round is doing now."""
+
+    def __init__(self, bar, budget: Budget, start: Evaluation):
+        self.bar, self.budget, self.start = bar, budget, start.metrics
+        self.last = ""
+
+    def __call__(self, k: int, what: str) -> None:
+        self.bar.set_postfix_str(f"round {k}: {what}{self.last}", refresh=True)
+
+    def done(self, k: int, ev: Evaluation) -> None:
+        m, s, b = ev.metrics, self.start, self.budget
+        shares = []
+        for limit, first, now in ((b.latency_ms, s.latency_ms, m.latency_ms), (b.macs, s.macs, m.macs),
+                                  (b.params, s.params, m.params), (b.memory_mb, s.memory_mb, m.memory_mb)):
+            if limit is not None and first is not None and now is not None and first > limit:
+                shares.append(min(1.0, max(0.0, (first - now) / (first - limit))))
+        self.bar.n = int(100 * min(shares)) if shares else self.bar.n
+        self.last = f"; {units.ms(m.latency_ms)}, {units.count(m.macs)} MACs"
+        self(k, "done")
+
+
 def _paired(ev: Evaluation) -> dict:
     if ev.reference is None:
         return {}
@@ -173,10 +202,11 @@ def _unreachable(ctx: SearchContext) -> BudgetError:
         return BudgetError("no channel could be removed; relax the budget")
     best = min((r["metrics"] for r in ctx.rounds), key=lambda m: m["latency_ms"])
     return BudgetError(f"budget not met after pruning every layer as far as it goes; best reachable: latency "
-                       f"{best['latency_ms']:.4g} ms, MACs {best['macs']}, params {best['params']}; relax the budget",
-                       best=best)
+                       f"{units.ms(best['latency_ms'])}, {units.count(best['macs'])} MACs, "
+                       f"{units.count(best['params'])} params; relax the budget", best=best)
 
 
 def _fmt(ev: Evaluation) -> str:
     m = ev.metrics
-    return f"{m.latency_ms:.3f} ms ({m.latency_kind.split(':')[0]}), {m.macs / 1e6:.1f} M MACs, {m.params / 1e6:.3f} M params"
+    return (f"{units.ms(m.latency_ms)} ({units.latency_kind(m.latency_kind)}), {units.count(m.macs)} MACs, "
+            f"{units.count(m.params)} params")

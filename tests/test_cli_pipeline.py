@@ -195,19 +195,27 @@ def test_python_api_matches_cli(tiny_model_file, calib_file, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_builtin_example_command(tmp_path):
-    """The README's first command runs `compress example`: train, then compress for host and jetson-nano."""
+    """The README's first command runs `compress example`: train, then compress to 1.5x the speed for host
+    (measured) and raspberry-pi-4 (predicted), with accuracy on held-out images."""
     exe = Path(sys.executable).with_name("compress")
     res = subprocess.run([str(exe), "example", "--out", str(tmp_path), "--json"], capture_output=True, text=True,
-                         timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
+                         timeout=900)
     summary = json.loads(res.stdout)
-    assert summary["trained_accuracy"] > 0.9  # a trained model, so that the metrics mean something
-    assert set(summary["runs"]) == {"host", "jetson-nano"}
-    assert all(run["verdict"] == "met" for run in summary["runs"].values())
-    assert summary["runs"]["host"]["final"]["latency_kind"].startswith("measured")
-    assert summary["runs"]["jetson-nano"]["final"]["latency_kind"].startswith("predicted")
-    assert (tmp_path / "compressed-jetson-nano" / "build_engine.sh").is_file()
+    runs = summary["runs"]
+    assert summary["trained_accuracy_held_out"] > 0.9  # a trained model, so that the metrics mean something
+    assert set(runs) == {"host", "raspberry-pi-4"}
+    # The predicted run's verdict is deterministic; the measured one depends on this machine's timing, so
+    # the exit code must follow it rather than be asserted.
+    assert runs["raspberry-pi-4"]["verdict"] == "met"
+    assert runs["raspberry-pi-4"]["final"]["latency_kind"].startswith("predicted")
+    assert runs["host"]["final"]["latency_kind"].startswith("measured")
+    assert res.returncode == (0 if runs["host"]["verdict"] == "met" else 1), res.stderr[-2000:]
+    for run in runs.values():
+        acc = run["held_out_accuracy"]
+        assert acc["images"] == 1000 and 0 <= acc["pruned"] <= 1
+        assert run["final"]["macs"] < run["original"]["macs"]
     assert (tmp_path / "compressed-host" / "model.ort.onnx").is_file()
+    assert (tmp_path / "compressed-raspberry-pi-4" / "report.html").is_file()
 
 
 def test_dynamic_batch_export(tiny_model_file, calib_file, tmp_path, capsys):
