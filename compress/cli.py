@@ -187,8 +187,11 @@ def _command(name: str, argv: list[str]) -> int:
 
 def _guarded(run, args) -> int:
     """Run one command, mapping errors to exit codes: ours (CompressError) and the stage packages' own."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     try:
-        return run(args)
+        with logging_redirect_tqdm(loggers=[logging.getLogger("compress")]):   # log lines above the bars
+            return run(args)
     except CompressError as e:
         _error(str(e), args.verbose)
         return e.exit_code
@@ -332,10 +335,7 @@ def _dispatch(args) -> int:
         ssh_key=args.ssh_key, known_hosts=args.known_hosts, device_python=args.device_python, train_data=args.train_data, train_samples=args.train_samples,
         recovery=_recovery_options(args), out=args.out, seed=args.seed,
         progress=not (args.quiet or args.json))
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    with logging_redirect_tqdm(loggers=[logging.getLogger("compress")]):   # log lines above the bars, not in them
-        result = compress(options)
+    result = compress(options)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif not args.quiet:
@@ -350,25 +350,31 @@ def _dispatch(args) -> int:
 def _list_targets(as_json: bool) -> int:
     from device_profiles import list_profiles
 
+    from .host_fit import fitted_here
+
     rows = []
     for p in list_profiles():
         cm = p.cost_model
         measured = p.measurement.method != "none"
+        here = fitted_here(p)
         rows.append({"name": p.name, "engine": p.runtime.engine, "precision": p.runtime.precision,
                      "latency": "measured" if measured else "predicted",
                      "measured_how": {"local": "here, ONNX Runtime", "ssh": "on the device over SSH"}.get(
                          p.measurement.method, "not measurable from here"),
-                     "cost_model": "fitted" if cm.fitted else "not fitted", "cost_model_source": cm.source,
+                     "cost_model": ("not fitted" if not cm.fitted else "fitted" if here is not False
+                                    else "fitted elsewhere"), "cost_model_source": cm.source,
                      "description": p.description})
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'target':18} {'engine':12} {'prec.':5} {'latency':9} {'cost model':11} description")
+    print(f"{'target':18} {'engine':12} {'prec.':5} {'latency':9} {'cost model':16} description")
     for r in rows:
-        print(f"{r['name']:18} {r['engine']:12} {r['precision']:5} {r['latency']:9} {r['cost_model']:11} "
+        print(f"{r['name']:18} {r['engine']:12} {r['precision']:5} {r['latency']:9} {r['cost_model']:16} "
               f"{r['description']}")
-    print("\nlatency: measured here (host) or predicted by the target's cost model; `compress --show-target NAME` "
-          "gives every number with its source")
+    print("\nlatency: measured here (host) or predicted by the target's cost model (fitted to published or "
+          "measured latencies, or not fitted);\n'fitted elsewhere': fitted on another CPU, re-measured at each run "
+          "(compress fit-cost-model --target host fits it here). `compress --show-target NAME`: every number and "
+          "its source")
     return 0
 
 
@@ -437,6 +443,8 @@ def _setup_logging(args) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[compress] %(message)s"))
     handler.setLevel(level)
+    # A filter, not only a level: tqdm's redirect copies a handler's filters but not its level.
+    handler.addFilter(lambda record: record.levelno >= level)
     logger = logging.getLogger("compress")
     logger.handlers = [h for h in logger.handlers if not isinstance(h, logging.StreamHandler) or isinstance(h, logging.FileHandler)]
     logger.addHandler(handler)

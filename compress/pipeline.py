@@ -27,6 +27,7 @@ from .cost_model import factors_from_profile, predict_layer_ms
 from .criteria import DATA_FREE_DEFAULT, describe_criterion, make_criterion, resolve_criterion
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, BudgetError, InputError
 from .evaluate import Evaluation, Evaluator, measured_kind
+from .host_fit import for_this_machine
 from .model_io import LoadedModel, load_model, save_pruned_bytes
 from .options import CompressOptions
 from .output import OutputDir, sha256_file
@@ -92,7 +93,9 @@ class _Run:
         torch.manual_seed(o.seed)
         np.random.seed(o.seed)
         with self.timer.stage("load"):
-            profile = load_profile(o.target)
+            profile, note = for_this_machine(load_profile(o.target))
+            if note:
+                self.notes.append(note)
             self.criterion_name, note = resolve_criterion(o.criterion, o.calib is not None, bool(o.train_data))
             if note:   # why `auto` chose what it did; a warning only when no information could be measured
                 self.notes.append(note)

@@ -43,6 +43,30 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+# The widest vector extension decides which kernels ONNX Runtime's MLAS picks, and so its speed per core.
+_ISA_FLAGS = (("avx512f", "avx512"), ("avx2", "avx2"), ("avx", "avx"), ("sse4_2", "sse4.2"),
+              ("sve", "sve"), ("asimd", "neon"))
+
+
+def isa_level() -> str:
+    """The widest SIMD extension /proc/cpuinfo lists (avx512, avx2, ..., neon), else the machine name."""
+    try:
+        text = _CPUINFO.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return next((name for flag, name in _ISA_FLAGS if flag in flags), platform.machine() or "unknown")
+
+
+def cpu_fingerprint() -> dict[str, object]:
+    """What a CPU cost model's factors depend on: the CPU model, its widest SIMD extension, usable cores."""
+    return {"cpu": cpu_model(), "isa": isa_level(), "cores": usable_cores()}
+
+
 @functools.lru_cache(maxsize=1)
 def local_where() -> str:
     """One-line description of this machine for ``LatencyStats.where``."""

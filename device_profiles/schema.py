@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,21 @@ METHODS = ("local", "ssh", "none")
 
 class ProfileError(ValueError):
     """A profile that cannot be used; the message is one line naming the file, the key and the fix."""
+
+
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel, _EXCERPT.maxstring, _EXCERPT.maxother = 2, 60, 60
+_EXCERPT.maxlist = _EXCERPT.maxtuple = _EXCERPT.maxdict = _EXCERPT.maxset = 4
+
+
+def excerpt(value: Any, limit: int = 80) -> str:
+    """A short repr of a value read from a file, for a one-line message: bounded work, at most `limit` chars.
+
+    reprlib stops at a few items per level and a few levels, so a value that expands to millions of
+    items (YAML aliases) costs no more than a small one.
+    """
+    text = _EXCERPT.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _rule(expect: str, ok: Callable[[Any], bool], default: Any = dataclasses.MISSING) -> Any:
@@ -140,6 +156,25 @@ class KindEfficiency:
 
 
 @dataclass(frozen=True, kw_only=True)
+class OutOfSample:
+    """One network with a published latency that the fit did not see, and how far the fit misses it."""
+
+    network: str = _non_empty()
+    published_ms: float = _rule("a number > 0", lambda v: v > 0)
+    predicted_ms: float = _at_least(0, kind="a number")
+    error_pct: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitMachine:
+    """The CPU a measured fit ran on: factors fitted on one CPU do not describe another."""
+
+    cpu: str = _non_empty()
+    isa: str = _non_empty()
+    cores: int = _at_least(1)
+
+
+@dataclass(frozen=True, kw_only=True)
 class CostFit:
     """Provenance of fitted factors: a fit without its data and error is not to be trusted."""
 
@@ -153,6 +188,10 @@ class CostFit:
     median_abs_error_pct: float = _at_least(0, kind="a number")
     max_abs_error_pct: float = _at_least(0, kind="a number")
     share_within_10pct: float = _rule("a number in [0, 1]", lambda v: 0 <= v <= 1)
+    # Networks kept out of the fit: their errors are the out-of-sample check of the fitted factors.
+    out_of_sample: tuple[OutOfSample, ...] = ()
+    # Measured fits: the machine they were measured on (compared with this one before the factors are used).
+    machine: FitMachine | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -274,8 +313,8 @@ def _convert(value: Any, hint: Any, key: str, where: str) -> Any:
 def _type_error(key: str, expect: str, value: Any, where: str) -> ProfileError:
     hint = ""
     if "string" in expect and isinstance(value, (int, float)) and not isinstance(value, bool):
-        hint = f' (quote it: "{value}")'
-    return ProfileError(f"profile {where}: key '{key}' must be {expect}, got {value!r}{hint}")
+        hint = f' (quote it: "{excerpt(value)}")'
+    return ProfileError(f"profile {where}: key '{key}' must be {expect}, got {excerpt(value)}{hint}")
 
 
 def parse_dataclass(cls: type, data: Any, where: str, prefix: str = "") -> Any:
@@ -287,16 +326,18 @@ def parse_dataclass(cls: type, data: Any, where: str, prefix: str = "") -> Any:
     label = prefix.rstrip(".")
     if not isinstance(data, dict):
         what = f"key '{label}'" if label else "the top level"
-        raise ProfileError(f"profile {where}: {what} must be a mapping, got {data!r}")
+        raise ProfileError(f"profile {where}: {what} must be a mapping, got {excerpt(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in yaml_fields(cls)}
     allowed = ", ".join(fields)
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
+            name = str(key) if isinstance(key, str) else excerpt(key)
+            close = difflib.get_close_matches(name[:100], fields, n=1)
             guess = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            shown = name if len(name) <= 80 else name[:77] + "..."
             raise ProfileError(
-                f"profile {where}: unknown key '{prefix}{key}'{guess} (allowed: {allowed})")
+                f"profile {where}: unknown key '{prefix}{shown}'{guess} (allowed: {allowed})")
     kwargs = {}
     for name, f in fields.items():
         key = prefix + name

@@ -124,11 +124,16 @@ def test_original_already_within_budget_is_said(tiny_model_file, calib_file, tmp
 
 
 def test_list_and_show_targets(capsys):
-    code, out, _ = run_cli(["--list-targets"], capsys)
+    code, out, _ = run_cli(["--list-targets", "--json"], capsys)
     assert code == 0
-    names = [line.split()[0] for line in out.strip().splitlines()]
-    assert names == sorted(["host", "jetson-nano", "jetson-orin-nano", "jetson-xavier-nx", "jetson-agx-orin",
-                            "raspberry-pi-4", "raspberry-pi-5"])
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert sorted(rows) == sorted(["host", "jetson-nano", "jetson-orin-nano", "jetson-xavier-nx", "jetson-agx-orin",
+                                   "raspberry-pi-4", "raspberry-pi-5"])
+    assert rows["host"]["latency"] == "measured" and rows["jetson-nano"]["latency"] == "predicted"
+    assert rows["jetson-nano"]["cost_model"] == "fitted" and rows["raspberry-pi-4"]["cost_model"] == "fitted"
+    assert rows["host"]["cost_model"] in ("fitted", "fitted elsewhere")   # depends on this machine's CPU
+    code, out, _ = run_cli(["--list-targets"], capsys)
+    assert code == 0 and "predicted" in out and "measured" in out
     code, out, _ = run_cli(["--show-target", "jetson-nano"], capsys)
     assert code == 0 and json.loads(out)["runtime"]["opset"] == 13
 
