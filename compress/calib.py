@@ -82,7 +82,7 @@ def load_calibration(spec: str, input_shape: tuple[int, int, int] | None, sample
                              "if it was trained with normalised inputs")
     x = x.astype(np.float32, copy=False)
     if y is not None:
-        y = np.asarray(y).reshape(-1)
+        y = _labels(np.asarray(y).reshape(-1), spec)
         if len(y) != len(x):
             raise CalibrationError(f"calibration data {spec}: {len(x)} inputs but {len(y)} labels")
     if len(x) > samples:
@@ -95,6 +95,19 @@ def load_calibration(spec: str, input_shape: tuple[int, int, int] | None, sample
     labels = torch.from_numpy(y.astype(np.int64)) if y is not None else None
     return CalibData(torch.from_numpy(np.ascontiguousarray(x)), labels, source,
                      "data" if labels is not None else "none", normalisation)
+
+
+def _labels(y: np.ndarray, spec: str) -> np.ndarray:
+    """Class indices: whole numbers >= 0. Float labels are refused rather than truncated."""
+    if y.dtype.kind not in "iub":
+        if y.dtype.kind != "f" or not np.isfinite(y).all() or not (y == np.round(y)).all():
+            raise CalibrationError(f"calibration data {spec}: labels must be class indices (whole numbers), got "
+                                   f"dtype {y.dtype} with values like {y.reshape(-1)[:3].tolist()!s:.60}; "
+                                   "store y as integers")
+    if len(y) and y.min() < 0:
+        raise CalibrationError(f"calibration data {spec}: label {int(y.min())} is negative; labels are class "
+                               "indices from 0")
+    return y.astype(np.int64)
 
 
 def _fmt_floats(values) -> str:
@@ -142,13 +155,18 @@ def _from_numpy(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         keys = list(data.keys())
         xkey = next((k for k in ("x", "images", "data", "inputs") if k in keys), None)
         if xkey is None:
-            raise CalibrationError(f"calibration data {path} has arrays {keys}; it needs one named 'x' (and optionally 'y')")
+            raise CalibrationError(f"calibration data {path} has arrays {keys[:10]}; it needs one named 'x' "
+                                   "(and optionally 'y')")
         ykey = next((k for k in ("y", "labels", "targets") if k in keys), None)
-        return data[xkey], (data[ykey] if ykey else None)
+        try:   # an .npz reads its arrays lazily: a bad member (object dtype, truncated) fails here
+            return data[xkey], (data[ykey] if ykey else None)
+        except Exception as e:  # noqa: BLE001 - numpy raises several types for a bad member
+            raise CalibrationError(f"calibration data {path}: array {xkey!r} or its labels do not load "
+                                   f"({str(e)[:120]}); save plain numeric arrays with numpy.savez") from None
 
 
 def _from_image_folder(path: Path, input_shape: tuple[int, int, int] | None) -> tuple[np.ndarray, np.ndarray | None]:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     classes = sorted(p for p in path.iterdir() if p.is_dir())
     if classes:
@@ -159,27 +177,47 @@ def _from_image_folder(path: Path, input_shape: tuple[int, int, int] | None) -> 
         raise CalibrationError(f"calibration folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
                                "put images in one sub-folder per class")
     if input_shape is None:   # the first image's size, RGB: every image is resized to it
-        try:
-            with Image.open(files[0][0]) as im:
-                input_shape = (3, im.height, im.width)
-        except (UnidentifiedImageError, OSError) as e:
-            raise CalibrationError(f"calibration image {files[0][0]} does not decode ({str(e)[:100]}); "
-                                   "remove or replace it") from None
+        first = _decode(files[0][0], "RGB", None)
+        input_shape = (3, first.shape[0], first.shape[1])
     c, h, w = input_shape
     mode = {1: "L", 3: "RGB"}.get(c)
     if mode is None:
         raise CalibrationError(f"image folders give 1 or 3 channels, but --input-shape has {c}; pass an .npz instead")
     arrays = []
     for f, _ in files:
-        try:
-            with Image.open(f) as im:
-                arrays.append(np.asarray(im.convert(mode).resize((w, h), Image.BILINEAR), dtype=np.uint8))
-        except (UnidentifiedImageError, OSError) as e:
-            raise CalibrationError(f"calibration image {f} does not decode ({str(e)[:100]}); remove or replace it") from None
+        arrays.append(_decode(f, mode, (w, h)))
     x = np.stack(arrays)
     x = x[:, None] if c == 1 else x.transpose(0, 3, 1, 2)
     labels = np.array([i for _, i in files])
     return x, (labels if classes else None)
+
+
+MAX_IMAGE_PIXELS = 64 * 2**20   # a calibration image larger than 8192 x 8192 is refused, not decoded
+
+
+def _decode(f: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+    """One image as uint8 (H, W[, C]), resized to `size` (W, H); a file that claims more pixels than
+    MAX_IMAGE_PIXELS (a decompression bomb) is refused before it is decoded."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(f) as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise CalibrationError(f"calibration image {f} claims {im.width}x{im.height} pixels, over the "
+                                           f"{MAX_IMAGE_PIXELS // 2**20} M-pixel limit; resize it or remove it")
+                im = im.convert(mode)
+                if size is not None:
+                    im = im.resize(size, Image.BILINEAR)
+                return np.asarray(im, dtype=np.uint8)
+    except CalibrationError:
+        raise
+    except Exception as e:  # noqa: BLE001 - PIL raises many types (bombs, truncation, unknown formats)
+        raise CalibrationError(f"calibration image {f} does not decode ({type(e).__name__}: {str(e)[:100]}); "
+                               "remove or replace it") from None
 
 
 def _from_callable(spec: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -188,6 +226,16 @@ def _from_callable(spec: str) -> tuple[np.ndarray, np.ndarray | None]:
         fn = getattr(importlib.import_module(mod_name), attr)
     except Exception as e:  # noqa: BLE001
         raise CalibrationError(f"--calib {spec}: cannot import ({type(e).__name__}: {e})") from None
+    try:
+        return _collect(fn, spec)
+    except CalibrationError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's callable; its failure is theirs to fix
+        raise CalibrationError(f"--calib {spec} raised {type(e).__name__}: {str(e)[:120]}; fix the callable or "
+                               "pass an .npz") from None
+
+
+def _collect(fn, spec: str) -> tuple[np.ndarray, np.ndarray | None]:
     xs, ys = [], []
     for batch in _iterate(fn(), spec):
         if isinstance(batch, (tuple, list)) and len(batch) == 2:

@@ -264,19 +264,34 @@ def _run_validate(args) -> int:
 
 
 def _rerender(folder: Path) -> int:
+    from .report_schema import schema_errors
+
     path = folder / "report.json"
     if not path.is_file():
         raise InputError(f"{path} does not exist; pass an output folder written by compress")
+    if path.stat().st_size > MAX_REPORT_BYTES:
+        raise InputError(f"{path} is {path.stat().st_size / 2**20:.0f} MB, more than any report compress writes; "
+                         "pass an output folder written by compress")
     try:
-        report = json.loads(path.read_text())
+        report = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise InputError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); it was not written by compress "
-                            "or was edited") from None
+                         "or was edited") from None
+    except (RecursionError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} cannot be read as a report ({type(e).__name__}); it was not written by compress "
+                         "or was edited") from None
+    errors = schema_errors(report) if isinstance(report, dict) else ["$: not a JSON object"]
+    if errors:
+        raise InputError(f"{path} does not match the report schema ({errors[0][:160]}); it was not written by "
+                         "compress or was edited")
     from .report_html import render_html
     from deploy.atomic import atomic_write_text
     atomic_write_text(folder / "report.html", render_html(report))
     print(folder / "report.html")
     return 0
+
+
+MAX_REPORT_BYTES = 64 * 2**20
 
 
 def _stage_error_code(e: BaseException) -> int | None:
@@ -285,12 +300,18 @@ def _stage_error_code(e: BaseException) -> int | None:
     A bad profile, an op the exporter cannot handle and a provider the profile requires but this machine
     lacks are the user's to fix (input errors); a failed parity check or engine build is not.
     """
+    from device_profiles import ProfileError
+
+    if isinstance(e, ProfileError):
+        return EXIT_INPUT_ERROR
+    # An error of `export` or `deploy` means they are imported already; a profile error must not pay for them.
+    if "deploy" not in sys.modules and "export" not in sys.modules:
+        return None
     from deploy import DeployError, ProviderError
     from deploy.errors import DeviceError
-    from device_profiles import ProfileError
     from export import ExportError, ParityError
 
-    if isinstance(e, (ProfileError, ExportError, ProviderError, DeviceError)):
+    if isinstance(e, (ExportError, ProviderError, DeviceError)):
         return EXIT_INPUT_ERROR
     if isinstance(e, (ParityError, DeployError)):
         return EXIT_INTERNAL_ERROR
@@ -322,6 +343,10 @@ def _dispatch(args) -> int:
         raise CompressError("no model file given; usage: compress --target NAME [options] model.pt (see --help)")
     if not args.target:
         raise CompressError("no --target given; pass a built-in name (compress --list-targets) or a profile YAML file")
+    # The profile first: a mistyped --target is answered in a fraction of a second, before torch loads.
+    from device_profiles import load_profile
+
+    load_profile(args.target)
     from .options import CompressOptions
     from .pipeline import compress
 

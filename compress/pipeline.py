@@ -30,10 +30,10 @@ from .evaluate import Evaluation, Evaluator, measured_kind
 from .host_fit import for_this_machine
 from .model_io import LoadedModel, load_model, save_pruned_bytes
 from .options import CompressOptions
-from .output import OutputDir, sha256_file
+from .output import OutputDir, check_out_dir, sha256_file
 from .pruning import ChannelPruner
 from .report_html import render_html
-from .report_schema import validate_report
+from .report_schema import printable_report, validate_report
 from .search import SELECTIONS, SearchContext, full_evaluation, knapsack_search, uniform_search
 from .report import build_report, layer_table, versions
 
@@ -107,19 +107,38 @@ class _Run:
                 raise InputError(f"--step must be between 0 and 1 (a fraction of the channels per round), got {o.step}")
             spec = BudgetSpec.from_options(o.latency_ms, o.speedup, o.memory_mb, o.macs, o.params,
                                            profile.budget.latency_ms, profile.budget.memory_mb)
+            # Everything the options and files can tell is checked before the model loads, and long before
+            # the search: a bad --epochs or --out must not cost a pruning run.
+            self.recovery_options = self._recovery_options()
+            self.device = self._device()
+            if o.train_data is not None:
+                _check_data_spec(o.train_data, "--train-data")
+            if o.calib is not None:
+                _check_data_spec(o.calib, "--calib")
+            inputs = [Path(p) for p in (o.model, o.calib, o.train_data) if p is not None and ":" not in str(p)]
+            out = Path(o.out) if o.out else Path("compressed") / f"{Path(o.model).stem}-{profile.name}"
+            check_out_dir(out, inputs)
             loaded = load_model(o.model, o.arch, o.arch_kwargs, o.trust_model)
             shape, calib = self._shape_and_calibration(loaded, profile)
-        out = Path(o.out) if o.out else Path("compressed") / f"{Path(o.model).stem}-{profile.name}"
-        with OutputDir(out) as od:
+        with OutputDir(out, inputs) as od:
             od.attach_log("compress")
             return self._run_in(od, profile, spec, loaded, shape, calib)
+
+    def _recovery_options(self):
+        from .recovery import RecoveryOptions
+
+        o = self.o
+        try:
+            return RecoveryOptions(**{"seed": o.seed, **o.recovery})
+        except TypeError as e:
+            raise InputError(f"unknown recovery option ({e}); see compress --help, group 'recovery'") from None
 
     def _run_in(self, od: OutputDir, profile, spec: BudgetSpec, loaded: LoadedModel, shape, calib: CalibData):
         o = self.o
         self.calib = calib
         # The example batch is real data; a batch larger than the calibration set repeats its samples.
         example = calib.x[torch.arange(shape[0]) % len(calib)].clone()
-        evaluator = Evaluator(profile, example, device=self._device())
+        evaluator = Evaluator(profile, example, device=self.device)
         try:
             with self.timer.stage("evaluate_original"):
                 log.info("%s the original model on %s ...", "measuring" if evaluator.measured else "predicting",
@@ -182,7 +201,7 @@ class _Run:
             report = self._report(od, profile, spec, budget, loaded, calib, original, final_eval, final_metrics,
                                   artifacts, pruning, accuracy, verdict, shape)
             log.debug("%s: %s -> %s (%s)", verdict.upper(), _fmt(original.metrics), _fmt(final_metrics), od.final)
-            report = _relative_paths(report, od.tmp)
+            report = printable_report(_relative_paths(report, od.tmp))
             validate_report(report)   # a report that breaks its own schema is a bug: never written
             od.write_json("report.json", report)
             od.path("report.html").write_text(render_html(report), encoding="utf-8")
@@ -251,10 +270,19 @@ class _Run:
         shape = (batch, *calib.input_shape)
         try:
             with torch.no_grad():
-                preds = torch.cat([_logits(loaded.module(calib.x[i:i + 64])).argmax(1) for i in range(0, len(calib), 64)])
+                outs = [_logits(loaded.module(calib.x[i:i + 64])) for i in range(0, len(calib), 64)]
         except Exception as e:  # noqa: BLE001 - the user's model on the user's data; say it plainly
             raise InputError(f"the model does not run on the calibration data of shape {tuple(calib.x.shape[1:])} "
                              f"({type(e).__name__}: {str(e)[:120]}); check --input-shape and --calib") from None
+        if not all(torch.isfinite(out).all() for out in outs):
+            big = float(calib.x.abs().max())
+            raise InputError(f"the model's outputs on the calibration data are not finite (inputs reach {big:.3g}); "
+                             "pass normalised data (or --mean/--std for 8-bit images)")
+        preds = torch.cat([out.argmax(1) for out in outs])
+        classes = outs[0].shape[1] if outs[0].dim() >= 2 else None
+        if calib.y is not None and classes is not None and len(calib.y) and int(calib.y.max()) >= classes:
+            raise InputError(f"calibration labels go up to {int(calib.y.max())} but the model has {classes} "
+                             "outputs; labels are class indices from 0 to the number of classes - 1")
         self.original_predictions = preds
         if calib.y is None and not calib.synthetic:
             calib.y, calib.labels_from = preds, "model predictions"
@@ -314,13 +342,10 @@ class _Run:
         return ev
 
     def _recover(self, model, loaded: LoadedModel, shape) -> dict:
-        from .recovery import RecoveryOptions, load_training_data, recover
+        from .recovery import load_training_data, recover
 
         o, info = self.o, loaded.arch_info
-        try:
-            options = RecoveryOptions(**{"seed": o.seed, **o.recovery})
-        except TypeError as e:
-            raise InputError(f"unknown recovery option ({e}); see compress --help, group 'recovery'") from None
+        options = self.recovery_options
         train = load_training_data(o.train_data, tuple(shape[1:]), o.mean or (info.mean if info else None),
                                    o.std or (info.std if info else None), o.train_samples, o.seed)
         with self.timer.stage("recover"):
@@ -488,6 +513,19 @@ class _Run:
             artifacts=od.artifacts(),
             notes=self.notes,
         )
+
+
+def _check_data_spec(spec, option: str) -> None:
+    """A data path that does not exist is found now, not after the model and the search."""
+    text = str(spec)
+    if ":" in text and not Path(text).exists():
+        mod, _, attr = text.partition(":")
+        if not mod or not attr:
+            raise InputError(f"{option} {text[:80]!r} is neither an existing path nor package.module:callable")
+        return
+    if not Path(text).exists():
+        raise InputError(f"{option} {text[:80]} does not exist; pass an image folder, an .npz/.npy file or "
+                         "package.module:callable")
 
 
 def _relative_paths(obj, root: Path):

@@ -6,6 +6,7 @@ test suite, not in someone's CI script.
 from __future__ import annotations
 
 import json
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -57,6 +58,21 @@ def schema_errors(report: dict) -> list[str]:
     # best_match on one error descends into oneOf/anyOf branches, so a bad value inside a nullable object
     # names the field rather than dumping the whole object.
     return [_one_line(best_match([e])) for e in errors]
+
+
+def printable_report(obj):
+    """The report with every string valid UTF-8 (a file name with a non-UTF-8 byte arrives as a lone surrogate,
+    which neither report.json nor report.html can hold: it becomes U+FFFD), and refused if any number is NaN
+    or infinite (JSON has neither; most parsers reject `Infinity`), which would be our bug."""
+    if isinstance(obj, dict):
+        return {printable_report(k): printable_report(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [printable_report(v) for v in obj]
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ReportSchemaError(f"report.json would hold {obj}, which JSON cannot represent")
+    return obj
 
 
 def validate_report(report: dict) -> None:

@@ -111,7 +111,8 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
         }
         od._close_log()   # the log is an artifact: its hash must be final
         report["artifacts"] = od.artifacts()
-        from .report_schema import validate_report
+        from .report_schema import printable_report, validate_report
+        report = printable_report(report)
         validate_report(report)
         od.write_json("report.json", report)
         _render(od, report)
