@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The two commands of the README:
-#   ./run.sh example   set up .venv and run the built-in example (train a small CNN, compress it for
-#                      host (measured) and jetson-nano (predicted))
+#   ./run.sh example   set up .venv (no extras) and run the built-in example: train a small CNN, compress it
+#                      to 1.5x its speed for host (measured) and raspberry-pi-4 (predicted)
 #   ./run.sh test      set up .venv with the development extras and run the test suite
 # torch is pinned through constraints.txt: unpinned, pip resolves a multi-GB CUDA build.
 set -euo pipefail

@@ -52,7 +52,7 @@ from device_profiles import load_profile  # noqa: E402
 
 MODELS = ROOT.parent / "shared" / "models"
 WEIGHTS = {"resnet20": MODELS / "resnet20-12fca82f.th", "resnet56": MODELS / "resnet56-4bfd9763.th"}
-# Same published table as NANO_PUBLISHED_MS (DEVICES.md), models the fit did not use.
+# Same published table as NANO_PUBLISHED_MS (docs/devices.md), models the fit did not use.
 NANO_OUT_OF_SAMPLE_MS = {"vgg16": 85.1, "alexnet": 14.7}
 
 

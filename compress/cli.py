@@ -22,7 +22,7 @@ from .errors import EXIT_INPUT_ERROR, EXIT_INTERNAL_ERROR, CompressError, InputE
 COMMANDS = {
     "validate": "measure any ONNX model on a target: against a budget, or a latency report only",
     "report": "re-render report.html from an output folder's report.json",
-    "example": "train a small CNN on generated images and compress it for host and jetson-nano (about a minute)",
+    "example": "train a small CNN on generated images and compress it to 1.5x its speed for host (measured) and raspberry-pi-4 (predicted)",
     "fit-cost-model": "fit a target's cost-model factors: measured here for host, published latencies otherwise",
     "cost-model": "predicted vs measured latency per layer of one model on a target",
 }

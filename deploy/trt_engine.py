@@ -1,6 +1,6 @@
 """TensorRT engines through the Python API: one code path from TensorRT 8.2 to 10.x, and 11.x.
 
-What differs by version (TensorRT release notes and API docs; ../shared/reference/DEVICES.md):
+What differs by version (TensorRT release notes and API docs; docs/devices.md):
 - network creation: the EXPLICIT_BATCH flag is required below 10 and deprecated (implicit) from 10;
   11.x builds strongly typed networks (STRONGLY_TYPED), where precision comes from the ONNX types and
   the FP16 / INT8 builder flags are gone;
