@@ -1,8 +1,10 @@
 """Fitting a profile's cost-model factors, and showing predicted vs measured latency per layer.
 
 Host: randomly pruned ResNet-20/56 variants measured here with ONNX Runtime (the profile's threads,
-batch 1, interleaved), factors fitted by least squares on the relative error. Jetson Nano: fitted to the
-published TensorRT FP16 latencies of ResNet-18/34/50 (three numbers, so at most three free factors).
+batch 1, interleaved), factors fitted by least squares on the relative error. Targets that cannot be
+measured from here are fitted to published latencies (PUBLISHED: one table per target, with its source):
+Jetson Nano to TensorRT FP16 ResNet-18/34/50 (three numbers, three free factors), Raspberry Pi 4 and 5
+to ONNX Runtime CPU latencies of three networks with two free factors, two more networks held out.
 Two commands for the CLI: `fit-cost-model` and `cost-model` (see `main`).
 """
 from __future__ import annotations
@@ -44,6 +46,81 @@ NANO_NOTES = (
     "2.6 ms per call is plausible for torch2trt's timing from Python with a CUDA sync on the Nano's CPU;",
     "a bare trtexec run likely pays less. memory_efficiency is not fitted (no ResNet layer is memory-bound).",
 )
+
+
+# Raspberry Pi 4 / 5: ONNX Runtime CPU EP, FP32, default session options (one thread per core: 4),
+# timm models (ShuffleNetV2: torchvision) exported with torch.onnx.export, batch 1, 1x3x224x224, mean of
+# 10 runs after 1 warm-up (timed with time.time()); names as the benchmark spells them.
+_ISPC = ("ispcojp/ai_inference_device_benchmark {file} (commit 47c6e00, 2025-02-25; script "
+         "classification/benchmark_ort.py): ONNX Runtime CPU EP, FP32, default session options (4 threads), "
+         "batch 1, 1x3x224x224, mean of 10 runs after 1 warm-up")
+RPI4_SOURCE = _ISPC.format(file="results/RPi4.md")
+RPI5_SOURCE = _ISPC.format(file="results/RPi5.md")
+RPI4_PUBLISHED_MS = {"resnet18": 274.989, "mobilenetv2_100": 103.894, "vgg13": 1738.197}
+RPI4_HELD_OUT_MS = {"shufflenet_v2_x1_0": 40.200, "mobilenetv2_050": 46.726}
+RPI5_PUBLISHED_MS = {"resnet18": 50.285, "mobilenetv2_100": 30.221, "vgg13": 421.593}
+RPI5_HELD_OUT_MS = {"shufflenet_v2_x1_0": 9.432, "mobilenetv2_050": 13.970}
+RPI_FREE = ("compute_efficiency", "kind_efficiency.depthwise")
+# Published network name -> (registered architecture, keyword arguments); other names are registered
+# architectures themselves.
+PUBLISHED_NETWORKS = {"mobilenetv2_100": ("mobilenet_v2", {}),
+                      "mobilenetv2_050": ("mobilenet_v2", {"width_mult": 0.5})}
+RPI_NOTES = (
+    "Fitted to ONNX Runtime CPU at 4 threads (see fit.data); another runtime, thread count or ORT",
+    "version needs its own fit. 3 networks, 2 free factors: compute_efficiency (dense convs, which",
+    "dominate ResNet-18 and VGG-13) and kind_efficiency.depthwise: until onnxruntime PR #26688",
+    "(Dec 2025) ORT ran FP32 depthwise convs on ARM64 as Im2Col + SGEMM with K=9, far below the dense",
+    "rate; a newer ORT is likely faster on MobileNets. conv_1x1 layers use compute_efficiency.",
+    "Kept out of the fit: ShuffleNetV2 x1.0 and MobileNetV2-0.5 (fit.out_of_sample). The factor pair",
+    "was chosen with the ShuffleNetV2 error in view; MobileNetV2-0.5 was checked only afterwards.",
+    "Tried as the second factor: kind_efficiency.conv_1x1 fits the 3 networks as well but misses",
+    "MobileNetV2-0.5 by about -30 % (ShuffleNetV2 by {shufflenet_1x1}); layer_overhead_ms or",
+    "network_overhead_ms overpredict ShuffleNetV2 by +98 to +165 %. Both overheads are held at 0: a cost",
+    "per operator (e.g. syncing 4 threads) is not identifiable from these nets, so small nets such as",
+    "CIFAR ResNet-20 (41 M MACs, far below the fitted 0.3-11 G) are extrapolated, likely too fast.",
+    "memory_efficiency (0.6) and channel_alignment (1) are not fitted. The peak only scales the fitted",
+    "efficiencies: predictions do not depend on it (see hardware.fp32_gflops). Layer costs: timm's",
+    "mobilenetv2_100/_050 as the registered mobilenet_v2 at width_mult 1.0/0.5; vgg13 in torchvision's",
+    "layout (timm's ConvMlp head has the same multiply-adds and weights).",
+)
+RPI4_NOTES = tuple(n.format(shufflenet_1x1="+26 %") for n in RPI_NOTES) + (
+    "ResNet-18 (275 ms, slower than PyTorch's 263 ms on the same board) is no outlier of this fit: it",
+    "runs at 13.2 GFLOPS, VGG-13 at 13.0. Other runtime, cross-check only: ncnn benchncnn, 4 threads,",
+    "1.8 GHz: ResNet-18 123 ms, MobileNetV2 62 ms (Tencent/ncnn benchmark/README.md), 1.7-2.2x faster.",
+)
+RPI5_NOTES = tuple(n.format(shufflenet_1x1="+52 %") for n in RPI_NOTES) + (
+    "Other runtime, cross-check only: ncnn benchncnn, 4 threads, FP16 arithmetic: ResNet-18 20 ms,",
+    "MobileNetV2 10.5 ms (Tencent/ncnn benchmark/README.md), 2.5-2.9x faster than these ORT FP32 numbers.",
+)
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    """Published latencies of one target and how its factors are fitted to them.
+
+    `fitted_ms` are the networks the fit sees, `held_out_ms` those it must not see (their errors are the
+    out-of-sample check); `start` holds factor values that the fit starts from (free factors) or keeps
+    (the others)."""
+
+    fitted_ms: dict[str, float]
+    held_out_ms: dict[str, float]
+    source: str
+    free: tuple[str, ...]
+    start: dict[str, float] = dataclasses.field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+# Depthwise efficiency starts low: a kind whose layers are all memory-bound at the start leaves its
+# efficiency unconstrained, and the fit would keep it where it started.
+_RPI_START = {"layer_overhead_ms": 0.0, "network_overhead_ms": 0.0, "kind_efficiency.depthwise": 0.05}
+PUBLISHED = {
+    "jetson-nano": PublishedTable(NANO_PUBLISHED_MS, {}, NANO_SOURCE, NANO_FREE, {"layer_overhead_ms": 0.0},
+                                  NANO_NOTES),
+    "raspberry-pi-4": PublishedTable(RPI4_PUBLISHED_MS, RPI4_HELD_OUT_MS, RPI4_SOURCE, RPI_FREE, _RPI_START,
+                                     RPI4_NOTES),
+    "raspberry-pi-5": PublishedTable(RPI5_PUBLISHED_MS, RPI5_HELD_OUT_MS, RPI5_SOURCE, RPI_FREE, _RPI_START,
+                                     RPI5_NOTES),
+}
 
 
 @dataclass
@@ -232,6 +309,8 @@ class FitResult:
     free_factors: tuple[str, ...]
     predicted_ms: list[float]
     measured_ms: list[float]
+    # Networks kept out of the fit: {"network", "published_ms", "predicted_ms", "error_pct"} each.
+    out_of_sample: tuple[dict, ...] = ()
 
     @property
     def errors_pct(self) -> np.ndarray:
@@ -369,35 +448,57 @@ _FREE_NAMES = ("compute_efficiency", "memory_efficiency", "layer_overhead_ms", "
     f"kind_efficiency.{k}" for k in LAYER_KINDS)
 
 
-def published_samples(published: dict[str, float] = NANO_PUBLISHED_MS) -> list[Sample]:
+def published_samples(published: dict[str, float] = NANO_PUBLISHED_MS, source: str = NANO_SOURCE) -> list[Sample]:
+    """One Sample per published network (name -> ms): its layer costs at its registered input shape,
+    batch 1; names in PUBLISHED_NETWORKS map to a registered architecture with arguments."""
     from .archs import get_arch
 
     out = []
-    for arch, ms in published.items():
+    for name, ms in published.items():
+        arch, kwargs = PUBLISHED_NETWORKS.get(name, (name, {}))
         info = get_arch(arch)
         with torch.device("meta"):  # shapes only: no weights to initialise, no arithmetic
-            model = info.factory().eval()
+            model = info.factory(**kwargs).eval()
         costs = layer_costs(model, torch.zeros(1, *info.input_shape, device="meta"))
-        out.append(Sample({"arch": arch, "published_ms": ms, "source": NANO_SOURCE}, costs, ms))
+        out.append(Sample({"arch": name, "published_ms": ms, "source": source}, costs, ms))
     return out
+
+
+def fit_published(profile) -> FitResult:
+    """Fit the free factors of a target in PUBLISHED to its published latencies, starting from the
+    profile's factors; the held-out networks are predicted with the result (FitResult.out_of_sample)."""
+    from device_profiles import load_profile
+
+    profile = load_profile(profile) if isinstance(profile, str) else profile
+    table = PUBLISHED[profile.name]
+    base = set_factors(factors_from_profile(profile), table.start)
+    if not base.usable:
+        from .errors import InputError
+
+        raise InputError(f"target {profile.name}: the profile lacks the peak compute or memory bandwidth the fitted "
+                         "efficiencies are fractions of; set hardware.fp32_gflops (or cost_model.reference_gflops) "
+                         "and hardware.memory_bandwidth_gbps")
+    result = fit_factors(published_samples(table.fitted_ms, table.source), base, table.free)
+    held = published_samples(table.held_out_ms, table.source)
+    result.out_of_sample = tuple(
+        {"network": s.description["arch"], "published_ms": s.measured_ms, "predicted_ms": round(float(p), 3),
+         "error_pct": round(100 * (float(p) / s.measured_ms - 1), 1)}
+        for s, p in zip(held, _predict_all(held, result.factors)))
+    return result
 
 
 def fit_nano(profile="jetson-nano") -> FitResult:
     """Jetson Nano: three published latencies, three free factors (3x3 and 1x1 efficiency, overhead per
     call); no degree of freedom is left, so the fit error is no validation (see NANO_NOTES)."""
-    from device_profiles import load_profile
-
-    profile = load_profile(profile) if isinstance(profile, str) else profile
-    base = dataclasses.replace(factors_from_profile(profile), layer_overhead_ms=0.0)
-    return fit_factors(published_samples(), base, NANO_FREE)
+    return fit_published(profile)
 
 
 # ---- the profile's cost_model block --------------------------------------------------------------
 
 def cost_model_block(result: FitResult, data: str, command: str, source: str,
-                     reference: dict | None = None, notes: tuple[str, ...] = ()) -> str:
+                     reference: dict | None = None, notes: tuple[str, ...] = (), machine: dict | None = None) -> str:
     """The YAML text of a fitted `cost_model:` block, provenance included (comments inside the block,
-    so that a refit replaces them too)."""
+    so that a refit replaces them too); `machine`: the CPU a measured fit ran on (cpu, isa, cores)."""
     f, st = result.factors, result.stats()
     lines = ["cost_model:",
              "  # Efficiencies are fractions of reference_gflops / reference_gbps where given, else of the",
@@ -422,19 +523,80 @@ def cost_model_block(result: FitResult, data: str, command: str, source: str,
               f"    median_abs_error_pct: {st['median_abs_error_pct']}",
               f"    max_abs_error_pct: {st['max_abs_error_pct']}",
               f"    share_within_10pct: {st['share_within_10pct']}"]
+    if result.out_of_sample:
+        lines.append("    out_of_sample:")
+        lines += [f"      - {{network: {o['network']}, published_ms: {o['published_ms']}, "
+                  f"predicted_ms: {o['predicted_ms']}, error_pct: {o['error_pct']}}}" for o in result.out_of_sample]
+    if machine:
+        lines.append(f"    machine: {{cpu: {json.dumps(str(machine['cpu']))}, isa: {machine['isa']}, "
+                     f"cores: {machine['cores']}}}")
     return "\n".join(lines) + "\n"
 
 
-def write_cost_model(path: str | Path, block: str) -> None:
+def new_profile_text(profile, path: str | Path, block: str, extends: bool = True) -> str:
+    """A complete profile for a file that does not exist yet: `extends:` the fitted built-in target with
+    the new cost_model block, or (`extends` false, or a target that is itself a file) all of the target's
+    keys written out with the new block."""
+    import yaml
+
+    from device_profiles.loader import BUILTIN_DIR
+
+    path = Path(path)
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in path.stem) or "my-profile"
+    head = f"# Written by `compress fit-cost-model --target {profile.name}` on {datetime.date.today().isoformat()}.\n"
+    if extends and Path(profile.source_file).parent == BUILTIN_DIR:
+        return (head + f"schema_version: 1\nextends: {profile.name}\nname: {name}\n"
+                f"description: {json.dumps(f'{profile.name} with its cost model refitted (see cost_model.fit)')}\n"
+                + block)
+    data = {k: v for k, v in profile.to_dict().items() if k not in ("cost_model", "extends")}
+    data["name"] = name
+    return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True) + block
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise InputError (one line) unless `path` is an existing regular file or can be created; checked
+    before a fit that takes minutes, so a bad --write fails at once."""
+    import os
+
+    from .errors import InputError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"--write {path}: is a folder; give a profile file such as {path / 'my-profile.yaml'}")
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise InputError(f"--write {path}: the file is not readable and writable; choose another file")
+        return
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--write {path}: cannot create the file ({parent} is not a writable folder); "
+                         "choose a writable location")
+
+
+def write_cost_model(path: str | Path, block: str, profile=None) -> None:
     """Replace the file's top-level `cost_model:` block (or append one), keeping every other line and
-    comment; the result must load as a profile before it atomically replaces the file."""
+    comment; a file that does not exist yet is created as a complete profile of `profile` (the fitted
+    target, see new_profile_text). The result must load as a profile before it atomically replaces or
+    creates the file."""
     from deploy.atomic import atomic_write_text
     from device_profiles import load_profile
 
+    from .errors import InputError
+
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.startswith("cost_model:")), None)
-    if start is None:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        if profile is None:
+            raise InputError(f"--write {path}: the file does not exist; pass an existing profile file") from None
+        lines = None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"--write {path}: cannot read the file ({getattr(e, 'strerror', None) or e}); "
+                         "pass a profile YAML file") from None
+    start = next((i for i, ln in enumerate(lines or []) if ln.startswith("cost_model:")), None)
+    if lines is None:
+        new = new_profile_text(profile, path, block)
+    elif start is None:
         new = "".join(lines).rstrip("\n") + "\n" + block
     else:
         end = next((i for i in range(start + 1, len(lines))
@@ -443,8 +605,26 @@ def write_cost_model(path: str | Path, block: str) -> None:
     with tempfile.TemporaryDirectory(prefix="costfit-check-") as tmp:
         check = Path(tmp) / path.name  # same name: a built-in's `name` must match its file name
         check.write_text(new, encoding="utf-8")
-        load_profile(str(check))
-    atomic_write_text(path, new)
+        loaded = load_profile(str(check))
+        if lines is None and loaded.cost_model != _parse_block(block, str(check)):
+            # `extends:` merges key by key: a key of the base's cost model that the block leaves out (an
+            # optional one) would survive into the new file. Write every key out instead.
+            new = new_profile_text(profile, path, block, extends=False)
+            check.write_text(new, encoding="utf-8")
+            load_profile(str(check))
+    try:
+        atomic_write_text(path, new)
+    except OSError as e:
+        raise InputError(f"--write {path}: cannot write the file ({e.strerror or e}); choose a writable location") \
+            from None
+
+
+def _parse_block(block: str, where: str):
+    import yaml
+
+    from device_profiles.schema import CostModel, parse_dataclass
+
+    return parse_dataclass(CostModel, yaml.safe_load(block)["cost_model"], where, prefix="cost_model.")
 
 
 # ---- predicted vs measured per layer -------------------------------------------------------------
@@ -562,10 +742,12 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compress", description="Cost-model commands.")
     sub = p.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit-cost-model", help="fit a profile's cost-model factors and show the fit's error")
-    fit.add_argument("--target", required=True, help="host (measured here) or jetson-nano (published numbers)")
+    fit.add_argument("--target", required=True, help="host (measured here), or a target fitted to published "
+                     f"numbers: {', '.join(PUBLISHED)}")
     fit.add_argument("--samples", type=int, default=24, help="randomly pruned ResNet-20/56 variants to measure")
     fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--write", metavar="PROFILE.yaml", help="write the fitted cost_model block into this file")
+    fit.add_argument("--write", metavar="PROFILE.yaml", help="write the fitted cost_model block into this file "
+                     "(created as a complete profile extending the target if it does not exist)")
     fit.add_argument("--json", action="store_true", help="print the result as JSON")
     show = sub.add_parser("cost-model", help="predicted vs measured latency per layer")
     show.add_argument("--target", required=True)
@@ -593,6 +775,7 @@ def main(argv: list[str] | None = None) -> int:
 def fit_for_target(target: str, samples: int = 24, seed: int = 0) -> tuple[FitResult, str]:
     """Fit the factors of `target`; returns the fit and the cost_model YAML block to store."""
     from deploy import environment_info
+    from deploy.environment import cpu_fingerprint
     from device_profiles import load_profile
 
     from .errors import InputError
@@ -617,30 +800,45 @@ def fit_for_target(target: str, samples: int = 24, seed: int = 0) -> tuple[FitRe
                 f"{profile.measurement.threads} thread(s), batch {profile.measurement.batch_size}, median of the "
                 "thread's CPU time, interleaved")
         block = cost_model_block(result, data, command, f"fitted to measurements on this machine ({today})", reference,
-                                 HOST_NOTES)
-    elif profile.name == "jetson-nano":
-        result = fit_nano(profile)
-        data = "published latencies of ResNet-18/34/50 (11.4, 20.2, 29.8 ms): " + NANO_SOURCE
-        block = cost_model_block(result, data, command.split(" --samples")[0],
-                                 "fitted to 3 published latencies with 3 free factors (no degree of freedom left)",
-                                 notes=NANO_NOTES)
+                                 HOST_NOTES, machine=cpu_fingerprint())
+    elif profile.name in PUBLISHED:
+        table = PUBLISHED[profile.name]
+        result = fit_published(profile)
+        n, k = len(table.fitted_ms), len(table.free)
+        dof = "no degree of freedom left" if n == k else f"{n - k} degree{'s' if n - k > 1 else ''} of freedom left"
+        source = f"fitted to {n} published latencies with {k} free factors ({dof})"
+        if table.held_out_ms:
+            source += f"; {', '.join(table.held_out_ms)} kept out of the fit (fit.out_of_sample)"
+        data = ("published latencies of " + ", ".join(f"{a} {ms} ms" for a, ms in table.fitted_ms.items())
+                + ": " + table.source)
+        block = cost_model_block(result, data, f"compress fit-cost-model --target {target}", source,
+                                 notes=table.notes)
     else:
         raise InputError(f"target {target}: cannot be measured from here and has no published latencies to fit "
-                         "to; measure on the device and fit there, or keep the profile's defaults")
+                         f"to (those with: {', '.join(PUBLISHED)}); measure on the device and fit there, or keep "
+                         "the profile's defaults")
     return result, block
 
 
 def _fit_command(args) -> int:
+    from device_profiles import load_profile
+
+    if args.write:
+        check_writable(args.write)
     result, block = fit_for_target(args.target, args.samples, args.seed)
     if args.write:
-        write_cost_model(args.write, block)
+        write_cost_model(args.write, block, load_profile(args.target))
     if args.json:
         print(json.dumps({"factors": dataclasses.asdict(result.factors), "free_factors": list(result.free_factors),
                           "errors": result.stats(), "predicted_ms": result.predicted_ms,
-                          "measured_ms": result.measured_ms, "written_to": args.write}, indent=2))
+                          "measured_ms": result.measured_ms, "out_of_sample": list(result.out_of_sample),
+                          "written_to": args.write}, indent=2))
     else:
         print(block, end="")
         print(f"# fit: {result.stats()}")
+        for o in result.out_of_sample:
+            print(f"# out of sample: {o['network']} published {o['published_ms']} ms, predicted "
+                  f"{o['predicted_ms']} ms ({o['error_pct']:+.1f} %)")
         print(f"# written to {args.write}" if args.write else "# not written (pass --write PROFILE.yaml)")
     return 0
 

@@ -51,6 +51,8 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
     profile = load_profile(target)
     shape = _input_shape(model, input_shape)
     example = torch.from_numpy(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+    if device is None:
+        _check_loads(path)
     evaluator = Evaluator(profile, example, device=device)
     if not evaluator.measured:
         raise InputError(f"target {profile.name} cannot be measured from here (its latency would be a prediction, "
@@ -188,6 +190,19 @@ def _input_shape(model, given: tuple[int, ...] | None) -> tuple[int, ...]:
                          f"GiB as float32, over the {MAX_INPUT_ELEMENTS * 4 // 2**30} GiB this tool allocates for one "
                          "input; pass a smaller --input-shape")
     return shape
+
+
+def _check_loads(path: Path) -> None:
+    """ONNX Runtime must accept the model before anything is measured: an operator of an unknown domain is the
+    file's problem (exit 2), not ours."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own Fail/InvalidGraph/NotImplemented types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path}: ONNX Runtime cannot load this model ({first[:160]}); export it with standard "
+                         "ONNX operators or measure it where its custom operators are registered") from None
 
 
 def _opset(model) -> int | None:
