@@ -284,6 +284,10 @@ def _rerender(folder: Path) -> int:
     if errors:
         raise InputError(f"{path} does not match the report schema ({errors[0][:160]}); it was not written by "
                          "compress or was edited")
+    from .output import is_compress_output
+    if not is_compress_output(folder):   # report.html is rewritten only in a folder compress wrote
+        raise InputError(f"{folder} is not a folder compress wrote (no manifest.json listing its files); pass an "
+                         "output folder of compress or compress validate")
     from .report_html import render_html
     from deploy.atomic import atomic_write_text
     atomic_write_text(folder / "report.html", render_html(report))

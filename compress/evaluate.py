@@ -21,6 +21,7 @@ from export import export_onnx
 from .budget import Metrics
 from .cost_model import BYTES_PER_ELEMENT, factors_from_profile, layer_costs, predict_latency_ms, predict_memory_mb
 from .errors import InputError
+from .output import clean_dead_runs, remove_marked, write_marker
 
 QUICK_WARMUP, QUICK_RUNS = 10, 60  # inside the pruning loop; the final number uses the profile's counts
 
@@ -49,7 +50,7 @@ class Evaluator:
         if not self.measured and not self.factors.usable:
             raise InputError(f"target {profile.name} cannot be measured from here and its profile lacks the peak "
                              "compute or memory bandwidth needed to predict latency; add them to the profile")
-        self._tmp = tempfile.TemporaryDirectory(prefix="compress-eval-") if workdir is None else None
+        self._tmp = _eval_tempdir() if workdir is None else None
         self.workdir = Path(workdir or self._tmp.name)
         self.reference_onnx: Path | None = None
 
@@ -145,6 +146,7 @@ class Evaluator:
 
     def close(self) -> None:
         if self._tmp is not None:
+            remove_marked(Path(self._tmp.name))   # marker last: a kill part-way leaves it for the next run
             self._tmp.cleanup()
 
 
@@ -161,3 +163,15 @@ def measured_kind(stats: LatencyStats) -> str:
     how = "" if stats.method == "measured" else f" ({stats.method.removeprefix('measured, ')})"
     return (f"measured: median of {stats.runs} runs after {stats.warmup_runs} warm-up{how}, {stats.runtime} "
             f"{stats.provider}, {stats.threads} thread(s), batch {stats.batch_size}, {stats.where}")
+
+
+EVAL_TMP_PREFIX = "compress-eval-"
+
+
+def _eval_tempdir() -> tempfile.TemporaryDirectory:
+    """The evaluator's scratch folder, marked with this process's pid; those of killed runs are removed first
+    (only folders of this user that carry the marker of a process gone from this host)."""
+    clean_dead_runs(Path(tempfile.gettempdir()), EVAL_TMP_PREFIX)
+    tmp = tempfile.TemporaryDirectory(prefix=EVAL_TMP_PREFIX)
+    write_marker(Path(tmp.name))
+    return tmp

@@ -8,6 +8,10 @@ one-line error naming the file, what was found and what to pass instead.
 A pruned model is saved as data: the architecture spec, the shape of every resized layer, and the state
 dict. `rebuild_pruned` applies those shapes to a fresh instance of the architecture, so reloading needs
 the architecture's code but not the pruning code (timm's `_prune.py` does the same).
+
+A pruned file is data, but its `arch` names code. Rebuilding runs only a built-in architecture, or a
+`module:callable` the caller named itself (`arch=`, the CLI's --arch) or chose to trust (`trust_model`):
+nothing read from a file decides which code is imported and called.
 """
 from __future__ import annotations
 
@@ -44,29 +48,44 @@ class LoadedModel:
         return self.kind != "torchscript"
 
 
+def _quote(value: Any, limit: int = 80) -> str:
+    """repr of a value for a one-line message, cut to `limit` characters (values may come from files)."""
+    text = repr(value) if not isinstance(value, str) or len(value) <= 4 * limit else repr(value[: 4 * limit])
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_builtin_arch(spec: Any) -> bool:
+    """Whether `spec` names a registered (built-in) architecture: code of this package, safe to run."""
+    return isinstance(spec, str) and ":" not in spec and spec in arch_names()
+
+
 def resolve_arch(spec: str, kwargs: dict | None = None) -> tuple[nn.Module, ArchInfo | None]:
-    """Build a model from a registry name or an importable `package.module:callable`."""
+    """Build a model from a registry name or an importable `package.module:callable`.
+
+    `spec` is imported and called: pass only a name the user gave (or a built-in), never one read from a file
+    unchecked (see `rebuild_pruned`).
+    """
     kwargs = dict(kwargs or {})
     if ":" not in spec:
         try:
             info = get_arch(spec)
         except KeyError:
-            raise InputError(f"--arch {spec!r}: not a built-in architecture ({', '.join(arch_names())}) "
+            raise InputError(f"--arch {_quote(spec)}: not a built-in architecture ({', '.join(arch_names())}) "
                              "and not of the form package.module:callable") from None
         return _call(info.factory, spec, {**info.default_kwargs, **kwargs}), info
     mod_name, _, attr = spec.partition(":")
     try:
         mod = importlib.import_module(mod_name)
     except Exception as e:  # noqa: BLE001 - any import failure is the user's to fix; say which
-        raise InputError(f"--arch {spec!r}: cannot import module {mod_name!r} ({type(e).__name__}: {e}); "
-                         "check the name and that its package is installed or on PYTHONPATH") from None
+        raise InputError(f"--arch {_quote(spec)}: cannot import module {_quote(mod_name)} ({type(e).__name__}: "
+                         f"{_short(e)}); check the name and that its package is installed or on PYTHONPATH") from None
     factory = mod
     for part in attr.split("."):
         factory = getattr(factory, part, None)
         if factory is None:
-            raise InputError(f"--arch {spec!r}: module {mod_name!r} has no attribute {attr!r}")
+            raise InputError(f"--arch {_quote(spec)}: module {_quote(mod_name)} has no attribute {_quote(attr)}")
     if not callable(factory):
-        raise InputError(f"--arch {spec!r}: {attr!r} is not callable")
+        raise InputError(f"--arch {_quote(spec)}: {_quote(attr)} is not callable")
     return _call(factory, spec, kwargs), None
 
 
@@ -74,9 +93,11 @@ def _call(factory, spec: str, kwargs: dict) -> nn.Module:
     try:
         model = factory(**kwargs)
     except TypeError as e:
-        raise InputError(f"--arch {spec!r} with --arch-kwargs {json.dumps(kwargs)}: {e}") from None
+        given = json.dumps(kwargs, default=str)
+        given = given if len(given) <= 200 else given[:197] + "..."
+        raise InputError(f"--arch {_quote(spec)} with --arch-kwargs {given}: {_short(e)}") from None
     if not isinstance(model, nn.Module):
-        raise InputError(f"--arch {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+        raise InputError(f"--arch {_quote(spec)} returned {type(model).__name__}, not a torch.nn.Module")
     return model
 
 
@@ -99,7 +120,7 @@ def load_model(path: str | Path, arch: str | None = None, arch_kwargs: dict | No
     if isinstance(obj, nn.Module):
         return LoadedModel(obj.eval(), "pickled-module", path, arch, dict(arch_kwargs or {}), None)
     if isinstance(obj, dict) and obj.get("format") == PRUNED_FORMAT:
-        module, info = rebuild_pruned(obj, path)
+        module, info = rebuild_pruned(obj, path, arch=arch, trust_model=trust_model)
         return LoadedModel(module.eval(), "pruned", path, obj["arch"], obj["arch_kwargs"], info)
     state_dict = _find_state_dict(obj, path)
     if arch is None:
@@ -226,18 +247,81 @@ def save_pruned_bytes(model: nn.Module, arch: str, arch_kwargs: dict, extra: dic
     return buf.getvalue()
 
 
-def rebuild_pruned(ckpt: dict, path: Path | str = "<memory>") -> tuple[nn.Module, ArchInfo | None]:
-    """Re-create a pruned model from its checkpoint: fresh architecture, shapes applied, weights loaded."""
+# The constructor attributes `layer_shapes` writes, the only ones rebuilding sets (each an int, or a list of
+# ints for normalized_shape): a file cannot set forward, hooks or anything else on a layer.
+_SHAPE_KEYS = frozenset({"in_channels", "out_channels", "groups", "num_features", "in_features", "out_features",
+                         "num_channels", "num_groups", "normalized_shape"})
+
+
+def check_pruned_arch(ckpt_arch: Any, path: Path | str, arch: str | None = None, trust_model: bool = False) -> None:
+    """Refuse to rebuild from an architecture the file names unless it is built-in or the user named it.
+
+    A built-in name runs only this package's code. A `module:callable` is imported and called, so it must be
+    the one the user passed (`arch`, the CLI's --arch) or the user must trust the file (`trust_model`).
+    """
+    if not isinstance(ckpt_arch, str) or not ckpt_arch:
+        raise ModelLoadError(f"{path}: the pruned model's 'arch' is {_quote(ckpt_arch)}, not an architecture name; "
+                             "re-create the file with compress")
+    if is_builtin_arch(ckpt_arch) or trust_model or (arch is not None and arch == ckpt_arch):
+        return
+    if ":" not in ckpt_arch:
+        raise ModelLoadError(f"{path}: the pruned model's architecture {_quote(ckpt_arch)} is not built-in "
+                             f"({', '.join(arch_names())}); re-create the file with compress")
+    named = ckpt_arch if len(ckpt_arch) <= 80 and ckpt_arch.isprintable() and " " not in ckpt_arch else "<that name>"
+    raise ModelLoadError(f"{path} names the architecture {_quote(ckpt_arch)}, code that rebuilding would import and "
+                         f"run; pass --arch {named} if you trust it, or --trust-model")
+
+
+def _check_pruned_fields(ckpt: dict, path: Path | str) -> None:
+    """The fields rebuilding reads, with their types: a damaged or crafted file is a one-line error."""
+    def bad(what: str) -> ModelLoadError:
+        return ModelLoadError(f"{path} is not a valid pruned model ({what}); re-create it with compress")
+
+    if not isinstance(ckpt.get("arch_kwargs"), dict) or not all(isinstance(k, str) for k in ckpt["arch_kwargs"]):
+        raise bad("'arch_kwargs' is not a mapping of names to values")
+    removed = ckpt.get("removed_blocks", [])
+    if not isinstance(removed, list) or not all(isinstance(n, str) and n for n in removed):
+        raise bad("'removed_blocks' is not a list of layer names")
+    shapes = ckpt.get("shapes")
+    if not isinstance(shapes, dict):
+        raise bad("'shapes' is missing or not a mapping")
+    for name, attrs in shapes.items():
+        if not isinstance(name, str) or not isinstance(attrs, dict):
+            raise bad(f"shapes entry {_quote(name)} is not a layer name with a mapping of sizes")
+        for key, value in attrs.items():
+            ints = value if key == "normalized_shape" and isinstance(value, list) else [value]
+            if key not in _SHAPE_KEYS or not all(type(v) is int and v >= 0 for v in ints):
+                raise bad(f"layer {_quote(name)} has {_quote(key)}: {_quote(value)}, not a layer size")
+    sd = ckpt.get("state_dict")
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise bad("'state_dict' is missing or not a mapping of names to tensors")
+
+
+def rebuild_pruned(ckpt: dict, path: Path | str = "<memory>", *, arch: str | None = None,
+                   trust_model: bool = False) -> tuple[nn.Module, ArchInfo | None]:
+    """Re-create a pruned model from its checkpoint: fresh architecture, shapes applied, weights loaded.
+
+    The checkpoint's architecture must be built-in, equal to `arch` (named by the user), or `trust_model`
+    must be set; otherwise ModelLoadError, and nothing is imported or called.
+    """
+    check_pruned_arch(ckpt.get("arch"), path, arch, trust_model)
+    _check_pruned_fields(ckpt, path)
     module, info = resolve_arch(ckpt["arch"], ckpt["arch_kwargs"])
+    arch_name = _quote(ckpt["arch"])
     for name in ckpt.get("removed_blocks", []):   # depth pruning: the block became relu(x)
+        if name not in dict(module.named_modules()):
+            raise ModelLoadError(f"{path}: removed block {_quote(name)} does not exist in --arch {arch_name}")
         parent_name, _, leaf = name.rpartition(".")
         setattr(module.get_submodule(parent_name) if parent_name else module, leaf, nn.ReLU())
     modules = dict(module.named_modules())
     for name, attrs in ckpt["shapes"].items():
         m = modules.get(name)
         if m is None:
-            raise ModelLoadError(f"{path}: pruned layer {name!r} does not exist in --arch {ckpt['arch']}")
+            raise ModelLoadError(f"{path}: pruned layer {_quote(name)} does not exist in --arch {ckpt['arch']}")
         for key, value in attrs.items():
+            if not hasattr(m, key):
+                raise ModelLoadError(f"{path}: pruned layer {_quote(name)} ({type(m).__name__}) has no size "
+                                     f"{_quote(key)}; the file does not match --arch {arch_name}")
             setattr(m, key, tuple(value) if key == "normalized_shape" else value)
     # Parameters and buffers take their shapes from the saved tensors; the attributes above keep
     # forward() (groups, num_features) consistent with them.
@@ -246,7 +330,7 @@ def rebuild_pruned(ckpt: dict, path: Path | str = "<memory>") -> tuple[nn.Module
         owner_name, _, leaf = key.rpartition(".")
         owner = modules.get(owner_name)
         if owner is None:
-            raise ModelLoadError(f"{path}: tensor {key!r} has no layer in --arch {ckpt['arch']}")
+            raise ModelLoadError(f"{path}: tensor {_quote(key)} has no layer in --arch {arch_name}")
         current = getattr(owner, leaf, None)
         if isinstance(current, nn.Parameter):
             setattr(owner, leaf, nn.Parameter(torch.empty_like(tensor), requires_grad=current.requires_grad))
@@ -256,12 +340,16 @@ def rebuild_pruned(ckpt: dict, path: Path | str = "<memory>") -> tuple[nn.Module
     return module.eval(), info
 
 
-def load_pruned(path: str | Path) -> nn.Module:
-    """Reload a `model.pruned.pt` (weights_only: plain tensors and containers, nothing executed)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+def load_pruned(path: str | Path, *, arch: str | None = None, trust_model: bool = False) -> nn.Module:
+    """Reload a `model.pruned.pt` (weights_only: plain tensors and containers, nothing unpickled runs).
+
+    A built-in architecture rebuilds as is. One of your own (`package.module:callable`) is imported and called
+    only when you name it (`arch="package.module:callable"`, equal to the file's) or pass `trust_model=True`.
+    """
+    ckpt = _torch_load(Path(path), trust_model=False)   # weights_only: a pickled object is refused, not run
     if not (isinstance(ckpt, dict) and ckpt.get("format") == PRUNED_FORMAT):
         raise ModelLoadError(f"{path} is not a pruned model written by compress")
-    return rebuild_pruned(ckpt, path)[0]
+    return rebuild_pruned(ckpt, path, arch=arch, trust_model=trust_model)[0]
 
 
 def _short(e: BaseException) -> str:

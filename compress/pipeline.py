@@ -115,7 +115,7 @@ class _Run:
                 _check_data_spec(o.train_data, "--train-data")
             if o.calib is not None:
                 _check_data_spec(o.calib, "--calib")
-            inputs = [Path(p) for p in (o.model, o.calib, o.train_data) if p is not None and ":" not in str(p)]
+            inputs = [Path(p) for p in (o.model, o.calib, o.train_data, o.target) if p is not None]
             out = Path(o.out) if o.out else Path("compressed") / f"{Path(o.model).stem}-{profile.name}"
             check_out_dir(out, inputs)
             loaded = load_model(o.model, o.arch, o.arch_kwargs, o.trust_model)

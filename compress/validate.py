@@ -18,7 +18,7 @@ import torch
 from .budget import BudgetSpec, Metrics
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, InputError
 from .evaluate import Evaluator, measured_kind
-from .output import OutputDir, sha256_file
+from .output import OutputDir, check_out_dir, sha256_file
 from .report import REPORT_SCHEMA_VERSION, versions
 
 log = logging.getLogger("compress")
@@ -51,6 +51,7 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
     profile = load_profile(target)
     shape = _input_shape(model, input_shape)
     example = torch.from_numpy(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+    check_out_dir(Path(out) if out else Path("validated") / f"{path.stem}-{profile.name}", [path, Path(str(target))])
     if device is None:
         _check_loads(path)
     evaluator = Evaluator(profile, example, device=device)
@@ -84,7 +85,7 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
     if misses:
         notes.append("budget missed: " + "; ".join(misses))
     folder = Path(out) if out else Path("validated") / f"{path.stem}-{profile.name}"
-    with OutputDir(folder) as od:
+    with OutputDir(folder, inputs=[path, Path(str(target))]) as od:
         od.attach_log("compress")
         report = {
             "schema_version": REPORT_SCHEMA_VERSION, "verdict": verdict, "mode": "validate",
