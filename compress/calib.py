@@ -16,6 +16,9 @@ import torch
 
 from .errors import CalibrationError
 
+# Far beyond any normalised input, and below where float32 arithmetic in a conv overflows to inf.
+MAX_ABS_INPUT = 1e6
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 
 
@@ -92,6 +95,11 @@ def load_calibration(spec: str, input_shape: tuple[int, int, int] | None, sample
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(1).sum())
         raise CalibrationError(f"calibration data {spec}: {bad} of {len(x)} samples contain NaN or Inf; clean the data")
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if peak > MAX_ABS_INPUT:
+        raise CalibrationError(f"calibration data {spec}: values reach {peak:.3g}; model inputs are normalised "
+                               f"(|x| up to {MAX_ABS_INPUT:.0e} accepted): pass normalised data, or 8-bit images "
+                               "with --mean/--std")
     labels = torch.from_numpy(y.astype(np.int64)) if y is not None else None
     return CalibData(torch.from_numpy(np.ascontiguousarray(x)), labels, source,
                      "data" if labels is not None else "none", normalisation)

@@ -8,6 +8,7 @@ where the parser finds them and can word the error message from them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import difflib
 import re
 import reprlib
@@ -274,7 +275,9 @@ def _scalar(value: Any, hint: type) -> tuple[bool, Any]:
     if hint is int:
         return isinstance(value, int), value
     if hint is float:
-        ok = isinstance(value, (int, float))
+        # .inf and .nan are YAML floats, but no budget or factor can be infinite: `latency_ms: .inf` would be
+        # "met" by anything and written to report.json as Infinity, which JSON does not have.
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
         return ok, float(value) if ok else value
     return isinstance(value, hint), value
 
