@@ -164,10 +164,13 @@ def test_resnet56_host_speedup_1_5(shared_dir, tmp_path, capsys):
     out = tmp_path / "r56"
     weights = shared_dir / "models" / "resnet56-4bfd9763.th"
     code, _, err = run_cli(["--target", "host", "--arch", "resnet56", "--speedup", "1.5", "--out", out, weights], capsys)
-    assert code == 0, err
+    assert code in (0, 1), err
     report = json.loads((out / "report.json").read_text())
     assert report["final"]["latency_kind"].startswith("measured")
-    assert report["final"]["latency_ms"] <= report["budget"]["latency_ms"]
+    # The final measurement is new: on a loaded machine it can land over the budget; the verdict and the exit
+    # code must then say so (asserting it met would test the machine's load, not the code).
+    met = report["final"]["latency_ms"] <= report["budget"]["latency_ms"]
+    assert report["verdict"] == ("met" if met else "missed") and code == (0 if met else 1)
     assert report["budget"]["latency_ms"] == pytest.approx(report["original"]["latency_ms"] / 1.5)
     # a speedup is a ratio: judged on the original and the final timed interleaved in one run, so that the
     # machine's drift between two separate measurements cannot pass or fail it

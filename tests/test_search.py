@@ -47,7 +47,9 @@ def test_knapsack_closed_loop_on_measured_latency(tiny_model_file, calib_file, t
     last = r.report["pruning"]["rounds"][-1]
     assert last["meets_budget"] and last["binding"] == "latency_ms"
     assert last["metrics"]["latency_ms"] <= last["original_latency_ms_interleaved"] * 0.75 * 0.97
-    assert r.final.latency_ms <= r.report["original"]["latency_ms"] * 0.75 * 1.05
+    # The final measurement is a new one: on a loaded machine it may land either side of the budget, and the
+    # verdict must say which (a wall-clock threshold here would test the machine, not the code).
+    assert (r.verdict == "met") == (r.final.latency_ms <= r.budget.latency_ms)
 
 
 def test_uniform_selection_is_still_available(tiny_model_file, calib_file, tmp_path):
