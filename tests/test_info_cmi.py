@@ -55,6 +55,25 @@ def bits_of(channels) -> set[int]:
     return {c % 3 if c < 6 else -1 for c in channels}
 
 
+def kept_channels(res, copies: bool = False) -> set[int]:
+    """The channels `res` keeps; with `copies` (a synthetic() layer) a copy 3-5 counts as its original 0-2:
+    which of two identical channels wins their tie is float rounding, not information."""
+    return {c % 3 if copies and c < 6 else c for c in res.order[:res.keep]}
+
+
+def assert_same_selection(got, want, copies: bool = False, atol: float = 1e-5):
+    """`got` and `want` keep the same channels with the same curve, to float tolerance.
+
+    Only the kept prefix of the order is compared: past it every candidate adds ~0 nats (the curve's flat
+    tail wobbles by ~1e-6 in float32), so which one the greedy search picks next is decided by rounding, which
+    differs with the thread count, the CPU's vector kernels and the device. The curve and objective are
+    compared with a tolerance for the same reason (e.g. 1.3535980607063545 against ...554 across threads)."""
+    assert got.keep == want.keep
+    assert kept_channels(got, copies) == kept_channels(want, copies)
+    np.testing.assert_allclose(got.curve, want.curve, atol=atol, rtol=0)
+    np.testing.assert_allclose(got.objective, want.objective, atol=atol, rtol=0)
+
+
 @pytest.fixture(scope="module")
 def layer():
     f, y = synthetic()
@@ -310,7 +329,8 @@ def test_forward_conditioning_removes_what_earlier_layers_explain(three_layers, 
     res, seen = run(["a", "b", "c"], conditioning=conditioning, order="forward")
     assert seen == ["a", "b", "c"]
     assert list(res) == ["a", "b", "c"]
-    assert res["a"].conditioned_on == [] and res["a"].order == per["a"].order and res["a"].curve == per["a"].curve
+    assert res["a"].conditioned_on == []
+    assert_same_selection(res["a"], per["a"], copies=True)   # conditioning on nothing is the per-layer search
     assert res["b"].conditioned_on == ["a"]
     assert abs(res["b"].curve[0]) < 1e-4 * h_y      # given a's kept channels b has nothing left to say
     assert per["b"].curve[0] > 0.9 * h_y             # ... but alone it determines y
@@ -331,7 +351,7 @@ def test_backward_order_starts_unconditioned_at_the_last_layer(three_layers, con
     assert seen == ["c", "b", "a"]
     assert list(res) == ["a", "b", "c"]  # returned in execution order
     assert res["c"].conditioned_on == []
-    assert res["c"].order == per["c"].order and res["c"].curve == per["c"].curve
+    assert_same_selection(res["c"], per["c"])
     assert res["b"].conditioned_on == ["c"]
     assert abs(res["b"].curve[0]) < 1e-4 * h_y
     assert res["a"].conditioned_on == (["b"] if conditioning == "compact" else ["c", "b"])
@@ -345,7 +365,8 @@ def test_bidirectional_starts_at_the_smallest_kept_fraction(three_layers, condit
     assert seen[:3] == ["a", "c", "b"]           # the per-layer pass over every layer
     assert seen[3:] == ["b", "a"]                # then forward from c, then backward from c
     assert list(res) == ["a", "c", "b"]
-    assert res["c"].conditioned_on == [] and res["c"].order == per["c"].order
+    assert res["c"].conditioned_on == []
+    assert_same_selection(res["c"], per["c"])
     assert res["b"].conditioned_on == ["c"]
     assert res["a"].conditioned_on == ["c"]
     for n in "ab":  # c determines y, so neither neighbour has anything left given c
@@ -358,7 +379,8 @@ def test_per_layer_conditioning_ignores_the_order(three_layers):
         res, seen = run(["a", "b", "c"], order=order)
         assert seen == ["a", "b", "c"]
         for n in "abc":
-            assert res[n].conditioned_on == [] and res[n].order == per[n].order and res[n].keep == per[n].keep
+            assert res[n].conditioned_on == []
+            assert_same_selection(res[n], per[n], copies=n == "a")
 
 
 def test_redundant_layer_keeps_one_channel_when_conditioned(three_layers):
@@ -488,7 +510,5 @@ def test_cpu_and_cuda_agree(alpha):
     cfg = cmi.CmiConfig(alpha=alpha)
     cpu = cmi.greedy_cmi(d2, sigma, ky, cfg)
     gpu = cmi.greedy_cmi(d2.cuda(), sigma, ky.cuda(), cfg)
-    assert gpu.order == cpu.order and gpu.keep == cpu.keep
-    np.testing.assert_allclose(gpu.curve, cpu.curve, atol=1e-6, rtol=0)
-    np.testing.assert_allclose(gpu.objective, cpu.objective, atol=1e-6, rtol=0)
+    assert_same_selection(gpu, cpu, copies=True)
     assert len(gpu.p_values) == len(cpu.p_values)

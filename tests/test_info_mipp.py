@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from compress.info import renyi
-from compress.info.mipp import MippResult, mipp_select
+from compress.info.mipp import MippResult, _visit_order, mipp_select
 
 HW = 4              # 4x4 feature maps
 N_LABEL = 3         # label-carrying channels 0..2, their exact copies 3..5
@@ -77,11 +77,17 @@ def test_keeps_exactly_one_of_each_pair_and_drops_noise(seed):
 
 
 def test_of_two_identical_channels_the_later_is_tested_first_and_goes():
+    # The rule on exact ties, with ties built by hand: higher index first among equal MI.
+    assert _visit_order([0.5, 0.2, 0.5, 0.2, 0.1]) == [4, 3, 1, 2, 0]
+    # On the layer an exact copy gets its original's MI up to rounding; only where the arithmetic gives
+    # both exactly the same value (identical data through identical kernels, as on x86 CPUs today) does
+    # the rule decide which of the two goes. One of each pair stays either way (the test above).
     r = run()
     for orig, copy in zip(ORIGINALS, COPIES):
-        assert r.unit_mi[orig] == r.unit_mi[copy]
-        assert r.visit_order.index(copy) < r.visit_order.index(orig)
-    assert r.keep == ORIGINALS
+        assert r.unit_mi[copy] == pytest.approx(r.unit_mi[orig], rel=1e-12, abs=1e-15)
+        if r.unit_mi[copy] == r.unit_mi[orig]:
+            assert r.visit_order.index(copy) < r.visit_order.index(orig)
+            assert orig in r.keep and copy not in r.keep
 
 
 def test_visit_order_is_unit_mi_ascending():
@@ -229,7 +235,13 @@ def test_cuda_matches_cpu(alpha):
     cpu = mipp_select(d2, target, sigma, alpha=alpha)
     gpu = mipp_select(d2.cuda(), target.cuda(), sigma, alpha=alpha)
     assert gpu.scores.device.type == "cuda"
-    assert (gpu.keep, gpu.removed, gpu.visit_order) == (cpu.keep, cpu.removed, cpu.visit_order)
+    # Of a channel and its exact copy, which comes first is a tie each device's rounding may break its own
+    # way: compare with every copy counted as its original.
+    def pair(channels):
+        return [c % N_LABEL if c < 2 * N_LABEL else c for c in channels]
+
+    assert pair(gpu.visit_order) == pair(cpu.visit_order)
+    assert sorted(pair(gpu.keep)) == sorted(pair(cpu.keep)) and pair(gpu.removed) == pair(cpu.removed)
     assert gpu.unit_mi == pytest.approx(cpu.unit_mi, abs=1e-6)
     assert gpu.tested_mi == pytest.approx(cpu.tested_mi, abs=1e-6)
     assert (gpu.mi_full, gpu.threshold) == pytest.approx((cpu.mi_full, cpu.threshold), abs=1e-6)
