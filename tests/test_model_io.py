@@ -130,7 +130,7 @@ def test_state_dict_with_arch_loads_exactly(tmp_path):
     assert loaded.kind == "state_dict" and loaded.prunable and loaded.arch == "example-cnn"
     assert loaded.arch_kwargs == {"width": 4} and loaded.arch_info is get_arch("example-cnn")
     assert not loaded.module.training
-    assert torch.equal(_out(loaded.module, X), _out(model, X))
+    torch.testing.assert_close(_out(loaded.module, X), _out(model, X))
 
 
 def test_unknown_builtin_arch(tmp_path):
@@ -185,7 +185,7 @@ def test_checkpoint_dict_with_dataparallel_prefix(tmp_path):
     torch.save({"state_dict": sd, "epoch": 3, "best_prec1": 71.5}, path)
     loaded = load_model(path, arch="example-cnn", arch_kwargs={"width": 4})
     assert loaded.kind == "state_dict"
-    assert torch.equal(_out(loaded.module, X), _out(model, X))
+    torch.testing.assert_close(_out(loaded.module, X), _out(model, X))
 
 
 def test_checkpoint_without_batchnorm_counters_loads(tmp_path):
@@ -195,7 +195,7 @@ def test_checkpoint_without_batchnorm_counters_loads(tmp_path):
     path = tmp_path / "old.pt"
     torch.save({"model": sd}, path)
     loaded = load_model(path, arch="example-cnn", arch_kwargs={"width": 4})
-    assert torch.equal(_out(loaded.module, X), _out(model, X))
+    torch.testing.assert_close(_out(loaded.module, X), _out(model, X))
 
 
 # ---- pickled modules and TorchScript -------------------------------------------------------------
@@ -208,7 +208,7 @@ def test_pickled_module_needs_trust(tmp_path):
     assert str(path) in msg and "--trust-model" in msg and "state_dict()" in msg
     loaded = load_model(path, trust_model=True)
     assert loaded.kind == "pickled-module" and loaded.prunable
-    assert torch.equal(_out(loaded.module, X), _out(model, X))
+    torch.testing.assert_close(_out(loaded.module, X), _out(model, X))
 
 
 def test_torchscript_loads_for_export_only(tmp_path):
@@ -265,7 +265,7 @@ def test_user_callable_arch_with_kwargs(tmp_path, user_package):
     loaded = load_model(path, arch=spec, arch_kwargs={"width": 6, "num_classes": 5})
     assert loaded.kind == "state_dict" and loaded.arch == spec and loaded.arch_info is None
     assert loaded.arch_kwargs == {"width": 6, "num_classes": 5}
-    assert torch.equal(_out(loaded.module, X), _out(model, X))
+    torch.testing.assert_close(_out(loaded.module, X), _out(model, X))
     # Without the kwargs the shapes differ, and the message says so.
     msg = _load_error(path, arch=spec)
     assert "shape mismatch" in msg and "body.0.weight (6, 3, 3, 3) vs (4, 3, 3, 3)" in msg
@@ -314,18 +314,18 @@ def test_pruned_round_trip(tmp_path, pruned_models, arch):
     reloaded = load_pruned(path)
     assert not reloaded.training
     assert sum(p.numel() for p in reloaded.parameters()) == n_pruned
-    assert torch.equal(_out(reloaded, X), _out(model, X))
+    torch.testing.assert_close(_out(reloaded, X), _out(model, X))
     for (name, a), (name_b, b) in zip(model.state_dict().items(), reloaded.state_dict().items()):
         assert name == name_b and torch.equal(a, b), name
 
     loaded = load_model(path)  # the general loader recognises the format, no --arch needed
     assert loaded.kind == "pruned" and loaded.arch == arch and loaded.arch_kwargs == kwargs
     assert loaded.arch_info is get_arch(arch)
-    assert torch.equal(_out(loaded.module, X), _out(model, X))
+    torch.testing.assert_close(_out(loaded.module, X), _out(model, X))
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     assert ckpt["format"] == PRUNED_FORMAT and ckpt["info"] == {"keep": 0.5}
-    assert torch.equal(_out(rebuild_pruned(ckpt)[0], X), _out(model, X))
+    torch.testing.assert_close(_out(rebuild_pruned(ckpt)[0], X), _out(model, X))
 
 
 def test_pruned_model_reloads_without_pruning_code(tmp_path, pruned_models):
@@ -347,7 +347,7 @@ def test_pruned_model_reloads_without_pruning_code(tmp_path, pruned_models):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "LOADED_TP=False" in proc.stdout, proc.stdout
-    assert torch.equal(torch.load(y_path), _out(model, X))
+    torch.testing.assert_close(torch.load(y_path), _out(model, X))
 
 
 def test_load_pruned_refuses_other_files(tmp_path):
