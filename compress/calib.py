@@ -25,7 +25,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".ti
 @dataclass
 class CalibData:
     x: torch.Tensor            # float32 (N, C, H, W), already normalised
-    y: torch.Tensor | None     # int64 (N,) or None
+    y: torch.Tensor | None     # int64 (N,), or (N, H, W) per-pixel classes, or None
     source: str                # what it was read from, for the report
     labels_from: str           # "data" | "model predictions" | "none"
     normalisation: str = "as given"   # what was done to the values, for the report
@@ -85,7 +85,9 @@ def load_calibration(spec: str, input_shape: tuple[int, int, int] | None, sample
                              "if it was trained with normalised inputs")
     x = x.astype(np.float32, copy=False)
     if y is not None:
-        y = _labels(np.asarray(y).reshape(-1), spec)
+        y = np.asarray(y)
+        per_pixel = y.ndim == 3 and y.shape[0] == len(x) and y[0].size > 1   # (N, H, W): a class per pixel
+        y = _labels(y if per_pixel else y.reshape(-1), spec)
         if len(y) != len(x):
             raise CalibrationError(f"calibration data {spec}: {len(x)} inputs but {len(y)} labels")
     if len(x) > samples:

@@ -1,13 +1,14 @@
 """The options of one compression run: the command line and the Python API share this one type."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
 class CompressOptions:
-    model: str | Path
+    model: Any                                    # a model file (str | Path), or an nn.Module (Python API)
     target: str = "host"
     arch: str | None = None
     arch_kwargs: dict = field(default_factory=dict)
@@ -37,8 +38,21 @@ class CompressOptions:
     out: str | Path | None = None
     seed: int = 0
     progress: bool = True
+    example_input: Any = None                     # with a model object: a tensor whose shape is the input's
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["model"], d["out"] = str(self.model), (str(self.out) if self.out else None)
+        # the model object and the example tensor are described, not copied (and stay JSON for the report)
+        d = asdict(replace(self, model="", example_input=None))
+        d["model"] = _describe(self.model)
+        d["out"] = str(self.out) if self.out else None
+        if self.example_input is not None:
+            shape = getattr(self.example_input, "shape", None)
+            d["example_input"] = {"shape": [int(v) for v in shape]} if shape is not None else \
+                type(self.example_input).__name__
         return d
+
+
+def _describe(model) -> str:
+    if isinstance(model, (str, Path)):
+        return str(model)
+    return f"<{type(model).__name__} object>"

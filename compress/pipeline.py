@@ -5,6 +5,8 @@ get plain values (paths, shapes, numbers), never objects of this package.
 from __future__ import annotations
 
 import copy
+import hashlib
+import io
 import logging
 import time
 from contextlib import contextmanager
@@ -13,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from deploy import build_ort_engine, environment_info, trtexec_command, write_build_script
 from deploy.bundle import write_device_bundle
 from device_profiles import load_profile
-from export import check_parity, export_onnx, simplify_onnx, tolerance_for
+from export import ExportError, check_parity, export_onnx, simplify_onnx, tolerance_for
 
+from . import accuracy as acc
 from . import units
 from .bn_recalibration import recalibrate_batchnorm
 from .budget import Budget, BudgetSpec, Metrics
@@ -51,6 +55,7 @@ class CompressResult:
     original: Metrics
     final: Metrics
     report: dict = field(repr=False)
+    model: nn.Module | None = field(default=None, repr=False)   # the pruned model (also in model.pruned.pt)
 
     def to_dict(self) -> dict:
         return {"verdict": self.verdict, "exit_code": self.exit_code, "out_dir": str(self.out_dir),
@@ -71,8 +76,14 @@ class _Timer:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t, 3)
 
 
-def compress(options: CompressOptions | str | Path, **kwargs) -> CompressResult:
-    """Compress one model for one target; the Python form of `compress --target T model.pt`."""
+def compress(options: CompressOptions | str | Path | nn.Module, **kwargs) -> CompressResult:
+    """Compress one model for one target; the Python form of `compress --target T model.pt`.
+
+    `options` is a CompressOptions, or the model (a file path, or an nn.Module used as it is: pass
+    `example_input=` a tensor of the input's shape unless --calib data or `input_shape` gives it) with the
+    options as keywords, e.g. `compress(model, example_input=torch.randn(1, 3, 32, 32), target="host")`.
+    The caller's module is never modified: it is copied before anything runs.
+    """
     if not isinstance(options, CompressOptions):
         options = CompressOptions(model=options, **kwargs)
     elif kwargs:
@@ -115,10 +126,16 @@ class _Run:
                 _check_data_spec(o.train_data, "--train-data")
             if o.calib is not None:
                 _check_data_spec(o.calib, "--calib")
-            inputs = [Path(p) for p in (o.model, o.calib, o.train_data, o.target) if p is not None]
-            out = Path(o.out) if o.out else Path("compressed") / f"{Path(o.model).stem}-{profile.name}"
+            in_memory = isinstance(o.model, nn.Module)
+            if not in_memory and o.example_input is not None:
+                raise InputError("example_input is for a model passed as an nn.Module; a model file's input shape "
+                                 "comes from --arch, --input-shape or --calib")
+            inputs = [Path(p) for p in (None if in_memory else o.model, o.calib, o.train_data, o.target)
+                      if p is not None]
+            stem = type(o.model).__name__ if in_memory else Path(o.model).stem
+            out = Path(o.out) if o.out else Path("compressed") / f"{stem}-{profile.name}"
             check_out_dir(out, inputs)
-            loaded = load_model(o.model, o.arch, o.arch_kwargs, o.trust_model)
+            loaded = _module_input(o) if in_memory else load_model(o.model, o.arch, o.arch_kwargs, o.trust_model)
             shape, calib = self._shape_and_calibration(loaded, profile)
         with OutputDir(out, inputs) as od:
             od.attach_log("compress")
@@ -168,8 +185,9 @@ class _Run:
                                      f"budget ({'; '.join(budget.misses(original.metrics))}); pass the state dict with --arch")
                 with self.timer.stage("prune"):
                     model = copy.deepcopy(loaded.module)
-                    final_eval = self._prune_to_budget(model, example, profile, evaluator, budget, original, pruning,
-                                                       spec.latency_fraction)
+                    with _flat_outputs(model, example):
+                        final_eval = self._prune_to_budget(model, example, profile, evaluator, budget, original,
+                                                           pruning, spec.latency_fraction)
                 details = self.criterion.details()
                 if details:  # what drove the choices: per-layer scores, CMI curves and cutoffs
                     pruning["criterion_details"] = details
@@ -207,7 +225,7 @@ class _Run:
             od.path("report.html").write_text(render_html(report), encoding="utf-8")
             out_dir = od.commit()
             return CompressResult(verdict, EXIT_OK if verdict == "met" else EXIT_BUDGET_MISSED, out_dir, budget,
-                                  original.metrics, final_metrics, report)
+                                  original.metrics, final_metrics, report, model)
         finally:
             evaluator.close()
 
@@ -250,9 +268,12 @@ class _Run:
             batch, chw = s[0], s[1:]
         elif info is not None:
             chw = info.input_shape
+        elif o.example_input is not None:
+            chw = _example_chw(o.example_input)
         elif o.calib is None:
             raise InputError("the input shape is unknown for this model: pass --input-shape NxCxHxW (e.g. "
-                             "1x3x224x224) or --calib data of that shape")
+                             "1x3x224x224) or --calib data of that shape"
+                             + (" (or example_input=, a tensor of that shape)" if loaded.kind == "module" else ""))
         mean = o.mean or (info.mean if info else None)
         std = o.std or (info.std if info else None)
         if o.calib is None:
@@ -268,25 +289,46 @@ class _Run:
                 self.notes.append(f"calibration data normalisation: {calib.normalisation}")
                 log.warning("calibration data: %s", calib.normalisation)
         shape = (batch, *calib.input_shape)
-        try:
-            with torch.no_grad():
-                outs = [_logits(loaded.module(calib.x[i:i + 64])) for i in range(0, len(calib), 64)]
-        except Exception as e:  # noqa: BLE001 - the user's model on the user's data; say it plainly
-            raise InputError(f"the model does not run on the calibration data of shape {tuple(calib.x.shape[1:])} "
-                             f"({type(e).__name__}: {str(e)[:120]}); check --input-shape and --calib") from None
-        if not all(torch.isfinite(out).all() for out in outs):
-            big = float(calib.x.abs().max())
-            raise InputError(f"the model's outputs on the calibration data are not finite (inputs reach {big:.3g}); "
-                             "pass normalised data (or --mean/--std for 8-bit images)")
-        preds = torch.cat([out.argmax(1) for out in outs])
-        classes = outs[0].shape[1] if outs[0].dim() >= 2 else None
-        if calib.y is not None and classes is not None and len(calib.y) and int(calib.y.max()) >= classes:
-            raise InputError(f"calibration labels go up to {int(calib.y.max())} but the model has {classes} "
-                             "outputs; labels are class indices from 0 to the number of classes - 1")
-        self.original_predictions = preds
-        if calib.y is None and not calib.synthetic:
-            calib.y, calib.labels_from = preds, "model predictions"
+        task, preds = None, []
+        for i in range(0, len(calib), 64):
+            try:
+                with torch.no_grad():
+                    outs = acc.output_tensors(loaded.module(calib.x[i:i + 64]))
+            except ExportError as e:   # what the model returns is not tensors (or tuples, lists, dicts of them)
+                raise InputError(str(e)) from None
+            except Exception as e:  # noqa: BLE001 - the user's model on the user's data; say it plainly
+                raise InputError(f"the model does not run on the calibration data of shape "
+                                 f"{tuple(calib.x.shape[1:])} ({type(e).__name__}: {str(e)[:120]}); check "
+                                 "--input-shape and --calib") from None
+            bad = [name for name, t in outs if t.is_floating_point() and not torch.isfinite(t).all()]
+            if bad:
+                big = float(calib.x.abs().max())
+                raise InputError(f"the model's outputs on the calibration data are not finite ({', '.join(bad[:4])}; "
+                                 f"inputs reach {big:.3g}); pass normalised data (or --mean/--std for 8-bit images)")
+            if task is None:
+                task = acc.detect_task(outs, calib.y)
+            if task.kind == acc.CLASSIFICATION:
+                preds.append(acc.predictions(outs))
+        assert task is not None
+        self.task = task
+        note = acc.check_labels(task, calib.y, calib.source)
+        if note:
+            self.notes.append(note)
+        log.info("task: %s", task.describe())
+        if task.kind == acc.CLASSIFICATION and calib.y is None and not calib.synthetic:
+            calib.y, calib.labels_from = torch.cat(preds), "model predictions"
+        self._check_criterion_labels(task, calib)
         return shape, calib  # type: ignore[return-value]
+
+    def _check_criterion_labels(self, task, calib: CalibData) -> None:
+        """Criteria that score channels by class labels (per sample) need a classifier or such labels."""
+        crit = self.criterion
+        wants = getattr(crit, "needs_labels", False) or getattr(crit, "needs_grad", False)
+        if wants and not calib.synthetic and (calib.y is None or calib.y.dim() != 1):
+            raise InputError(f"criterion {crit.name!r} ranks channels by the class label of each sample, and this "
+                             f"model's task is {task.describe()}"
+                             f"{' with per-pixel labels' if calib.y is not None else ' without labels'}; choose a "
+                             "criterion that needs no labels, e.g. --criterion l1 or consumer-mi")
 
     def _check_budget_units(self, budget: Budget, original: Evaluation) -> None:
         if budget.macs is not None and original.metrics.macs is None:
@@ -368,8 +410,10 @@ class _Run:
             bar.refresh()
 
         crit.progress = progress
+        # class labels per sample only: per-pixel labels are for the accuracy (see _check_criterion_labels)
+        y = calib.y if calib.y is not None and calib.y.dim() == 1 else None
         try:
-            pruner.prepare_criterion(None if calib.synthetic else calib.x, None if calib.synthetic else calib.y)
+            pruner.prepare_criterion(None if calib.synthetic else calib.x, None if calib.synthetic else y)
         finally:
             if bar is not None:
                 bar.close()
@@ -455,9 +499,27 @@ class _Run:
         return od.path("model.int8.onnx")
 
     def _save_model(self, od: OutputDir, model, loaded: LoadedModel) -> None:
-        if loaded.kind == "torchscript":
+        if loaded.kind == "torchscript" and isinstance(self.o.model, nn.Module):
+            torch.jit.save(model, str(od.path("model.pruned.pt")))
+            self.notes.append("model.pruned.pt is the unchanged TorchScript module (TorchScript cannot be pruned)")
+        elif loaded.kind == "torchscript":
             od.path("model.pruned.pt").write_bytes(Path(loaded.path).read_bytes())
             self.notes.append("model.pruned.pt is the unchanged TorchScript input (TorchScript cannot be pruned)")
+        elif loaded.kind == "module":
+            buffer = io.BytesIO()
+            try:
+                torch.save(model, buffer)
+            except Exception as e:  # noqa: BLE001 - a class pickle cannot reach (local, lambdas): keep the weights
+                buffer = io.BytesIO()
+                torch.save(model.state_dict(), buffer)
+                self.notes.append(f"model.pruned.pt holds the pruned model's state dict only: the module itself "
+                                  f"cannot be pickled ({type(e).__name__}: {str(e)[:100]}); the pruned layer widths "
+                                  "are in report.json's layers, and CompressResult.model is the pruned module")
+            else:
+                self.notes.append("model.pruned.pt is the pruned module, pickled (the model was passed as an "
+                                  "nn.Module): reload it with torch.load(path, weights_only=False) where its class "
+                                  "can be imported; CompressResult.model is the same module")
+            od.path("model.pruned.pt").write_bytes(buffer.getvalue())
         elif loaded.arch is not None:
             od.path("model.pruned.pt").write_bytes(save_pruned_bytes(model, loaded.arch, loaded.arch_kwargs))
         else:
@@ -466,17 +528,25 @@ class _Run:
                               "torch.load(path, weights_only=False) only if you trust it")
 
     def _accuracy(self, original_model, model, calib: CalibData) -> dict:
+        """Accuracy for the model's task (compress/accuracy.py) on the calibration data: against its labels when
+        it has its own (and the task uses them), else against the original model."""
         if calib.synthetic:
-            return {"evaluated": False, "why": "no calibration data given"}
-        with torch.no_grad():
-            preds = torch.cat([_logits(model(calib.x[i:i + 64])).argmax(1) for i in range(0, len(calib), 64)])
-        agree = float((preds == self.original_predictions).float().mean())
-        out = {"evaluated": True, "data": calib.source, "samples": len(calib),
-               "agreement_with_original": agree, "labels_from": calib.labels_from}
-        if calib.labels_from == "data":
-            out["top1_original"] = float((self.original_predictions == calib.y).float().mean())
-            out["top1_final"] = float((preds == calib.y).float().mean())
+            return {"evaluated": False, "why": "no calibration data given", "task": self.task.kind}
+        labels = calib.y if calib.labels_from == "data" and self.task.kind != acc.OUTPUTS else None
+        result = acc.evaluate(original_model, model, calib.x, labels, self.task)
+        out = {"evaluated": True, "data": calib.source, "samples": len(calib), "labels_from": calib.labels_from,
+               **result}
+        if calib.labels_from == "data" and labels is None:
+            out["labels_used"] = False
         return out
+
+    def _model_sha256(self, loaded: LoadedModel) -> str:
+        """The input file's hash; for a model passed as an object, that of its state dict as torch.save writes it."""
+        if not isinstance(self.o.model, nn.Module):
+            return sha256_file(loaded.path)
+        buffer = io.BytesIO()
+        torch.save(loaded.module.state_dict(), buffer)
+        return hashlib.sha256(buffer.getvalue()).hexdigest()
 
     def _report(self, od, profile, spec, budget, loaded, calib, original, final_eval, final_metrics, artifacts,
                 pruning, accuracy, verdict, shape) -> dict:
@@ -489,7 +559,7 @@ class _Run:
         stats_final = artifacts.get("stats")
         return build_report(
             verdict=verdict,
-            inputs={"model": {"path": str(loaded.path), "sha256": sha256_file(loaded.path), "kind": loaded.kind,
+            inputs={"model": {"path": str(loaded.path), "sha256": self._model_sha256(loaded), "kind": loaded.kind,
                               "arch": loaded.arch, "arch_kwargs": loaded.arch_kwargs},
                     "target": profile.to_dict(), "input_shape": list(shape),
                     "budget_requested": {k: v for k, v in self.o.to_dict().items()
@@ -515,6 +585,69 @@ class _Run:
         )
 
 
+def _module_input(o: CompressOptions) -> LoadedModel:
+    """A model passed as an nn.Module: a private copy (the caller's object is never pruned or put in eval mode)."""
+    if o.arch is not None or o.arch_kwargs:
+        raise InputError("--arch and --arch-kwargs build a model for a state dict; a model passed as an nn.Module "
+                         "needs neither")
+    try:
+        module = copy.deepcopy(o.model)
+    except Exception as e:  # noqa: BLE001 - a module holding something uncopyable (a lock, a file)
+        raise InputError(f"the model object cannot be copied ({type(e).__name__}: {str(e)[:100]}); pass its state "
+                         "dict with --arch instead") from None
+    kind = "torchscript" if isinstance(module, torch.jit.ScriptModule) else "module"
+    return LoadedModel(module.eval(), kind, Path(f"<{type(o.model).__name__} object>"), None, {}, None)
+
+
+def _example_chw(example) -> tuple[int, int, int]:
+    if not isinstance(example, torch.Tensor):
+        raise InputError(f"example_input must be a torch.Tensor of the input's shape, e.g. torch.randn(1, 3, 32, 32); "
+                         f"got {type(example).__name__}")
+    s = tuple(int(d) for d in example.shape)
+    if len(s) == 4:
+        s = s[1:]
+    if len(s) != 3 or min(s) < 1:
+        raise InputError(f"example_input has shape {tuple(example.shape)}; pass an (N, C, H, W) or (C, H, W) tensor")
+    return s  # type: ignore[return-value]
+
+
+@contextmanager
+def _flat_outputs(model: nn.Module, example: torch.Tensor):
+    """The pruner (compress/pruning.py) reads a tensor or a flat tuple/list of tensors; a model that returns a dict
+    or nested structures is pruned through a view that returns its tensors as a flat tuple (in the ONNX output
+    order), and gets its own forward back afterwards. Module names, and so every report row, stay the same."""
+    with torch.no_grad():
+        out = model(example)
+    if isinstance(out, torch.Tensor) or (isinstance(out, (tuple, list)) and
+                                         all(isinstance(t, torch.Tensor) for t in out)):
+        yield
+        return
+    cls = type(model)
+
+    def forward(self, *args, **kwargs):
+        return tuple(_leaves(cls.forward(self, *args, **kwargs)))
+
+    model.__class__ = type(cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__,
+                                                  "__qualname__": cls.__qualname__})
+    try:
+        yield
+    finally:
+        model.__class__ = cls
+
+
+def _leaves(obj):
+    """The tensors of an output structure in export.flatten_outputs' order; anything else is a leaf too, so that
+    tracers (torch.fx proxies) pass through."""
+    if isinstance(obj, (tuple, list)):
+        for item in obj:
+            yield from _leaves(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _leaves(item)
+    else:
+        yield obj
+
+
 def _check_data_spec(spec, option: str) -> None:
     """A data path that does not exist is found now, not after the model and the search."""
     text = str(spec)
@@ -538,10 +671,6 @@ def _relative_paths(obj, root: Path):
     if isinstance(obj, (str, Path)) and str(obj).startswith(prefix):
         return str(obj)[len(prefix):]
     return obj
-
-
-def _logits(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def _fmt(m: Metrics) -> str:

@@ -3,8 +3,17 @@
 Pruning removes channels the rest of the network relied on; a short run of training on real data wins
 most of the lost accuracy back. With labels, the default is plain fine-tuning (cross-entropy); without
 them the original model is the teacher (knowledge distillation, Hinton et al. 2015), which needs
-nothing but inputs. `recover` trains a copy and copies the weights back only when the run ended with
-finite numbers, so a diverging run never leaves the caller's model half-updated.
+nothing but inputs.
+
+Every task (compress/accuracy.py reads it from the model's outputs): a classifier ((N, C) logits) fine-tunes
+with cross-entropy on labels (N,) or distils with KL on the class logits; a per-pixel classifier ((N, C, H, W))
+fine-tunes with per-pixel cross-entropy on labels (N, H, W) or distils with KL per pixel (averaged over the
+pixels); anything else (boxes, embeddings, several outputs) distils with MSE on every output, each divided by
+the teacher output's mean square so that an output's scale (boxes in pixels, logits near 1) does not decide
+its weight. Labels that do not fit the task are not used (auto mode distils) or refused (finetune).
+
+`recover` trains a copy and copies the weights back only when the run ended with finite numbers, so a
+diverging run never leaves the caller's model half-updated.
 
 Defaults, and why:
 - epochs 1: the issue's benchmark asks for one epoch of distillation, and a pruned pretrained model
@@ -56,6 +65,9 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from export.onnx_export import flatten_outputs
+
+from .accuracy import CLASSIFICATION, OUTPUTS, SEGMENTATION, detect_task
 from .calib import CalibData, load_calibration
 from .errors import CalibrationError, CompressError, InputError
 
@@ -152,6 +164,7 @@ class RecoveryResult:
     final_loss: float              # the last epoch's mean
     seconds: float
     options: dict = field(default_factory=dict)
+    task: str = CLASSIFICATION     # compress.accuracy's task: what the loss compares (see the module docstring)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -192,9 +205,9 @@ def _training_arrays(train) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     x = x.cpu()  # batches are gathered, and pinned for a GPU, on the host
     if y is None or labels_from != "data":
         return x, None, labels_from
-    if not isinstance(y, torch.Tensor) or y.ndim != 1 or len(y) != len(x) or y.is_floating_point():
-        raise RecoveryError(f"training labels must be an integer tensor of shape ({len(x)},), "
-                            f"got {type(y).__name__} {tuple(getattr(y, 'shape', ()))}")
+    if not isinstance(y, torch.Tensor) or y.ndim not in (1, 3) or len(y) != len(x) or y.is_floating_point():
+        raise RecoveryError(f"training labels must be an integer tensor of shape ({len(x)},), or ({len(x)}, H, W) "
+                            f"for per-pixel classes, got {type(y).__name__} {tuple(getattr(y, 'shape', ()))}")
     return x, y.long().cpu(), labels_from
 
 
@@ -224,26 +237,72 @@ def resolve_mode(mode: str, has_labels: bool, has_teacher: bool = True) -> str:
 # ---- losses --------------------------------------------------------------------------------------
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """KL(softmax(t/T) || softmax(s/T)) * T^2, averaged over the batch; T^2 keeps gradients on CE's scale."""
+    """KL(softmax(t/T) || softmax(s/T)) * T^2 over the classes (dim 1), averaged over the batch (and, for per-pixel
+    logits (N, C, H, W), over the pixels); T^2 keeps gradients on CE's scale."""
     s = F.log_softmax(student_logits.float() / temperature, dim=1)
     t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
-    return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature ** 2
+    if s.ndim == 2:
+        return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature ** 2
+    positions = s.numel() // s.shape[1]
+    return F.kl_div(s, t, reduction="sum", log_target=True) / positions * temperature ** 2
 
 
-def _loss_function(mode: str, o: RecoveryOptions) -> tuple[Callable, str, bool]:
-    """(loss(s, t, y), description, needs the teacher)."""
-    kd = f"KL(teacher || student) at temperature {o.temperature:g}, times T^2"
+def output_mse_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over outputs of MSE(student, teacher) / mean(teacher^2): each output relative to its own scale."""
+    total = student[0].new_zeros((), dtype=torch.float32)
+    for s, t in zip(student, teacher):
+        t = t.detach().float()
+        total = total + F.mse_loss(s.float(), t) / t.pow(2).mean().clamp_min(1e-12)
+    return total
+
+
+def _loss_function(mode: str, o: RecoveryOptions, task: str = CLASSIFICATION) -> tuple[Callable, str, bool]:
+    """(loss(s, t, y), description, needs the teacher); s and t are the lists of the models' output tensors."""
+    if task == OUTPUTS:   # resolve_mode_for_task never fine-tunes these
+        return ((lambda s, t, y: output_mse_loss(s, t)),
+                "MSE against the teacher on every output, each divided by the teacher output's mean square", True)
+    per = " per pixel" if task == SEGMENTATION else ""
+    kd = f"KL(teacher || student){per} at temperature {o.temperature:g}, times T^2"
     if mode == "distill":
-        return (lambda s, t, y: distillation_loss(s, t, o.temperature)), kd, True
+        return (lambda s, t, y: distillation_loss(_cls(s), _cls(t), o.temperature)), kd, True
     if o.alpha == 0:
-        return (lambda s, t, y: F.cross_entropy(s.float(), y)), "cross-entropy with the labels", False
+        return (lambda s, t, y: F.cross_entropy(_cls(s).float(), y)), f"cross-entropy{per} with the labels", False
     a = o.alpha
-    return ((lambda s, t, y: (1 - a) * F.cross_entropy(s.float(), y) + a * distillation_loss(s, t, o.temperature)),
-            f"{1 - a:g} x cross-entropy + {a:g} x {kd}", True)
+    return ((lambda s, t, y: (1 - a) * F.cross_entropy(_cls(s).float(), y)
+             + a * distillation_loss(_cls(s), _cls(t), o.temperature)),
+            f"{1 - a:g} x cross-entropy{per} + {a:g} x {kd}", True)
 
 
-def _logits(out):
-    return out[0] if isinstance(out, (tuple, list)) else out
+def _cls(outputs: list[torch.Tensor]) -> torch.Tensor:
+    """The class logits of a one-output classifier: (N, C), (N, C, 1, 1) flattened, or (N, C, H, W) per pixel."""
+    t = outputs[0]
+    return t.flatten(1) if t.ndim == 4 and t.shape[2] * t.shape[3] == 1 else t
+
+
+def _outputs(out) -> list[torch.Tensor]:
+    return [t for _, t in flatten_outputs(out)]
+
+
+def _task(model: nn.Module, x2: torch.Tensor) -> str:
+    """The task (compress.accuracy) of the model's outputs on two samples, run in eval mode (BatchNorm untouched)."""
+    was = model.training
+    device = next(model.parameters(), torch.empty(0)).device
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x2.to(device))
+    finally:
+        model.train(was)
+    try:
+        return detect_task(flatten_outputs(out), None).kind
+    except CompressError:
+        raise
+    except Exception as e:  # noqa: BLE001 - export.ExportError: not tensors
+        raise RecoveryError(f"recovery needs a model returning tensors: {e}") from None
+
+
+def _labels_fit(task: str, y: torch.Tensor | None) -> bool:
+    return y is not None and ((task == CLASSIFICATION and y.ndim == 1) or (task == SEGMENTATION and y.ndim == 3))
 
 
 # ---- distributed ---------------------------------------------------------------------------------
@@ -391,11 +450,11 @@ class _Loop:
     def _loss(self, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         xb = xb.to(self.device, non_blocking=True)
         yb = yb.to(self.device, non_blocking=True) if self.y is not None else None
-        s = _logits(self.student(xb))
+        s = _outputs(self.student(xb))
         t = None
         if self.teacher is not None:
             with torch.no_grad():
-                t = _logits(self.teacher(xb))
+                t = _outputs(self.teacher(xb))
         return self.loss_fn(s, t, yb)
 
     def _agree(self, loss: torch.Tensor, n: int) -> tuple[float, float]:
@@ -436,9 +495,16 @@ def recover(model: nn.Module, teacher: nn.Module | None, train, options: Recover
         raise TypeError(f"options must be RecoveryOptions, got {type(o).__name__}")
     t0 = time.perf_counter()
     x, y, labels_from = _training_arrays(train)
+    task = _task(model, x[:2])
+    if y is not None and not _labels_fit(task, y):
+        if o.mode == "finetune":
+            fits = {CLASSIFICATION: "(N,)", SEGMENTATION: "(N, H, W)"}.get(task, "none fit")
+            raise RecoveryError(f"recovery mode finetune needs labels that fit the model's outputs ({task}: {fits}), "
+                                f"got labels of shape {tuple(y.shape)}; use --recovery-mode distill")
+        y = None   # auto: labels the task cannot use; distillation needs none
     mode = resolve_mode(o.mode, y is not None, teacher is not None)
     y = y if mode == "finetune" else None
-    loss_fn, loss_text, needs_teacher = _loss_function(mode, o)
+    loss_fn, loss_text, needs_teacher = _loss_function(mode, o, task)
     if needs_teacher and teacher is None:
         raise RecoveryError(f"--kd-alpha {o.alpha:g} mixes in distillation, which needs the original model as teacher")
     ctx = _distributed(o.device)
@@ -455,7 +521,7 @@ def recover(model: nn.Module, teacher: nn.Module | None, train, options: Recover
     return RecoveryResult(mode=mode, loss=loss_text, labels_from=labels_from, device=str(device), world_size=ctx.world,
                           rank=ctx.rank, samples=len(x), batch_size=o.batch_size * ctx.world, steps=loop.step,
                           epochs=round(loop.step / loop.steps_per_epoch, 4), epoch_losses=losses, final_loss=losses[-1],
-                          seconds=round(time.perf_counter() - t0, 3), options=o.to_dict())
+                          seconds=round(time.perf_counter() - t0, 3), options=o.to_dict(), task=task)
 
 
 def _working_copies(model: nn.Module, teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor | None,
@@ -499,20 +565,25 @@ def _probe(student: nn.Module, teacher: nn.Module | None, x2: torch.Tensor, y: t
     if not params:
         raise RecoveryError("the model has no trainable parameters (all have requires_grad=False)")
     student.eval()
-    s = _logits(student(x2))
-    if not isinstance(s, torch.Tensor) or s.ndim != 2:
-        raise RecoveryError(f"recovery needs classification logits of shape (N, classes); the model returns "
-                            f"{tuple(getattr(s, 'shape', ())) or type(s).__name__}")
+    outs = _outputs(student(x2))
+    if not all(o.is_floating_point() for o in outs):
+        raise RecoveryError("recovery trains through the model's outputs, and some are not floating point "
+                            f"({', '.join(str(o.dtype) for o in outs if not o.is_floating_point())})")
     if teacher is not None:
         with torch.no_grad():
-            t = _logits(teacher(x2))
-        if tuple(t.shape) != tuple(s.shape):
-            raise RecoveryError(f"the teacher's output {tuple(t.shape)} differs from the student's {tuple(s.shape)}; "
-                                "distillation needs the same classes")
-    if y is not None and (int(y.min()) < 0 or int(y.max()) >= s.shape[1]):
-        raise RecoveryError(f"training labels range over [{int(y.min())}, {int(y.max())}], but the model has "
-                            f"{s.shape[1]} outputs; labels must be class indices 0..{s.shape[1] - 1}")
-    grads = torch.autograd.grad(s.float().sum(), params, allow_unused=True)
+            t = _outputs(teacher(x2))
+        if [tuple(a.shape) for a in t] != [tuple(b.shape) for b in outs]:
+            raise RecoveryError(f"the teacher's outputs {[tuple(a.shape) for a in t]} differ from the student's "
+                                f"{[tuple(b.shape) for b in outs]}; distillation needs the same outputs")
+    if y is not None:
+        s = _cls(outs)
+        if y.ndim == 3 and tuple(y.shape[1:]) != tuple(s.shape[2:]):
+            raise RecoveryError(f"training labels are {tuple(y.shape[1:])} per sample but the model's class maps are "
+                                f"{tuple(s.shape[2:])}")
+        if int(y.min()) < 0 or int(y.max()) >= s.shape[1]:
+            raise RecoveryError(f"training labels range over [{int(y.min())}, {int(y.max())}], but the model has "
+                                f"{s.shape[1]} outputs; labels must be class indices 0..{s.shape[1] - 1}")
+    grads = torch.autograd.grad(sum(o.float().sum() for o in outs), params, allow_unused=True)
     return any(g is None for g in grads)
 
 

@@ -9,7 +9,7 @@ import platform
 import sys
 from importlib import metadata
 
-REPORT_SCHEMA_VERSION = "1.1"
+REPORT_SCHEMA_VERSION = "1.2"
 
 
 def versions() -> dict:

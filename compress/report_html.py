@@ -367,7 +367,19 @@ def _banner(r: dict) -> str:
     if budget and isinstance(requested.get("profile_defaults"), dict):
         table += '<p class="sub">Budget: the target profile\'s defaults (none was asked for).</p>'
     return (f'<div class="banner {cls}" id="verdict"><div class="word">{mark} {_e(word)}</div>'
-            f'<p>{what}</p>{_compared(r)}{table}</div>')
+            f'<p>{what}</p>{_compared(r)}{table}{_accuracy_line(r)}</div>')
+
+
+def _accuracy_line(r: dict) -> str:
+    """The accuracy change next to the verdict (the console summary's words), linking to the section."""
+    from .summary import accuracy_text
+
+    a = r.get("accuracy")
+    try:
+        text = accuracy_text(a) if isinstance(a, dict) else None
+    except (TypeError, ValueError, KeyError):   # a hand-edited report: the section below still shows what it has
+        text = None
+    return f'<p><b>Accuracy:</b> <a href="#accuracy">{_e(text)}</a>.</p>' if text else ""
 
 
 def _compared(r: dict) -> str:
@@ -668,8 +680,33 @@ def _accuracy(r: dict) -> str:
     if not isinstance(a, dict) or not a:
         return ""
     if not a.get("evaluated"):
-        why = a.get("reason") or a.get("why_not") or "no evaluation data was given"
+        why = a.get("why") or a.get("reason") or a.get("why_not") or "no evaluation data was given"
         return _section("accuracy", "Accuracy", f"<p>Not evaluated: {_e(why)}.</p>")
+    task = a.get("task") or "classification"
+    if task == "outputs":
+        body = _accuracy_outputs(a)
+    elif task == "segmentation":
+        body = _accuracy_segmentation(a)
+    else:
+        body = _accuracy_classification(a)
+    return _section("accuracy", "Accuracy", body)
+
+
+def _accuracy_common(a: dict) -> list[tuple[str, str | None]]:
+    metric = a.get("metric")
+    against = {"labels": "the data's labels", "original": "the original model's outputs"}.get(a.get("against"))
+    return [("Metric", (f"{_e(metric)} against {against}" if against else _e(metric))
+             + (f'<div class="sub">{_e(a["metric_description"])}</div>' if a.get("metric_description") else "")
+             if metric else None),
+            ("Data", _e(a.get("data")) if a.get("data") else None), ("Samples", _num(a.get("samples"))),
+            ("Labels from", _e(a.get("labels_from")) if a.get("labels_from") else None)]
+
+
+def _kv_present(rows) -> str:
+    return _kv([(k, v) for k, v in rows if v and v != "&ndash;"])
+
+
+def _accuracy_classification(a: dict) -> str:
     items = [(n, a.get(k), c, _pct(a.get(k)).replace("&ndash;", "-"))
              for n, k, c in (("top-1 original", "top1_original", ORIG), ("top-1 final", "top1_final", FINAL),
                              ("agreement", "agreement_with_original", PRED)) if _is_num(a.get(k))]
@@ -677,17 +714,53 @@ def _accuracy(r: dict) -> str:
     if items:
         body += "<figure>" + _bars_svg([(n, 100 * v, c, t) for n, v, c, t in items], "%",
                                        "accuracy before and after") + "</figure>"
-    body += _kv([(k, v) for k, v in (
+    body += _kv_present([
         ("Top-1 original", _pct(a.get("top1_original"))), ("Top-1 final", _pct(a.get("top1_final"))),
         ("Change", f"{100 * (a['top1_final'] - a['top1_original']):+.1f} points"
          if _is_num(a.get("top1_final")) and _is_num(a.get("top1_original")) else None),
-        ("Agreement with original", _pct(a.get("agreement_with_original"))),
-        ("Data", _e(a.get("data")) if a.get("data") else None), ("Samples", _num(a.get("samples"))),
-        ("Labels from", _e(a.get("labels_from")) if a.get("labels_from") else None)) if v and v != "&ndash;"])
+        ("Agreement with original", _pct(a.get("agreement_with_original"))), *_accuracy_common(a)])
     if a.get("labels_from") and a.get("labels_from") != "data":
         body += ('<p class="sub">Top-1 here is measured against labels from '
                  f'{_e(a.get("labels_from"))}, not ground truth.</p>')
-    return _section("accuracy", "Accuracy", body)
+    return body
+
+
+def _accuracy_segmentation(a: dict) -> str:
+    items = [(n, a.get(k), c, f"{a[k]:.3f}")
+             for n, k, c in (("mIoU original", "miou_original", ORIG), ("mIoU final", "miou_final", FINAL),
+                             ("mIoU vs original", "miou_vs_original", PRED)) if _is_num(a.get(k))]
+    body = ""
+    if items:
+        body += "<figure>" + _bars_svg([(n, v, c, t) for n, v, c, t in items], "",
+                                       "mean IoU before and after") + "</figure>"
+
+    def iou(k):
+        return f"{a[k]:.3f}" if _is_num(a.get(k)) else None
+    body += _kv_present([
+        ("mIoU original", iou("miou_original")), ("mIoU final", iou("miou_final")),
+        ("Change", f"{a['miou_final'] - a['miou_original']:+.3f}"
+         if _is_num(a.get("miou_final")) and _is_num(a.get("miou_original")) else None),
+        ("mIoU against the original's maps", iou("miou_vs_original")),
+        ("Pixel accuracy original", _pct(a.get("pixel_accuracy_original"))),
+        ("Pixel accuracy final", _pct(a.get("pixel_accuracy_final"))),
+        ("Pixels whose class did not change", _pct(a.get("agreement_with_original"))),
+        ("Classes", _num(a.get("classes"))), *_accuracy_common(a)])
+    return body
+
+
+def _accuracy_outputs(a: dict) -> str:
+    rows = [[f"<code>{_e(o.get('name'))}</code>", _num(o.get("rel_l2_error"), digits=3),
+             _num(o.get("cosine_similarity"), digits=4)]
+            for o in a.get("outputs") or [] if isinstance(o, dict)]
+    body = '<p>Each output of the compressed model against the original\'s on the same inputs.</p>'
+    if rows:
+        body += _table(["Output", "Rel. L2 error", "Cosine similarity"], rows, numeric={1, 2})
+    body += _kv_present([("Worst output", f"<code>{_e(a['worst_output'])}</code>" if a.get("worst_output") else None),
+                         *_accuracy_common(a)])
+    if a.get("labels_used") is False:
+        body += ('<p class="sub">The data\'s labels were not used: with these outputs there is no single class '
+                 "prediction to compare them with.</p>")
+    return body
 
 
 def _curve_svg(name: str, d: dict) -> str:
@@ -812,6 +885,13 @@ def _export(r: dict) -> str:
             ("Tolerance", f"atol {_num(par.get('atol'))}, rtol {_num(par.get('rtol'))}"),
             ("Samples", _num(par.get("samples"))), ("Runtime", _e(par.get("runtime")))]
             + ([("Reason", _e(par["reason"]))] if par.get("reason") else [])))
+        outs = [o for o in par.get("outputs") or [] if isinstance(o, dict)]
+        if len(outs) > 1:   # each output on its own scale; the numbers above are the worst one's
+            parts.append(_table(["Output", "Shape", "Max abs error", "Max rel error", "Scale", "Result"], [
+                [f"<code>{_e(o.get('name'))}</code>", _scalar(o.get("shape")), _num(o.get("max_abs"), digits=3),
+                 _num(o.get("max_rel"), digits=3), _num(o.get("scale"), digits=3),
+                 ('<span class="ok">&#10004;</span>' if o.get("passed") else '<span class="bad">&#10008;</span>')
+                 + (f" {_e(o['reason'])}" if o.get("reason") else "")] for o in outs], numeric={2, 3, 4}))
     q = ex.get("quantization")
     if isinstance(q, dict) and q:
         parts.append('<div id="quantization"><h3>Quantization</h3>' + _kv([
@@ -822,7 +902,10 @@ def _export(r: dict) -> str:
     if isinstance(onnx, dict):
         rows += [("ONNX opset", _num(onnx.get("opset"))), ("Exporter", _e(onnx.get("exporter"))),
                  ("Input", f"{_e(onnx.get('input_name'))} {_scalar(onnx.get('input_shape'))}"),
-                 ("Output", f"{_e(onnx.get('output_name'))} {_scalar(onnx.get('output_shape'))}"),
+                 ("Output" if len(onnx.get("output_names") or [1]) == 1 else "Outputs",
+                  ", ".join(f"{_e(n)} {_scalar(sh)}" for n, sh in
+                            zip(onnx.get("output_names") or [onnx.get("output_name")],
+                                onnx.get("output_shapes") or [onnx.get("output_shape")]))),
                  ("Op types", _scalar(onnx.get("op_types")))]
     if isinstance(simp, dict):
         rows.append(("Simplified", (f"{_num(simp.get('nodes_before'))} &rarr; {_num(simp.get('nodes_after'))} nodes"

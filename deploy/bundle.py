@@ -59,14 +59,14 @@ def write_device_bundle(out_dir: str | os.PathLike[str], onnx_name: str = "model
     """Add what a device needs to build and check the engine without the host tooling.
 
     Next to the ONNX model (and build_engine.sh for TensorRT targets): `device_bench.py` (runs on the
-    device's own Python 3.6+ with numpy and onnxruntime), `expected_output.json` (the first output for a
+    device's own Python 3.6+ with numpy and onnxruntime), `expected_output.json` (every output for a
     fixed seeded input, computed here with ONNX Runtime CPU: its sha256, values and a tolerance, since
-    another runtime or FP16 will not reproduce the bytes), and a README saying how to use them.
+    another runtime or FP16 will not reproduce the bytes; `output` is the first, `outputs` all of them,
+    by name), and a README saying how to use them.
     """
     import json
     import shutil
 
-    import numpy as np
     import onnxruntime as ort
 
     from deploy import device_bench
@@ -78,18 +78,19 @@ def write_device_bundle(out_dir: str | os.PathLike[str], onnx_name: str = "model
     inputs = [(i.name, i.type, i.shape) for i in sess.get_inputs()]
     shapes = {inputs[0][0]: tuple(input_shape)} if input_shape else {}
     feed = device_bench.fixed_feed(inputs, shapes, seed)
-    output = sess.run(None, feed)[0]
+    names = [o.name for o in sess.get_outputs()]
+    outputs = [_expected(name, array) for name, array in zip(names, sess.run(None, feed))]
     first = inputs[0][0]
     expected = {
         "input": {"name": first, "shape": list(feed[first].shape), "seed": seed,
                   "generator": "numpy.random.RandomState(seed) via device_bench.fixed_feed",
                   "sha256": device_bench.output_checksum(feed[first])},
-        "output": {"name": sess.get_outputs()[0].name, "shape": list(output.shape), "dtype": str(output.dtype),
-                   "sha256": device_bench.output_checksum(output),
-                   "values": np.asarray(output, dtype=np.float64).ravel()[:1000].round(6).tolist()},
+        "output": outputs[0],
+        "outputs": outputs,
         "computed_with": f"onnxruntime {ort.__version__} CPUExecutionProvider on the host",
         "tolerance": {"fp32_max_abs": 1e-4, "fp16_max_abs": 5e-2,
-                      "note": "the sha256 matches only the same runtime on the same kind of CPU; compare values otherwise"},
+                      "note": "the sha256 matches only the same runtime on the same kind of CPU; compare values "
+                              "otherwise (each output on its own; `values` holds the first 1000 of each)"},
     }
     with atomic_path(out / "expected_output.json") as tmp:
         tmp.write_text(json.dumps(expected, indent=2) + "\n")
@@ -107,8 +108,23 @@ def write_device_bundle(out_dir: str | os.PathLike[str], onnx_name: str = "model
               "`output_sha256` for the fixed input.", "",
               f"{'3' if build_script else '2'}. Check the output: `output_sha256` in result.json equals "
               "`output.sha256` in expected_output.json on the same runtime and CPU kind; elsewhere compare the "
-              "values within the tolerance given there.", ""]
+              "values within the tolerance given there."
+              + (f" The model has {len(names)} outputs ({', '.join(f'`{n}`' for n in names)}): `outputs` in both "
+                 "files lists each one by name." if len(names) > 1 else ""), ""]
     with atomic_path(out / "README.md") as tmp:
         tmp.write_text("\n".join(lines))
     return {"files": ["device_bench.py", "expected_output.json", "README.md"] + ([build_script] if build_script else []),
-            "expected_output_sha256": expected["output"]["sha256"], "input_shape": list(feed[first].shape)}
+            "expected_output_sha256": expected["output"]["sha256"], "input_shape": list(feed[first].shape),
+            "expected_outputs": {o["name"]: o["sha256"] for o in outputs}}
+
+
+def _expected(name: str, array) -> dict:
+    """One output's expected values: name, shape, dtype, checksum and the first 1000 values."""
+    import numpy as np
+
+    from deploy import device_bench
+
+    array = np.asarray(array)
+    return {"name": name, "shape": list(array.shape), "dtype": str(array.dtype),
+            "sha256": device_bench.output_checksum(array),
+            "values": np.asarray(array, dtype=np.float64).ravel()[:1000].round(6).tolist()}

@@ -4,7 +4,7 @@
 This file is copied to the device (and into the device bundle) and run by the device's own
 Python, which is 3.6 on a Jetson Nano with JetPack 4: so no f-string ``=`` specifiers, no walrus,
 no dataclasses, no postponed annotations, and nothing outside the standard library, numpy and
-onnxruntime. The host imports ``fixed_input`` and ``output_checksum`` from here, so that the
+onnxruntime. The host imports ``fixed_feed`` and ``output_checksum`` from here, so that the
 expected checksums written into a bundle come from the very code the device runs.
 
     python3 device_bench.py model.onnx --warmup 20 --runs 200 --threads 1 \\
@@ -97,6 +97,16 @@ def output_checksum(array):
     return hashlib.sha256(canonical.tobytes()).hexdigest()
 
 
+def describe_outputs(names, arrays):
+    """Name, shape, dtype and checksum of every output, in the graph's order."""
+    out = []
+    for name, array in zip(names, arrays):
+        array = np.asarray(array)
+        out.append({"name": name, "shape": list(array.shape), "dtype": str(array.dtype),
+                    "sha256": output_checksum(array)})
+    return out
+
+
 def percentile(sorted_samples, q):
     """Linear interpolation between closest ranks, as numpy's default, without numpy-version drift."""
     if len(sorted_samples) == 1:
@@ -176,10 +186,12 @@ def run_benchmark(model, warmup, runs, threads, shapes, seed, providers):
         "python": platform.python_version(),
         "hostname": socket.gethostname(),
         "machine": platform.machine(),
+        # the first output (as before models could have several), then every output in the graph's order
         "output_name": session.get_outputs()[0].name,
         "output_shape": list(np.asarray(first[0]).shape),
         "output_dtype": str(np.asarray(first[0]).dtype),
         "output_sha256": output_checksum(first[0]),
+        "outputs": describe_outputs([o.name for o in session.get_outputs()], first),
         "samples_ms": samples_ms,
     }
     result.update(summarize(samples_ms))

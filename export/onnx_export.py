@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import logging
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +46,9 @@ class ExportResult:
     num_nodes: int
     op_types: tuple[str, ...]
     sha256: str
+    # every output, in the graph's order (output_name/output_shape are the first's)
+    output_names: tuple[str, ...] = ()
+    output_shapes: tuple[tuple[int | str, ...], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +59,8 @@ class ExportResult:
             "output_name": self.output_name,
             "input_shape": list(self.input_shape),
             "output_shape": list(self.output_shape),
+            "output_names": list(self.output_names or (self.output_name,)),
+            "output_shapes": [list(s) for s in (self.output_shapes or (self.output_shape,))],
             "num_nodes": self.num_nodes,
             "op_types": list(self.op_types),
             "sha256": self.sha256,
@@ -72,6 +78,10 @@ def export_onnx(
 ) -> ExportResult:
     """Export ``model`` (eval mode, no grad) to ``path`` at exactly ``opset``.
 
+    The model takes one tensor and returns a tensor, or a tuple, list or dict of tensors (nested
+    ones too); the ONNX outputs are named by ``output_names_for``: ``output_name`` for a single
+    tensor, ``{output_name}_0..n`` for a sequence, the (sanitised) keys for a dict.
+
     opset <= 17, or any ``torch.jit.ScriptModule``: TorchScript exporter. opset >= 18:
     the torch.export-based exporter (needs onnxscript). The file passes the full ONNX
     checker, carries inferred shapes, and is byte-identical across repeated exports
@@ -82,15 +92,21 @@ def export_onnx(
     exporter = choose_exporter(model, opset)
     with eval_mode(model), torch.no_grad():
         try:
-            if exporter == "torchscript":
-                data = _torchscript_bytes(model, example_input, opset, input_name, output_name, dynamic_batch)
-            else:
-                data = _dynamo_bytes(model, example_input, opset, input_name, output_name, dynamic_batch)
+            names = output_names_for(model(example_input), output_name, reserved=(input_name,))
         except ExportError:
             raise
         except Exception as exc:
             raise explain_export_failure(exc, model, example_input, opset, exporter) from exc
-    checked = _checked_model(data, opset)
+        try:
+            if exporter == "torchscript":
+                data = _torchscript_bytes(model, example_input, opset, input_name, names, dynamic_batch)
+            else:
+                data = _dynamo_bytes(model, example_input, opset, input_name, names, dynamic_batch)
+        except ExportError:
+            raise
+        except Exception as exc:
+            raise explain_export_failure(exc, model, example_input, opset, exporter) from exc
+    checked = _checked_model(data, opset, names)
     payload = checked.SerializeToString()
     target = atomic_write_bytes(path, payload)
     graph = checked.graph
@@ -105,7 +121,65 @@ def export_onnx(
         num_nodes=len(graph.node),
         op_types=op_types(checked),
         sha256=sha256_bytes(payload),
+        output_names=tuple(o.name for o in graph.output),
+        output_shapes=tuple(value_shape(o) for o in graph.output),
     )
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+def flatten_outputs(outputs: Any, output_name: str = "output",
+                    reserved: tuple[str, ...] = ()) -> list[tuple[str, torch.Tensor]]:
+    """A model's outputs as (ONNX output name, tensor) pairs, in the order the exporters flatten them.
+
+    A tensor is ``output_name``; a tuple or list is ``{output_name}_0``, ``{output_name}_1``, ...; a dict
+    is its keys, each made an identifier (characters other than letters, digits and ``_`` become ``_``,
+    a leading digit or an empty key gets the ``output_name`` prefix). Nested structures join the parts
+    with ``_`` (``output_1_boxes``). A name that is taken already (or in ``reserved``, e.g. the input's)
+    gets ``_2``, ``_3``, ... Anything but tensors in the structure raises ExportError.
+    """
+    pairs: list[tuple[str, torch.Tensor]] = []
+    taken = set(reserved)
+
+    def unique(name: str) -> str:
+        base, n = name, 2
+        while name in taken:
+            name, n = f"{base}_{n}", n + 1
+        taken.add(name)
+        return name
+
+    def walk(obj: Any, name: str, where: str, top: bool) -> None:
+        if isinstance(obj, torch.Tensor):
+            pairs.append((unique(name), obj))
+        elif isinstance(obj, (tuple, list)):
+            if not obj:
+                raise ExportError(f"the model returns an empty {type(obj).__name__} at {where}; "
+                                  "return tensors, or tuples, lists or dicts of tensors")
+            for i, item in enumerate(obj):
+                walk(item, f"{name}_{i}", f"{where}[{i}]", False)
+        elif isinstance(obj, dict):
+            if not obj:
+                raise ExportError(f"the model returns an empty dict at {where}; "
+                                  "return tensors, or tuples, lists or dicts of tensors")
+            for key, item in obj.items():
+                part = _UNSAFE.sub("_", str(key))
+                if top:
+                    part = part if part and not part[0].isdigit() else f"{name}_{part}".rstrip("_")
+                    walk(item, part, f"{where}[{key!r}]", False)
+                else:
+                    walk(item, f"{name}_{part}".rstrip("_"), f"{where}[{key!r}]", False)
+        else:
+            raise ExportError(f"the model returns {type(obj).__name__} at {where}; ONNX export needs tensors, "
+                              "or tuples, lists or dicts of tensors")
+
+    walk(outputs, output_name, "the output", True)
+    return pairs
+
+
+def output_names_for(outputs: Any, output_name: str = "output", reserved: tuple[str, ...] = ()) -> list[str]:
+    """The ONNX output names of a model output structure (see ``flatten_outputs``)."""
+    return [name for name, _ in flatten_outputs(outputs, output_name, reserved)]
 
 
 def choose_exporter(model: torch.nn.Module, opset: int) -> Exporter:
@@ -133,10 +207,10 @@ def _validate(model: object, example: object, opset: object, input_name: str, ou
 
 
 def _torchscript_bytes(
-    model: torch.nn.Module, example: torch.Tensor, opset: int, input_name: str, output_name: str, dynamic: bool
+    model: torch.nn.Module, example: torch.Tensor, opset: int, input_name: str, output_names: list[str], dynamic: bool
 ) -> bytes:
     buffer = io.BytesIO()
-    axes = {input_name: {0: _DYNAMIC_DIM}, output_name: {0: _DYNAMIC_DIM}} if dynamic else None
+    axes = {input_name: {0: _DYNAMIC_DIM}, **{n: {0: _DYNAMIC_DIM} for n in output_names}} if dynamic else None
     with _quiet_exporter():
         torch.onnx.export(
             model,
@@ -145,7 +219,7 @@ def _torchscript_bytes(
             dynamo=False,
             opset_version=opset,
             input_names=[input_name],
-            output_names=[output_name],
+            output_names=list(output_names),
             dynamic_axes=axes,
             do_constant_folding=True,
         )
@@ -153,7 +227,7 @@ def _torchscript_bytes(
 
 
 def _dynamo_bytes(
-    model: torch.nn.Module, example: torch.Tensor, opset: int, input_name: str, output_name: str, dynamic: bool
+    model: torch.nn.Module, example: torch.Tensor, opset: int, input_name: str, output_names: list[str], dynamic: bool
 ) -> bytes:
     shapes = None
     if dynamic:
@@ -172,13 +246,13 @@ def _dynamo_bytes(
             verbose=False,
             opset_version=opset,
             input_names=[input_name],
-            output_names=[output_name],
+            output_names=list(output_names),
             dynamic_shapes=shapes,
         )
     return program.model_proto.SerializeToString()
 
 
-def _checked_model(data: bytes, opset: int) -> onnx.ModelProto:
+def _checked_model(data: bytes, opset: int, names: list[str]) -> onnx.ModelProto:
     try:
         model = onnx.load_from_string(data)
         onnx.checker.check_model(model, full_check=True)
@@ -188,10 +262,15 @@ def _checked_model(data: bytes, opset: int) -> onnx.ModelProto:
     found = default_opset(inferred)
     if found != opset:
         raise ExportError(f"exporter wrote opset {found} but opset {opset} was requested")
-    if len(inferred.graph.input) != 1 or len(inferred.graph.output) != 1:
+    if len(inferred.graph.input) != 1:
         raise ExportError(
-            f"exported graph has {len(inferred.graph.input)} inputs and {len(inferred.graph.output)} outputs; "
-            "export_onnx supports one tensor in and one tensor out"
+            f"exported graph has {len(inferred.graph.input)} inputs; export_onnx supports models that take one tensor"
+        )
+    got = [o.name for o in inferred.graph.output]
+    if got != list(names):
+        raise ExportError(
+            f"exported graph has outputs {got[:8]} but the model returns {len(names)} tensors {list(names)[:8]}; "
+            "return each tensor once (the exporter merges repeated or constant outputs)"
         )
     return inferred
 

@@ -12,6 +12,7 @@ import onnxruntime as ort
 import torch
 
 from .errors import ParityError
+from .onnx_export import flatten_outputs
 from .torch_mode import eval_mode
 
 _PROVIDER = "CPUExecutionProvider"
@@ -35,7 +36,34 @@ def tolerance_for(precision: str) -> tuple[float, float]:
 
 
 @dataclass(frozen=True)
+class OutputParity:
+    """One ONNX output against the model's tensor of the same name, on its own scale."""
+
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float  # max_abs / scale
+    scale: float    # max |reference| of this output
+    passed: bool
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "max_abs": _finite_or_none(self.max_abs),
+            "max_rel": _finite_or_none(self.max_rel),
+            "scale": _finite_or_none(self.scale),
+            "passed": self.passed,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
 class ParityResult:
+    """The worst output's numbers (``max_abs``, ``max_rel``; ``passed`` when every output passed) and, in
+    ``outputs``, each output's own."""
+
     max_abs: float
     max_rel: float
     atol: float
@@ -44,6 +72,7 @@ class ParityResult:
     passed: bool
     runtime: str
     reason: str | None = None  # why it failed beyond the numbers (non-finite output, shape)
+    outputs: tuple[OutputParity, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         # JSON has no NaN/Infinity; a non-finite error is reported as null and explained by reason.
@@ -56,14 +85,17 @@ class ParityResult:
             "passed": self.passed,
             "runtime": self.runtime,
             "reason": self.reason,
+            "outputs": [o.to_dict() for o in self.outputs],
         }
 
     def raise_if_failed(self) -> None:
         if self.passed:
             return
         why = f"; {self.reason}" if self.reason else ""
+        failed = [o.name for o in self.outputs if not o.passed]
+        which = f" (output{'s' if len(failed) > 1 else ''} {', '.join(failed[:5])})" if len(self.outputs) > 1 else ""
         raise ParityError(
-            f"ONNX output differs from PyTorch over {self.samples} samples: "
+            f"ONNX output differs from PyTorch over {self.samples} samples{which}: "
             f"max_rel={self.max_rel:.3g} (rtol {self.rtol:g}), max_abs={self.max_abs:.3g} (atol {self.atol:g}) "
             f"on {self.runtime}{why}"
         )
@@ -80,30 +112,60 @@ def check_parity(
     """Compare ONNX Runtime (CPU) and PyTorch (eval, no grad, float32) outputs on ``inputs``.
 
     ``inputs`` is (N, ...) and is fed in chunks of ``batch_size`` (exported models
-    often have a fixed batch of 1). ``max_abs`` is the largest absolute difference;
-    ``max_rel`` is ``max_abs / max(|reference|)`` over the whole output, i.e. relative
-    to the output's scale: per-element relative error divides by near-zero logits
-    and flags harmless differences. ``passed`` requires finite outputs on both sides,
-    equal shapes and ``max_rel <= rtol``; ``atol`` is informational. Does not raise
-    on a mismatch: call ``raise_if_failed()``.
+    often have a fixed batch of 1). The model may return a tensor or a tuple, list or
+    dict of tensors; each ONNX output is compared with the model's tensor of the same
+    name (``export.flatten_outputs``; by position when the names differ), each on its
+    own scale. ``max_abs`` is the largest absolute difference; ``max_rel`` is
+    ``max_abs / max(|reference|)`` over the whole output, i.e. relative to the
+    output's scale: per-element relative error divides by near-zero logits and flags
+    harmless differences (and a box output's scale is not its class scores'). An
+    output passes with finite values on both sides, equal shapes and
+    ``max_rel <= rtol``; ``atol`` is informational. The result's top-level numbers are
+    the worst output's, ``passed`` is every output's, and ``outputs`` has each one.
+    Does not raise on a mismatch: call ``raise_if_failed()``.
     """
     samples = _validate(inputs, batch_size)
     runtime = f"onnxruntime {ort.__version__} {_PROVIDER}"
     session = ort.InferenceSession(str(onnx_path), providers=[_PROVIDER])
-    if len(session.get_inputs()) != 1 or len(session.get_outputs()) != 1:
-        raise ValueError("check_parity supports ONNX models with one input and one output")
+    if len(session.get_inputs()) != 1:
+        raise ValueError("check_parity supports ONNX models with one input")
     feed_name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
     _check_fixed_batch(session.get_inputs()[0].shape, samples, batch_size)
     device = next(model.parameters(), torch.empty(0)).device
-    got, want = [], []
+    got: list[list[np.ndarray]] = [[] for _ in names]
+    want: list[list[np.ndarray]] = [[] for _ in names]
     with eval_mode(model), torch.no_grad():
         for chunk in torch.split(inputs.detach().to(torch.float32).cpu(), batch_size):
-            got.append(session.run(None, {feed_name: chunk.numpy()})[0])
-            reference = model(chunk.to(device))
-            if not isinstance(reference, torch.Tensor):
-                raise ValueError(f"model must return one tensor, got {type(reference).__name__}")
-            want.append(reference.detach().to(torch.float32).cpu().numpy())
-    return _compare(np.concatenate(got), np.concatenate(want), atol, rtol, samples, runtime)
+            for i, array in enumerate(session.run(None, {feed_name: chunk.numpy()})):
+                got[i].append(array)
+            structure = model(chunk.to(device))
+            reference = _by_name(flatten_outputs(structure, names[0] if len(names) == 1 else "output",
+                                                 reserved=(feed_name,)), names)
+            for i, tensor in enumerate(reference):
+                want[i].append(tensor.detach().to(torch.float32).cpu().numpy())
+    per_output = tuple(_compare_one(name, np.concatenate(g), np.concatenate(w), rtol)
+                       for name, g, w in zip(names, got, want))
+    worst = max(per_output, key=lambda o: (not o.passed, _nan_high(o.max_rel)))
+    reasons = [f"{o.name}: {o.reason}" if len(per_output) > 1 else o.reason for o in per_output if o.reason]
+    return ParityResult(max(_nan_high(o.max_abs) for o in per_output), _nan_high(worst.max_rel), float(atol),
+                        float(rtol), samples, all(o.passed for o in per_output), runtime,
+                        "; ".join(reasons) if reasons else None, per_output)
+
+
+def _by_name(pairs: list[tuple[str, torch.Tensor]], names: list[str]) -> list[torch.Tensor]:
+    """The model's tensors in the ONNX outputs' order: by name, or by position when the names differ."""
+    if len(pairs) != len(names):
+        raise ValueError(f"the model returns {len(pairs)} tensors ({', '.join(n for n, _ in pairs[:6])}) but the "
+                         f"ONNX model has {len(names)} outputs ({', '.join(names[:6])})")
+    by_name = dict(pairs)
+    if set(by_name) == set(names):
+        return [by_name[n] for n in names]
+    return [t for _, t in pairs]
+
+
+def _nan_high(value: float) -> float:
+    return math.inf if math.isnan(value) else value
 
 
 def _validate(inputs: torch.Tensor, batch_size: int) -> int:
@@ -127,21 +189,24 @@ def _check_fixed_batch(shape: list[Any], samples: int, batch_size: int) -> None:
         )
 
 
-def _compare(got: np.ndarray, want: np.ndarray, atol: float, rtol: float, samples: int, runtime: str) -> ParityResult:
-    def result(max_abs: float, max_rel: float, passed: bool, reason: str | None) -> ParityResult:
-        return ParityResult(max_abs, max_rel, float(atol), float(rtol), samples, passed, runtime, reason)
+def _compare_one(name: str, got: np.ndarray, want: np.ndarray, rtol: float) -> OutputParity:
+    def result(max_abs: float, max_rel: float, scale: float, passed: bool, reason: str | None) -> OutputParity:
+        return OutputParity(name, tuple(int(d) for d in want.shape), max_abs, max_rel, scale, passed, reason)
 
     if got.shape != want.shape:
-        return result(math.inf, math.inf, False, f"output shapes differ: onnx {got.shape} vs torch {want.shape}")
+        return result(math.inf, math.inf, math.nan, False,
+                      f"output shapes differ: onnx {got.shape} vs torch {want.shape}")
     bad = [name for name, arr in (("onnxruntime", got), ("pytorch", want)) if not np.isfinite(arr).all()]
+    if got.size == 0:
+        return result(0.0, 0.0, 0.0, not bad, None)
     diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
     finite = np.isfinite(diff)
     max_abs = float(diff[finite].max()) if finite.any() else math.inf
     scale = float(np.abs(want[np.isfinite(want)]).max()) if np.isfinite(want).any() else 0.0
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
     if bad:
-        return result(max_abs, max_rel, False, f"non-finite values (NaN/Inf) in the {' and '.join(bad)} output")
-    return result(max_abs, max_rel, max_rel <= rtol, None)
+        return result(max_abs, max_rel, scale, False, f"non-finite values (NaN/Inf) in the {' and '.join(bad)} output")
+    return result(max_abs, max_rel, scale, max_rel <= rtol, None)
 
 
 def _finite_or_none(value: float) -> float | None:
