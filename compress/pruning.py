@@ -5,6 +5,14 @@ breaks the forward pass or changes the output shape (e.g. the residual streams o
 zero-padding "option A" shortcuts, the classifier's outputs, ops the graph does not understand) is left
 unpruned and reported with the reason. Channels are then removed for real, group by group, with kept
 counts rounded to the device's channel multiple and never below its minimum.
+
+Three structures need more than the graph gives. `torch.chunk` / `split` along the channels are traced as one
+slice per part (Torch-Pruning's split node maps the parts of a tensor used twice, as in a YOLO C2f block, to the
+wrong consumers); a chunked tensor is pruned as one group, the same positions from each part, so that chunk
+still cuts it where the rest of the model expects. GroupNorm loses whole normalisation groups only (its
+num_groups shrinks with them), so that its statistics over the remaining channels stay the same. Torch-Pruning
+keeps per-op state (concatenation sizes, slice bounds) that pruning updates: every group is fetched afresh
+before it is scored and pruned, and the graph is rebuilt after a group crossing a chunk or split.
 """
 from __future__ import annotations
 
@@ -16,11 +24,18 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+from torch.overrides import TorchFunctionMode
 
 from .criteria import Criterion, TorchPruningCriterion
 from .errors import PruningError
 
 ROOT_TYPES = (nn.Conv2d, nn.Conv1d, nn.Linear)
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
+_SPLIT_FUNCS = {torch.Tensor.chunk: "chunk", torch.chunk: "chunk", torch.Tensor.split: "split",
+                torch.functional.split: "split", torch.Tensor.split_with_sizes: "split",
+                torch.split_with_sizes: "split"}
+_CAT_FUNCS = {torch.cat, torch.concat, torch.concatenate}
+_VIEW_FUNCS = {torch.Tensor.view, torch.Tensor.reshape, torch.reshape, torch.Tensor.unflatten}
 
 
 @dataclass(frozen=True)
@@ -40,7 +55,9 @@ class GroupInfo:
     prunable: bool = True
     reason: str = ""           # why it is left unpruned
     kept: list[int] = field(default_factory=list)  # original channel indices still present, in order
-    divisor: int = 1           # grouped convs in the group: channels go in equal numbers from each conv group
+    divisor: int = 1           # grouped convs / chunk parts: channels go at the same positions from each part
+    block: int = 1             # GroupNorm: channels go in whole normalisation groups of `block` (within each part)
+    chunks: int = 1            # torch.chunk parts (in divisor): each part is a layer's width, rounded on its own
 
     def __post_init__(self):
         if not self.kept:
@@ -68,7 +85,7 @@ class ChannelPruner:
         self._names = {m: n for n, m in self.model.named_modules()}
         self._modules = dict(self.model.named_modules())
         self._output_shape = _output_shapes(self.model, self.example_input)
-        self.graph = tp.DependencyGraph().build_dependency(self.model, example_inputs=self.example_input)
+        self.graph = _build_graph(self.model, self.example_input)
         if not self.analysed:
             self._analyse()
 
@@ -81,34 +98,39 @@ class ChannelPruner:
     # -- analysis -----------------------------------------------------------------------------------
 
     def _root_groups(self) -> list[tuple[str, tp.dependency.Group]]:
-        out = []
-        for group in self.graph.get_all_groups(root_module_types=ROOT_TYPES):
-            root = group[0].dep.target.module
-            # The root may be a depthwise conv when the graph reaches it first: any out-channel handler.
-            if not self.graph.is_out_channel_pruning_fn(group[0].dep.handler):
-                continue
-            out.append((self._names[root], group))
-        return out
+        return [(self._names[root], group) for root, group in _all_groups(self.graph)]
+
+    def _group(self, name: str) -> tp.dependency.Group:
+        """The group rooted at `name` over its current channels, fetched afresh from the graph (indices through
+        concatenations and slices depend on what was pruned before)."""
+        module = self._modules[name]
+        handler = self.graph.get_pruner_of_module(module).prune_out_channels
+        return self.graph.get_pruning_group(module, handler, list(range(self.groups[name].channels)))
 
     def _analyse(self) -> None:
         for name, group in self._root_groups():
             n = len(group[0].idxs)
             # Layers of the model only: Torch-Pruning's functional-op nodes (ReLU, add, pad) are nn.Modules too.
             members = sorted({self._names[d.target.module] for d, _ in group if d.target.module in self._names})
-            info = GroupInfo(name, n, n, members, divisor=self._divisor(group))
-            floor = min(self.min_channels, n)
-            if n <= floor or n < 2:
-                info.prunable, info.reason = False, f"{n} channels: already at the minimum of {self.min_channels}"
+            divisor, block, chunks, problem = _structure(self.graph, group, self._names)
+            info = GroupInfo(name, n, n, members, divisor=divisor, block=block, chunks=chunks)
+            if problem:
+                info.prunable, info.reason = False, problem
+            elif n <= divisor * block:
+                info.prunable, info.reason = False, _unit_reason(n, divisor, block)
+            elif n <= self.floor_of(info) or n < 2:
+                per = f" ({n // chunks} in each of its {chunks} torch.chunk parts)" if chunks > 1 else ""
+                info.prunable, info.reason = False, f"{n} channels{per}: already at the minimum of {self.min_channels}"
             else:
-                problem = self._trial(name, group[0].dep.handler, n)
+                problem = self._trial(name, group[0].dep.handler, _pattern(n, divisor, block))
                 if problem:
                     info.prunable, info.reason = False, problem
             self.groups[name] = info
 
-    def _trial(self, root: str, handler, n: int) -> str:
+    def _trial(self, root: str, handler, idxs: list[int]) -> str:
         """Check on a copy that pruning the group is exactly removing its channels; '' if so, else why not.
 
-        The copy gets random weights (so no channel is dead by accident); the trial channels are zeroed
+        The copy gets random weights (so no channel is dead by accident); the trial channels `idxs` are zeroed
         all along the group (output filters, biases, norm scale and shift) and the copy is run; then the
         same channels are pruned and the copy run again. Both outputs must agree: a group whose indices
         the dependency graph maps wrongly (a zero-padding shortcut, a channel shuffle) fails here even
@@ -116,33 +138,29 @@ class ChannelPruner:
         """
         trial = copy.deepcopy(self.model)
         _randomise(trial)
-        graph = tp.DependencyGraph().build_dependency(trial, example_inputs=self.example_input)
+        graph = _build_graph(trial, self.example_input)
         module = dict(trial.named_modules())[root]
+        group = None
         try:
-            group = graph.get_pruning_group(module, handler, idxs=list(range(0, n, 2)))
+            group = graph.get_pruning_group(module, handler, idxs=idxs)
             _zero_out_channels(graph, group)
             reference = _outputs(trial, self.example_input)
-            group.prune()
+            _prune_group(group)
             outputs = _outputs(trial, self.example_input)
+        except _StructureError as e:
+            return str(e)
         except Exception as e:  # noqa: BLE001 - any failure means this group cannot be pruned safely
-            return f"pruning it breaks the forward pass ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+            where = _suspects(group) if group is not None else ""
+            return (f"pruning it breaks the forward pass ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+                    + (f"; the group crosses {where}" if where else ""))
         shapes = tuple(t.shape for t in outputs)
         if shapes != self._output_shape:
             return f"pruning it changes the model's output shape {self._output_shape} -> {shapes}"
         for ref, out in zip(reference, outputs):
             if not torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()) + 1e-6):
-                return ("pruning it is not the same as zeroing those channels: the dependency graph maps its "
-                        "channel indices wrongly (e.g. a zero-padding shortcut or a channel shuffle)")
+                where = _suspects(group) or "an op whose channel mapping the dependency graph does not know"
+                return f"pruning it is not the same as zeroing those channels: the indices are mapped wrongly across {where}"
         return ""
-
-    def _divisor(self, group) -> int:
-        """Grouped convolutions in the group: kept counts must stay a multiple of their groups."""
-        d = 1
-        for dep, _ in group:
-            m = dep.target.module
-            if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < max(m.in_channels, m.out_channels):
-                d = math.lcm(d, m.groups)
-        return d
 
     @property
     def prunable_groups(self) -> list[GroupInfo]:
@@ -159,13 +177,16 @@ class ChannelPruner:
         return max(floor, min(info.channels, rounded))
 
     def floor_of(self, info: GroupInfo) -> int:
-        """The fewest channels a group may keep: the profile's minimum, in whole convolution groups."""
-        floor = min(self.min_channels, info.original_channels)
-        return -(-floor // info.divisor) * info.divisor
+        """The fewest channels a group may keep: the profile's minimum (in each torch.chunk part), in whole
+        convolution groups or chunk parts of whole GroupNorm groups."""
+        unit = info.divisor * info.block
+        floor = max(min(self.min_channels, info.original_channels // info.chunks), 1) * info.chunks
+        return -(-floor // unit) * unit
 
     def step_of(self, info: GroupInfo) -> int:
-        """The granularity of a group's channel count: the profile's multiple and its grouped convs' groups."""
-        return math.lcm(max(1, self.channel_multiple), info.divisor)
+        """The granularity of a group's channel count: the profile's multiple (in each torch.chunk part), its
+        grouped convs' groups or chunk parts, and its GroupNorms' channels per group."""
+        return math.lcm(max(1, self.channel_multiple) * info.chunks, info.divisor * info.block)
 
     def prepare_criterion(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
         """Give the criterion the calibration data (data-driven criteria score here; others do nothing)."""
@@ -205,33 +226,41 @@ class ChannelPruner:
     def prune_counts(self, remove: dict[str, int]) -> int:
         """Remove `remove[root]` channels (the lowest-scoring) from each group; return channels removed."""
         removed = 0
-        for name, group in self._root_groups():
-            info = self.groups.get(name)
+        for name in list(self.groups):
+            info = self.groups[name]
             n_prune = remove.get(name, 0)
-            if info is None or not info.prunable or n_prune <= 0:
+            if not info.prunable or n_prune <= 0:
                 continue
             keep = info.channels - n_prune
             if keep < self.floor_of(info) or keep < 1:
                 raise PruningError(f"refusing to prune {name} to {keep} channels (minimum {self.min_channels})")
+            unit = info.divisor * info.block
+            if n_prune % unit or info.channels % unit:
+                raise PruningError(f"{name}: {n_prune} of {info.channels} channels cannot go in "
+                                   f"{_unit_words(info.divisor, info.block)}")
+            group = self._group(name)   # afresh: earlier groups may have moved its indices
             scores = self.criterion.scores(self, info, group)
             if scores is None or len(scores) != info.channels:
                 raise PruningError(f"criterion gave no usable scores for group {name} "
                                    f"({None if scores is None else len(scores)} for {info.channels} channels)")
-            if n_prune % info.divisor or info.channels % info.divisor:
-                raise PruningError(f"{name}: {n_prune} of {info.channels} channels cannot go in equal numbers from "
-                                   f"its {info.divisor} convolution groups")
-            idxs = _lowest(scores.detach().cpu().double(), n_prune, info.divisor)
+            idxs = _lowest(scores.detach().cpu().double(), n_prune, info.divisor, info.block)
             pruning_group = self.graph.get_pruning_group(self._modules[name], group[0].dep.handler, idxs=idxs)
             if not self.graph.check_pruning_group(pruning_group):
                 # Never skip silently: the group leaves the search and the report says why.
                 info.prunable, info.reason = False, (f"Torch-Pruning refused to prune it to {keep} channels "
                                                      "(its check_pruning_group failed)")
                 continue
-            pruning_group.prune()
+            try:
+                _prune_group(pruning_group)   # checks GroupNorms before anything is pruned
+            except _StructureError as e:
+                info.prunable, info.reason = False, str(e)
+                continue
             dropped = set(idxs)
             info.kept = [k for i, k in enumerate(info.kept) if i not in dropped]
             info.channels = keep
             removed += n_prune
+            if _crosses_slices(pruning_group):   # Torch-Pruning's slice bounds are not updated exactly: rebuild
+                self.graph = _build_graph(self.model, self.example_input)
         self.verify()
         return removed
 
@@ -342,13 +371,238 @@ class ChannelPruner:
             raise PruningError(f"pruning changed the output shape {self._output_shape} -> {shapes}")
 
 
-def _lowest(scores: torch.Tensor, n: int, parts: int) -> list[int]:
-    """The n lowest-scoring channels; with parts > 1, the same positions in each of `parts` equal chunks."""
-    if parts == 1:
+def _lowest(scores: torch.Tensor, n: int, parts: int, block: int = 1) -> list[int]:
+    """The n lowest-scoring channels; with parts > 1, the same positions in each of `parts` equal chunks; with
+    block > 1, whole aligned blocks of `block` channels (within each chunk), by their summed score."""
+    if parts == 1 and block == 1:
         return torch.argsort(scores, stable=True)[:n].tolist()  # stable: equal scores, same choice every run
     size = len(scores) // parts
-    positions = torch.argsort(scores.reshape(parts, size).sum(0), stable=True)[:n // parts].tolist()
-    return sorted(p + k * size for k in range(parts) for p in positions)
+    units = scores.reshape(parts, size // block, block).sum((0, 2))
+    chosen = torch.argsort(units, stable=True)[:n // (parts * block)].tolist()
+    return sorted(k * size + u * block + i for k in range(parts) for u in chosen for i in range(block))
+
+
+def _pattern(n: int, parts: int, block: int) -> list[int]:
+    """Trial channels: every other unit (a GroupNorm group, else one channel) at the same positions in each part."""
+    size = n // parts
+    return sorted(k * size + u * block + i for k in range(parts) for u in range(0, size // block, 2)
+                  for i in range(block))
+
+
+def _unit_words(parts: int, block: int) -> str:
+    words = []
+    if parts > 1:
+        words.append(f"equal numbers from each of its {parts} parts (grouped convolutions, torch.chunk)")
+    if block > 1:
+        words.append(f"whole GroupNorm groups of {block} channels")
+    return " and ".join(words) or "single channels"
+
+
+def _unit_reason(n: int, parts: int, block: int) -> str:
+    if block > 1 and parts == 1:
+        return f"GroupNorm: its {n} channels are a single normalisation group, whose statistics change with any channel removed"
+    return f"{n} channels: it can only lose {_unit_words(parts, block)}, and that would leave none"
+
+
+class _StructureError(Exception):
+    """A group whose structure makes pruning it inexact; the message is the reason given to the user."""
+
+
+class _SplitsAsSlices(TorchFunctionMode):
+    """While the graph is traced: torch.chunk / split along the channels as one slice per part, recorded.
+
+    Torch-Pruning traces a split as one node whose outputs it maps to parts in the order it meets their
+    consumers, which is wrong when a part is used twice (C2f: `y = list(x.chunk(2, 1)); y.append(m(y[-1]))`).
+    A slice per part is one node per part, with its own exact index mapping."""
+
+    def __init__(self):
+        super().__init__()
+        self.parts: dict = {}   # the slice's grad_fn -> (kind "chunk" / "split", number of parts, part size)
+        self.cats: dict = {}    # a channel concatenation's grad_fn -> the channels of its inputs
+        self.views: set = set()  # grad_fns of views that split the channel dimension (a channel shuffle)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        kind = _SPLIT_FUNCS.get(func)
+        if func in _CAT_FUNCS:   # Torch-Pruning infers the sizes from the graph, and cannot through a slice
+            out = func(*args, **kwargs)
+            tensors = list(args[0] if args else kwargs.get("tensors", ()))
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+            if isinstance(out, torch.Tensor) and out.dim() >= 2 and dim % out.dim() == 1 and out.grad_fn is not None:
+                self.cats[out.grad_fn] = [t.shape[1] for t in tensors]
+            return out
+        if func in _VIEW_FUNCS:
+            out, x = func(*args, **kwargs), args[0]
+            if isinstance(out, torch.Tensor) and isinstance(x, torch.Tensor) and x.dim() >= 3 and \
+                    out.dim() > x.dim() and out.shape[1] != x.shape[1] and out.grad_fn is not None:
+                self.views.add(out.grad_fn)
+            return out
+        if kind is None:
+            return func(*args, **kwargs)
+        x, how = args[0], (args[1] if len(args) > 1 else kwargs.get("chunks", kwargs.get("split_size",
+                            kwargs.get("split_size_or_sections", kwargs.get("split_sizes")))))
+        dim = args[2] if len(args) > 2 else kwargs.get("dim", 0)
+        if not isinstance(x, torch.Tensor) or x.dim() < 2 or dim % x.dim() != 1 or not x.requires_grad:
+            return func(*args, **kwargs)
+        c = x.shape[1]
+        if kind == "chunk":
+            step = -(-c // int(how))
+            sizes = [min(step, c - a) for a in range(0, c, step)]
+        else:
+            sizes = [int(how)] * (c // int(how)) + ([c % int(how)] if c % int(how) else []) \
+                if isinstance(how, int) else [int(v) for v in how]
+        out, start = [], 0
+        for size in sizes:
+            part = x[:, start:start + size]
+            equal = kind == "chunk" and all(v == sizes[0] for v in sizes)
+            self.parts[part.grad_fn] = (kind if equal else "split", len(sizes), size)
+            out.append(part)
+            start += size
+        return tuple(out)
+
+
+def _build_graph(model: nn.Module, x: torch.Tensor) -> tp.DependencyGraph:
+    mode = _SplitsAsSlices()
+    with mode:
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    graph.compress_splits = mode.parts
+    graph.compress_barriers = set()
+    for node in graph.module2node.values():
+        if node.type == tp.ops.OPTYPE.CONCAT and node.grad_fn in mode.cats:
+            node.module.concat_sizes = list(mode.cats[node.grad_fn])
+        elif node.type == tp.ops.OPTYPE.RESHAPE and node.grad_fn in mode.views:
+            # Splitting the channel dimension (a channel shuffle) is no channel mapping Torch-Pruning knows; its
+            # flatten mapping multiplies the indices at every shuffle (exponentially, in ShuffleNetV2). A group
+            # ends at such a view (and its trial then fails): the node is opaque and maps to nothing beyond.
+            node.type = tp.ops.OPTYPE.ELEMENTWISE   # Torch-Pruning re-derives mappings of reshape nodes only
+            graph.compress_barriers.add(node)
+            for dep in node.dependencies:
+                dep.index_mapping = [_no_channels, _no_channels]
+    return graph
+
+
+def _no_channels(idxs):
+    return []
+
+
+def _all_groups(graph) -> list[tuple[nn.Module, tp.dependency.Group]]:
+    """Torch-Pruning's groups by output channels, rooted where a layer's channels are all in the group.
+
+    Torch-Pruning roots a group at the first layer it meets; when that group holds only part of another
+    layer's channels through a torch.chunk, the rest of that layer would never be pruned: the group is then
+    rooted at that layer instead (all its parts in one group)."""
+    visited, out = set(), []
+    for m in list(graph.module2node):
+        if not isinstance(m, ROOT_TYPES) or m in visited:
+            continue
+        pruner = graph.get_pruner_of_module(m)
+        if pruner is None or pruner.get_out_channels(m) is None:
+            continue
+        group = graph.get_pruning_group(m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))))
+        for _ in range(8):
+            partial = [d.target.module for d, idxs in group
+                       if graph.is_out_channel_pruning_fn(d.handler) and isinstance(d.target.module, ROOT_TYPES)
+                       and len(set(idxs)) < graph.get_out_channels(d.target.module)]
+            if not partial or partial[0] in visited or \
+                    not any(d.target.grad_fn in graph.compress_splits for d, _ in group):
+                break
+            m = partial[0]
+            group = graph.get_pruning_group(m, graph.get_pruner_of_module(m).prune_out_channels,
+                                            list(range(graph.get_out_channels(m))))
+        if not graph.is_out_channel_pruning_fn(group[0].dep.handler):
+            continue
+        visited |= {d.target.module for d, _ in group if graph.is_out_channel_pruning_fn(d.handler)}
+        out.append((m, group))
+    return out
+
+
+def _structure(graph, group, names: dict) -> tuple[int, int, int, str]:
+    """(parts, GroupNorm block, chunk parts, problem) of a group: the granularity its channels must go in, or
+    why they cannot.
+
+    parts: grouped convolutions (channels go at the same positions from each conv group) and torch.chunk
+    (equal numbers from each part, so that chunk still cuts where the rest of the model expects).
+    block: GroupNorm's channels per normalisation group (whole groups go, aligned in the root's channels)."""
+    n = len(group[0].idxs)
+    parts, block, chunked = 1, 1, 1
+    chunks: dict = {}   # (split op, its parts, part size) -> root channels seen in it
+    for item in group:
+        dep, idxs = item.dep, item.idxs
+        m, root_idxs = dep.target.module, list(item.root_idxs)
+        if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < max(m.in_channels, m.out_channels):
+            parts = math.lcm(parts, m.groups)
+        if dep.target in graph.compress_barriers:
+            return 1, 1, 1, ("its channels go through a view that splits the channel dimension (a channel shuffle), "
+                             "across which the dependency graph cannot map them")
+        split = graph.compress_splits.get(dep.target.grad_fn) if dep.target.type == tp.ops.OPTYPE.SLICE else None
+        if split is not None:
+            kind, count, size = split
+            if kind != "chunk":
+                return 1, 1, 1, ("its channels go through torch.split at fixed sizes (or a chunk of unequal parts): "
+                                 "pruning them would move the split points the model's code fixes")
+            start = dep.target.module.start
+            chunks.setdefault((dep.target.grad_fn.next_functions[0][0], count, size), {})[start // size] = \
+                (list(idxs), root_idxs)
+        if isinstance(m, nn.GroupNorm):
+            per = m.num_channels // m.num_groups
+            offsets = {g - r for g, r in zip(idxs, root_idxs)}
+            if len(offsets) != 1 or next(iter(offsets)) % per or n % per or len(set(idxs)) != n:
+                return 1, 1, 1, (f"GroupNorm: {names.get(m, 'a GroupNorm')}'s groups of {per} channels do not line "
+                                 "up with this group's channels; removing part of a group changes its statistics")
+            block = math.lcm(block, per)
+    for (_, count, size), seen in chunks.items():
+        whole = len(seen) == count and count * size == n and all(
+            len(i) == size and r == [j * size + k for k in i] for j, (i, r) in seen.items())
+        if not whole:
+            return 1, 1, 1, (f"its channels are only some of a torch.chunk's {count} parts: pruning them alone "
+                             "would change where the chunk cuts")
+        parts, chunked = math.lcm(parts, count), math.lcm(chunked, count)
+    if n % parts or (n // parts) % block:
+        return 1, 1, 1, (f"GroupNorm: its groups of {block} channels straddle the {parts} parts of a grouped "
+                         "convolution or torch.chunk")
+    return parts, block, chunked, ""
+
+
+def _prune_group(group) -> None:
+    """Prune a Torch-Pruning group; GroupNorms lose whole groups and their num_groups with them."""
+    norms = {}
+    for dep, idxs in group:
+        m = dep.target.module
+        if isinstance(m, nn.GroupNorm) and m not in norms:
+            per = m.num_channels // m.num_groups
+            gone = set(idxs)
+            if any(len(gone & set(range(g * per, (g + 1) * per))) not in (0, per) for g in range(m.num_groups)):
+                raise _StructureError(f"GroupNorm: the channels would not go in whole normalisation groups of {per}")
+            norms[m] = per
+    group.prune()
+    for m, per in norms.items():
+        m.num_groups = m.num_channels // per
+
+
+def _crosses_slices(group) -> bool:
+    """Whether a group crosses a split or a slice of the channels (whose bounds pruning leaves stale)."""
+    return any(dep.target.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND) or
+               (dep.target.type == tp.ops.OPTYPE.SLICE and dep.target.module.dim == 1) for dep, _ in group)
+
+
+def _suspects(group) -> str:
+    """The ops in a group whose channel mapping Torch-Pruning may get wrong, in words."""
+    found = []
+    for dep, _ in group:
+        node = dep.target
+        name = (getattr(node.module, "_grad_fn", "") or "") if node.type == tp.ops.OPTYPE.ELEMENTWISE else ""
+        if node in getattr(group._DG, "compress_barriers", ()) or node.type == tp.ops.OPTYPE.RESHAPE:
+            found.append("a reshape or view of the channels (e.g. a channel shuffle)")
+        elif "pad" in str(name).lower():
+            found.append("a zero-padding op (e.g. an option-A shortcut)")
+        elif node.type in (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND) or \
+                (node.type == tp.ops.OPTYPE.SLICE and node.module.dim == 1):
+            found.append("a split or slice of the channels")
+        elif node.type == tp.ops.OPTYPE.EXPAND:
+            found.append("an expand of the channels")
+        elif isinstance(node.module, (nn.LayerNorm,)):
+            found.append("a LayerNorm")
+    return ", ".join(dict.fromkeys(found))
 
 
 def _randomise(model: nn.Module) -> None:
@@ -365,6 +619,9 @@ def _randomise(model: nn.Module) -> None:
                 m.bias.copy_(torch.rand(n, generator=g) - 0.5)
                 m.running_mean.copy_(0.2 * torch.randn(n, generator=g))
                 m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+            elif isinstance(m, (nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)) and m.affine:
+                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
+                m.bias.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
 
 
 def _zero_out_channels(graph, group) -> None:
@@ -373,7 +630,7 @@ def _zero_out_channels(graph, group) -> None:
         for dep, idxs in group:
             m = dep.target.module
             if idxs and graph.is_out_channel_pruning_fn(dep.handler) and \
-                    isinstance(m, ROOT_TYPES + (nn.modules.batchnorm._BatchNorm,)) and getattr(m, "weight", None) is not None:
+                    isinstance(m, ROOT_TYPES + NORMS) and getattr(m, "weight", None) is not None:
                 m.weight[list(idxs)] = 0
                 if m.bias is not None:
                     m.bias[list(idxs)] = 0
