@@ -28,12 +28,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.cifar_calib import load_split  # noqa: E402
-from compress import compress, load_pruned  # noqa: E402
-from compress.archs import get_arch  # noqa: E402
-from compress.calib import load_calibration  # noqa: E402
-from compress.errors import BudgetError  # noqa: E402
-from compress.model_io import load_model  # noqa: E402
-from compress.recovery import RecoveryOptions, recover  # noqa: E402
+from edge_compress.compress import compress, load_pruned  # noqa: E402
+from edge_compress.compress.archs import get_arch  # noqa: E402
+from edge_compress.compress.calib import load_calibration  # noqa: E402
+from edge_compress.compress.errors import BudgetError  # noqa: E402
+from edge_compress.compress.model_io import load_model  # noqa: E402
+from edge_compress.compress.recovery import RecoveryOptions, recover  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MODEL = SHARED / "models" / "resnet56-4bfd9763.th"

@@ -48,9 +48,9 @@ CONFIGS = {
 FORWARD = """
 import sys, time, json, numpy as np, torch
 sys.path.insert(0, {root!r})
-from compress.calib import load_calibration
-from compress.archs import get_arch
-from compress.model_io import load_model
+from edge_compress.compress.calib import load_calibration
+from edge_compress.compress.archs import get_arch
+from edge_compress.compress.model_io import load_model
 m = load_model({model!r}, {arch!r}).module.eval()
 info = get_arch({arch!r})
 c = load_calibration({calib!r}, info.input_shape, {samples}, info.mean, info.std, 0)
@@ -71,7 +71,7 @@ def _model_file(arch: str, work: Path) -> Path:
         import torch
 
         sys.path.insert(0, str(ROOT))
-        from compress.archs import get_arch
+        from edge_compress.compress.archs import get_arch
 
         torch.manual_seed(0)
         torch.save(get_arch(arch).factory().state_dict(), path)
@@ -82,8 +82,8 @@ def _calib_file(arch: str, samples: int, work: Path) -> Path:
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
-    from compress.archs import get_arch
-    from compress.example import make_dataset
+    from edge_compress.compress.archs import get_arch
+    from edge_compress.compress.example import make_dataset
 
     size = get_arch(arch).input_shape[-1]
     path = work / f"calib-{size}-{samples}.npz"
@@ -114,7 +114,7 @@ def run_config(name: str, samples: int, work: Path) -> dict:
         raise RuntimeError(f"forward pass failed: {fwd.stderr[-1000:]}")
     forward_s = json.loads(fwd.stdout.strip().splitlines()[-1])["forward_s"]
     out = work / f"out-{name}"
-    cmd = [sys.executable, "-m", "compress", "--target", target, "--arch", arch, "--calib", str(calib),
+    cmd = [sys.executable, "-m", "edge_compress", "--target", target, "--arch", arch, "--calib", str(calib),
            "--calib-samples", str(samples), *budget, "--out", str(out), "-q", str(model)]
     proc, wall, peak_mb = _child(cmd)
     row = {"config": name, "arch": arch, "target": target, "budget": " ".join(budget), "samples": samples,

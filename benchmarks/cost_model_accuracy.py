@@ -35,9 +35,9 @@ import torch.nn as nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from compress.archs import get_arch  # noqa: E402
-from compress.cost_model import factors_from_profile, layer_costs, predict_latency_ms  # noqa: E402
-from compress.costfit import (  # noqa: E402
+from edge_compress.compress.archs import get_arch  # noqa: E402
+from edge_compress.compress.cost_model import factors_from_profile, layer_costs, predict_latency_ms  # noqa: E402
+from edge_compress.compress.costfit import (  # noqa: E402
     HOST_ALIGNMENTS,
     HOST_FREE,
     NANO_PUBLISHED_MS,
@@ -46,9 +46,9 @@ from compress.costfit import (  # noqa: E402
     measure_models,
     random_variants,
 )
-from compress.model_io import load_model  # noqa: E402
-from deploy import environment_info  # noqa: E402
-from device_profiles import load_profile  # noqa: E402
+from edge_compress.compress.model_io import load_model  # noqa: E402
+from edge_compress.deploy import environment_info  # noqa: E402
+from edge_compress.device_profiles import load_profile  # noqa: E402
 
 MODELS = ROOT.parent / "shared" / "models"
 WEIGHTS = {"resnet20": MODELS / "resnet20-12fca82f.th", "resnet56": MODELS / "resnet56-4bfd9763.th"}

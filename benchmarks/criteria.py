@@ -24,10 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.budget_search import _top1, datasets, parse_criterion_config  # noqa: E402
-from compress import compress, load_pruned  # noqa: E402
-from compress.errors import BudgetError  # noqa: E402
-from compress.model_io import load_model  # noqa: E402
-from compress.recovery import RecoveryOptions, recover  # noqa: E402
+from edge_compress.compress import compress, load_pruned  # noqa: E402
+from edge_compress.compress.errors import BudgetError  # noqa: E402
+from edge_compress.compress.model_io import load_model  # noqa: E402
+from edge_compress.compress.recovery import RecoveryOptions, recover  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MODELS = {"resnet56": SHARED / "models" / "resnet56-4bfd9763.th", "resnet20": SHARED / "models" / "resnet20-12fca82f.th"}

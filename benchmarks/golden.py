@@ -66,7 +66,7 @@ def _inputs(work: Path) -> dict[str, str]:
     np.savez(work / "calib.npz", x=x, y=y)
     x, y = load_split("train", 512, 1)
     np.savez(work / "train.npz", x=x, y=y)
-    from compress.archs import get_arch
+    from edge_compress.compress.archs import get_arch
     torch.manual_seed(0)
     torch.save(get_arch("example-cnn").factory(width=32).state_dict(), work / "example.pt")
     np.savez(work / "example-calib.npz", x=load_split("test", 256, 0)[0])   # no labels: 8 classes, not CIFAR's 10

@@ -37,18 +37,18 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from benchmarks.budget_search import _top1, parse_criterion_config  # noqa: E402
 from benchmarks.cifar_calib import load_split  # noqa: E402
-from compress.archs import get_arch  # noqa: E402
-from compress.bn_recalibration import recalibrate_batchnorm  # noqa: E402
-from compress.budget import Budget  # noqa: E402
-from compress.calib import load_calibration  # noqa: E402
-from compress.cost_model import factors_from_profile, layer_costs, predict_latency_ms  # noqa: E402
-from compress.criteria import make_criterion  # noqa: E402
-from compress.evaluate import Evaluator  # noqa: E402
-from compress.model_io import load_model  # noqa: E402
-from compress.pruning import ChannelPruner  # noqa: E402
-from compress.recovery import RecoveryOptions, recover  # noqa: E402
-from compress.search import SearchContext, knapsack_search, uniform_search  # noqa: E402
-from device_profiles import load_profile  # noqa: E402
+from edge_compress.compress.archs import get_arch  # noqa: E402
+from edge_compress.compress.bn_recalibration import recalibrate_batchnorm  # noqa: E402
+from edge_compress.compress.budget import Budget  # noqa: E402
+from edge_compress.compress.calib import load_calibration  # noqa: E402
+from edge_compress.compress.cost_model import factors_from_profile, layer_costs, predict_latency_ms  # noqa: E402
+from edge_compress.compress.criteria import make_criterion  # noqa: E402
+from edge_compress.compress.evaluate import Evaluator  # noqa: E402
+from edge_compress.compress.model_io import load_model  # noqa: E402
+from edge_compress.compress.pruning import ChannelPruner  # noqa: E402
+from edge_compress.compress.recovery import RecoveryOptions, recover  # noqa: E402
+from edge_compress.compress.search import SearchContext, knapsack_search, uniform_search  # noqa: E402
+from edge_compress.device_profiles import load_profile  # noqa: E402
 import benchmarks.study_plugins  # noqa: E402,F401 - registers the experimental fisher and combo criteria
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -32,13 +32,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from cifar_calib import load_split  # noqa: E402
-from compress.calib import load_calibration  # noqa: E402
-from compress.criteria import make_criterion  # noqa: E402
-from compress.info.cmi import CmiConfig, greedy_cmi, layer_distances  # noqa: E402
-from compress.info.features import collect_features  # noqa: E402
-from compress.info.renyi import entropy, gram_from_sq_dist, label_gram  # noqa: E402
-from compress.model_io import load_model  # noqa: E402
-from compress.pruning import ChannelPruner  # noqa: E402
+from edge_compress.compress.calib import load_calibration  # noqa: E402
+from edge_compress.compress.criteria import make_criterion  # noqa: E402
+from edge_compress.compress.info.cmi import CmiConfig, greedy_cmi, layer_distances  # noqa: E402
+from edge_compress.compress.info.features import collect_features  # noqa: E402
+from edge_compress.compress.info.renyi import entropy, gram_from_sq_dist, label_gram  # noqa: E402
+from edge_compress.compress.model_io import load_model  # noqa: E402
+from edge_compress.compress.pruning import ChannelPruner  # noqa: E402
 
 MODEL = ROOT.parent / "shared" / "models" / "resnet56-4bfd9763.th"
 SEED = 0

@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cifar_calib import load_split  # noqa: E402
 
-from compress.bn_recalibration import recalibrate_batchnorm  # noqa: E402
-from compress.calib import CalibData  # noqa: E402
-from compress.criteria import make_criterion  # noqa: E402
-from compress.model_io import load_model  # noqa: E402
-from compress.pruning import ChannelPruner  # noqa: E402
-from compress.recovery import RecoveryOptions, load_training_data, recover  # noqa: E402
+from edge_compress.compress.bn_recalibration import recalibrate_batchnorm  # noqa: E402
+from edge_compress.compress.calib import CalibData  # noqa: E402
+from edge_compress.compress.criteria import make_criterion  # noqa: E402
+from edge_compress.compress.model_io import load_model  # noqa: E402
+from edge_compress.compress.pruning import ChannelPruner  # noqa: E402
+from edge_compress.compress.recovery import RecoveryOptions, load_training_data, recover  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 FILES = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from compress.criteria import criterion_names, make_criterion, mean_normalised, register_criterion
-from compress.info.features import FeatureCapture
-from compress.info import consumer_mi
-from compress.info_criteria import (ConsumerMiCriterion, ConsumerMiOptions, InformationCriterion, _Common, _L1, _options,
+from edge_compress.compress.criteria import criterion_names, make_criterion, mean_normalised, register_criterion
+from edge_compress.compress.info.features import FeatureCapture
+from edge_compress.compress.info import consumer_mi
+from edge_compress.compress.info_criteria import (ConsumerMiCriterion, ConsumerMiOptions, InformationCriterion, _Common, _L1, _options,
                                     in_order_of)
 
 

@@ -20,8 +20,8 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_file(tmp_path_factory) -> Path:
     """A small `example-cnn` (width 8) state dict, with BatchNorm statistics from a few real batches."""
-    from compress.archs import get_arch
-    from compress.example import make_dataset, to_tensor
+    from edge_compress.compress.archs import get_arch
+    from edge_compress.compress.example import make_dataset, to_tensor
 
     torch.manual_seed(0)
     model = get_arch("example-cnn").factory(width=8)
@@ -36,7 +36,7 @@ def tiny_model_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def calib_file(tmp_path_factory) -> Path:
-    from compress.example import make_dataset
+    from edge_compress.compress.example import make_dataset
 
     x, y = make_dataset(96, seed=7)
     path = tmp_path_factory.mktemp("calib") / "calib.npz"

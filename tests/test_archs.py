@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compress.archs import ArchInfo, arch_names, get_arch, register_arch
-from compress.archs.resnet_cifar import PadShortcut
-from compress.model_io import load_model
+from edge_compress.compress.archs import ArchInfo, arch_names, get_arch, register_arch
+from edge_compress.compress.archs.resnet_cifar import PadShortcut
+from edge_compress.compress.model_io import load_model
 from helpers_units import CIFAR_NPZ, RESNET20_FILE, RESNET56_FILE, need_shared
 
 EXPECTED = {"example-cnn", "mobilenetv2", "resnet20", "resnet32", "resnet44", "resnet56", "vgg16_bn"}

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from compress.budget import Budget, BudgetSpec, Metrics, Quantity, parse_quantity
-from compress.errors import InputError
+from edge_compress.compress.budget import Budget, BudgetSpec, Metrics, Quantity, parse_quantity
+from edge_compress.compress.errors import InputError
 from helpers_units import one_line
 
 ORIGINAL = Metrics(latency_ms=20.0, latency_kind="measured", memory_mb=80.0, macs=40_000_000, params=1_000_000)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from compress.calib import CalibData, load_calibration, synthetic_calibration
-from compress.errors import CalibrationError, InputError
+from edge_compress.compress.calib import CalibData, load_calibration, synthetic_calibration
+from edge_compress.compress.errors import CalibrationError, InputError
 from helpers_units import forget_module, one_line
 
 SHAPE = (3, 8, 8)

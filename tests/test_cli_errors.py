@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compress.cli import main
-from compress.errors import EXIT_BUDGET_MISSED, EXIT_INPUT_ERROR
+from edge_compress.compress.cli import main
+from edge_compress.compress.errors import EXIT_BUDGET_MISSED, EXIT_INPUT_ERROR
 
 TINY = ["--arch", "example-cnn", "--arch-kwargs", '{"width": 8}']
 

@@ -16,8 +16,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from compress.cli import main
-from compress.model_io import load_pruned
+from edge_compress.compress.cli import main
+from edge_compress.compress.model_io import load_pruned
 
 TINY_ARGS = ["--arch", "example-cnn", "--arch-kwargs", '{"width": 8}']
 
@@ -180,7 +180,7 @@ def test_resnet56_host_speedup_1_5(shared_dir, tmp_path, capsys):
     assert any("--speedup 1.5 was judged" in n for n in report["notes"])
     unprunable = {g["root"]: g["reason"] for g in report["pruning"]["groups"] if not g["prunable"]}
     assert "conv1" in unprunable  # the residual streams joined by the zero-padding shortcuts
-    code = (f"from compress import load_pruned; import torch; m = load_pruned({str(out / 'model.pruned.pt')!r}); "
+    code = (f"from edge_compress.compress import load_pruned; import torch; m = load_pruned({str(out / 'model.pruned.pt')!r}); "
             "print(tuple(m(torch.randn(2, 3, 32, 32)).shape))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -188,7 +188,7 @@ def test_resnet56_host_speedup_1_5(shared_dir, tmp_path, capsys):
 
 
 def test_python_api_matches_cli(tiny_model_file, calib_file, tmp_path, capsys):
-    from compress import CompressOptions, compress
+    from edge_compress.compress import CompressOptions, compress
 
     result = compress(tiny_model_file, target="jetson-nano", arch="example-cnn", arch_kwargs={"width": 8},
                       calib=str(calib_file), params="50%", out=tmp_path / "api", seed=1)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compress.cost_model import (
+from edge_compress.compress.cost_model import (
     BYTES_PER_ELEMENT,
     CostFactors,
     LayerCost,
@@ -21,7 +21,7 @@ from compress.cost_model import (
     predict_layer_ms,
     predict_memory_mb,
 )
-from compress.costfit import (
+from edge_compress.compress.costfit import (
     NANO_PUBLISHED_MS,
     Sample,
     explain,
@@ -31,7 +31,7 @@ from compress.costfit import (
     random_variants,
     write_cost_model,
 )
-from device_profiles import ProfileError, load_profile
+from edge_compress.device_profiles import ProfileError, load_profile
 
 
 class Hand(nn.Module):
@@ -85,7 +85,7 @@ def test_layer_costs_scale_with_batch_and_leave_no_hooks():
 
 
 def test_layer_costs_of_a_reference_arch():
-    from compress.archs import get_arch
+    from edge_compress.compress.archs import get_arch
 
     costs = layer_costs(get_arch("resnet20").factory().eval(), torch.randn(1, 3, 32, 32))
     assert len(costs) == 20
@@ -163,7 +163,7 @@ def test_factors_from_jetson_nano():
     assert f.efficiency("conv_1x1") == cm.kind_efficiency.conv_1x1 < f.efficiency("conv_kxk")
     assert f.fitted is True and cm.fit.samples == 3 and len(cm.fit.free_factors) <= 3 and f.usable
     # ResNet-20 (41 M MACs) on the Nano: the overheads plus well under a millisecond of compute
-    from compress.archs import get_arch
+    from edge_compress.compress.archs import get_arch
 
     costs = layer_costs(get_arch("resnet20").factory().eval(), torch.randn(1, 3, 32, 32))
     overhead = f.network_overhead_ms + 20 * f.layer_overhead_ms
@@ -273,7 +273,7 @@ def test_fit_rejects_unknown_factor_names():
 
 @pytest.mark.parametrize("arch", sorted(NANO_PUBLISHED_MS))
 def test_nano_predictions_within_20pct_of_published(arch):
-    from compress.archs import get_arch
+    from edge_compress.compress.archs import get_arch
 
     f = factors_from_profile(load_profile("jetson-nano"))
     with torch.device("meta"):  # shapes are all the cost model needs
@@ -287,7 +287,7 @@ def test_nano_predictions_within_20pct_of_published(arch):
 @pytest.mark.parametrize("arch,params", [("resnet18", 11_689_512), ("resnet34", 21_797_672),
                                          ("resnet50", 25_557_032)])
 def test_imagenet_resnets_match_torchvision(arch, params):
-    from compress.archs import get_arch
+    from edge_compress.compress.archs import get_arch
 
     info = get_arch(arch)
     assert info.input_shape == (3, 224, 224) and info.num_classes == 1000
@@ -346,7 +346,7 @@ def test_profile_loader_rejects_malformed_cost_model_keys(tmp_path, change, frag
 
 
 def test_write_cost_model_replaces_the_block_and_keeps_the_rest(tmp_path):
-    from compress.costfit import FitResult, cost_model_block
+    from edge_compress.compress.costfit import FitResult, cost_model_block
 
     path = tmp_path / "mine.yaml"
     path.write_text("# my device\nextends: host\nname: mine\n")
@@ -367,7 +367,7 @@ def test_write_cost_model_replaces_the_block_and_keeps_the_rest(tmp_path):
 # ---- variants and explain ------------------------------------------------------------------------
 
 def test_prune_inner_channels_keeps_the_model_working():
-    from compress.archs import get_arch
+    from edge_compress.compress.archs import get_arch
 
     model = get_arch("resnet20").factory().eval()
     x = torch.randn(2, 3, 32, 32)

@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from deploy import (
+from edge_compress.deploy import (
     DeployError,
     LatencyStats,
     OrtEngine,
@@ -31,7 +31,7 @@ from deploy import (
     trtexec_command,
     write_build_script,
 )
-from deploy.runner import measure_interleaved
+from edge_compress.deploy.runner import measure_interleaved
 
 # The command line of a real trtexec 8.2.1 run on a Jetson Nano, copied from the last line of
 # shared/fixtures/trtexec/jetson-nano-trt8201-summary.log (checked against the file when present).
@@ -504,9 +504,9 @@ def test_environment_info_is_plain_json() -> None:
 
 def test_deploy_imports_no_torch_or_project_packages() -> None:
     code = (
-        "import sys, deploy; "
-        "bad = [m for m in sys.modules if m.split('.')[0] in "
-        "('torch', 'tensorrt', 'compress', 'export', 'device_profiles')]; "
+        "import sys, edge_compress.deploy; "
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorrt') or m.split('.')[:2] in "
+        "(['edge_compress', 'compress'], ['edge_compress', 'export'], ['edge_compress', 'device_profiles'])]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     root = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from device_profiles import (
+from edge_compress.device_profiles import (
     CostModel,
     DeviceProfile,
     Fact,
@@ -19,9 +19,9 @@ from device_profiles import (
     load_profile,
     profile_names,
 )
-from device_profiles.schema import CONFIDENCES
+from edge_compress.device_profiles.schema import CONFIDENCES
 
-BUILTIN_DIR = Path(__file__).resolve().parents[1] / "device_profiles"
+BUILTIN_DIR = Path(__file__).resolve().parents[1] / "edge_compress" / "device_profiles"
 EXPECTED = ["host", "jetson-agx-orin", "jetson-nano", "jetson-orin-nano", "jetson-xavier-nx",
             "raspberry-pi-4", "raspberry-pi-5"]
 

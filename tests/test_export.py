@@ -15,7 +15,7 @@ import torch
 from onnx import TensorProto, helper
 from onnx import numpy_helper as nh
 
-from export import (
+from edge_compress.export import (
     ExportError,
     ParityError,
     check_parity,
@@ -23,7 +23,7 @@ from export import (
     simplify_onnx,
     tolerance_for,
 )
-from export.atomic import atomic_write_bytes
+from edge_compress.export.atomic import atomic_write_bytes
 
 FP32_ATOL, FP32_RTOL = tolerance_for("fp32")
 

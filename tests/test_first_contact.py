@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from compress.cli import COMMANDS, main
-from compress.summary import summary_line
+from edge_compress.compress.cli import COMMANDS, main
+from edge_compress.compress.summary import summary_line
 
 
 def run_cli(args, capsys):
@@ -134,7 +134,7 @@ def test_validate_without_a_budget_is_a_measured_report(onnx_model, tmp_path, ca
     # weights (15.9 k params) + the largest activation pair: more than the weights alone, as in compress
     weights_mb = (8 * 3 * 9 + 8 + 8 * 14 * 14 * 10 + 10) * 4 / 2**20
     assert report["final"]["memory_mb"] > weights_mb
-    from compress.report_schema import validate_report
+    from edge_compress.compress.report_schema import validate_report
     validate_report(report)
 
 
@@ -172,7 +172,7 @@ def test_list_criteria_into_a_closed_pipe_ends_quietly():
 
 def test_sigterm_unwinds_without_leaving_output(tiny_model_file, calib_file, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "compress", "--target", "host", "--arch", "example-cnn",
+    proc = subprocess.Popen([sys.executable, "-m", "edge_compress", "--target", "host", "--arch", "example-cnn",
                              "--arch-kwargs", '{"width": 8}', "--calib", str(calib_file), "--macs", "50%",
                              "--out", str(out), str(tiny_model_file)], stderr=subprocess.PIPE, text=True,
                             cwd=tmp_path)
@@ -190,10 +190,10 @@ def test_sigterm_unwinds_without_leaving_output(tiny_model_file, calib_file, tmp
 
 
 def test_host_fit_is_compared_with_this_cpu():
-    from device_profiles import load_profile
-    from device_profiles.schema import FitMachine
+    from edge_compress.device_profiles import load_profile
+    from edge_compress.device_profiles.schema import FitMachine
 
-    from compress.host_fit import fitted_here, same_machine
+    from edge_compress.compress.host_fit import fitted_here, same_machine
 
     here = {"cpu": "AMD EPYC 7B13 64-Core Processor", "isa": "avx512", "cores": 2}
     assert same_machine(FitMachine(cpu="AMD EPYC", isa="avx512", cores=2), here)
@@ -208,10 +208,10 @@ def test_host_fit_is_compared_with_this_cpu():
 def test_host_profile_on_another_cpu_is_labelled_not_fitted(monkeypatch):
     import dataclasses
 
-    from device_profiles import load_profile
-    from device_profiles.schema import FitMachine
+    from edge_compress.device_profiles import load_profile
+    from edge_compress.device_profiles.schema import FitMachine
 
-    from compress import host_fit
+    from edge_compress.compress import host_fit
 
     profile = load_profile("host")
     other = dataclasses.replace(profile, cost_model=dataclasses.replace(

@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.archs import get_arch
-from compress.cli import main
-from compress.errors import InputError, ModelLoadError
-from compress.model_io import PRUNED_FORMAT, load_model, load_pruned, save_pruned_bytes
-from compress.output import MARKER, OutputDir, check_out_dir, exchange, is_compress_output
-from device_profiles import ProfileError, load_profile
+from edge_compress.compress.archs import get_arch
+from edge_compress.compress.cli import main
+from edge_compress.compress.errors import InputError, ModelLoadError
+from edge_compress.compress.model_io import PRUNED_FORMAT, load_model, load_pruned, save_pruned_bytes
+from edge_compress.compress.output import MARKER, OutputDir, check_out_dir, exchange, is_compress_output
+from edge_compress.device_profiles import ProfileError, load_profile
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--arch", "example-cnn", "--arch-kwargs", '{"width": 8}']
@@ -124,7 +124,7 @@ def test_crafted_pruned_model_runs_nothing_under_the_cli(tmp_path):
     before = snapshot(wd)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "TMPDIR": str(tmpdir)}
-    proc = subprocess.run([sys.executable, "-m", "compress", *FAST, "--out", "out", "evil.pruned.pt"], cwd=wd,
+    proc = subprocess.run([sys.executable, "-m", "edge_compress", *FAST, "--out", "out", "evil.pruned.pt"], cwd=wd,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     line = one_error_line(proc.stderr)
@@ -183,7 +183,7 @@ def test_own_arch_runs_only_when_named_or_trusted(tmp_path, monkeypatch):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "nets.py").write_text(
-        "import pathlib\nfrom compress.archs import get_arch\n"
+        "import pathlib\nfrom edge_compress.compress.archs import get_arch\n"
         f"CALLS = pathlib.Path({str(tmp_path / 'calls')!r})\n"
         "def build(width=8):\n    CALLS.write_text(CALLS.read_text() + 'x' if CALLS.exists() else 'x')\n"
         "    return get_arch('example-cnn').factory(width=width)\n")
@@ -315,7 +315,7 @@ def test_output_dir_swap_uses_one_exchange_and_falls_back(tmp_path, monkeypatch)
         (tmp_path / "a" / "f").write_text("a"), (tmp_path / "b" / "f").write_text("b")
         assert exchange(tmp_path / "a", tmp_path / "b")
         assert (tmp_path / "a" / "f").read_text() == "b" and (tmp_path / "b" / "f").read_text() == "a"
-    import compress.output as output
+    import edge_compress.compress.output as output
     for swap in (output.exchange, lambda a, b: False):    # renameat2, then the two-rename fallback
         monkeypatch.setattr(output, "exchange", swap)
         fake_output(tmp_path / "out", {"report.json": "old"})
@@ -364,7 +364,7 @@ def test_leftovers_of_dead_runs_are_cleaned_and_nothing_else(tmp_path, monkeypat
 
 
 def test_evaluator_temp_dirs_of_dead_runs_are_cleaned(tmp_path, monkeypatch):
-    from compress.evaluate import Evaluator
+    from edge_compress.compress.evaluate import Evaluator
 
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -438,7 +438,7 @@ def test_bad_profile_values_are_quoted_short(tmp_path, text, words):
 # ---- 5. file modes -------------------------------------------------------------------------------------
 
 def test_atomic_writes_honour_the_umask(tmp_path):
-    from deploy.atomic import atomic_path, atomic_write_text
+    from edge_compress.deploy.atomic import atomic_path, atomic_write_text
 
     old = os.umask(0o027)
     try:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from test_hostile import FAST, TINY, leftovers, one_error_line, run, snapshot, work  # noqa: F401 - fixture
 
-from compress.example import make_dataset
+from edge_compress.compress.example import make_dataset
 
 
 def _npz(path: Path, **arrays) -> Path:
@@ -61,7 +61,7 @@ def test_bad_calibration_data_is_one_line_and_exit_2(work, capsys, case):
 
 
 def test_decompression_bomb_image_is_refused_before_decoding(work, capsys, monkeypatch):
-    import compress.calib as calib_module
+    import edge_compress.compress.calib as calib_module
 
     folder = work / "imgs" / "cls"
     folder.mkdir(parents=True)
@@ -98,7 +98,7 @@ def test_mean_with_two_values_for_three_channels(work, capsys):
     ("--device", "bad@@host:x", "bad SSH target"),
 ])
 def test_bad_options_are_refused_before_the_model_loads(work, capsys, monkeypatch, option, value, words):
-    import compress.pipeline as pipeline
+    import edge_compress.compress.pipeline as pipeline
 
     def no_load(*a, **k):
         raise AssertionError("the model was loaded before the options were checked")
@@ -114,7 +114,7 @@ def test_bad_options_are_refused_before_the_model_loads(work, capsys, monkeypatc
 
 
 def test_out_that_is_a_file_and_missing_train_data_are_found_before_the_model_loads(work, capsys, monkeypatch):
-    import compress.pipeline as pipeline
+    import edge_compress.compress.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
     before = snapshot(work)
@@ -126,7 +126,7 @@ def test_out_that_is_a_file_and_missing_train_data_are_found_before_the_model_lo
 
 
 def test_unknown_target_is_answered_before_torch_loads(tmp_path):
-    probe = ("import sys; from compress.cli import main; code = main(['--target', 'nosuch', '--macs', '50%', "
+    probe = ("import sys; from edge_compress.compress.cli import main; code = main(['--target', 'nosuch', '--macs', '50%', "
              "'m.pt']); print(code, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.stdout.split() == ["2", "False"], out.stderr

@@ -23,9 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compress.archs.resnet_cifar import BasicBlock, PadShortcut
-from compress.criteria import Criterion
-from compress.pruning import ChannelPruner
+from edge_compress.compress.archs.resnet_cifar import BasicBlock, PadShortcut
+from edge_compress.compress.criteria import Criterion
+from edge_compress.compress.pruning import ChannelPruner
 
 X = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))   # the pruner's example input
 XS = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))  # the inputs compared

@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compress.criteria import make_criterion
-from compress.errors import InputError
-from compress.info import consumer_mi
-from compress.pruning import ChannelPruner
+from edge_compress.compress.criteria import make_criterion
+from edge_compress.compress.errors import InputError
+from edge_compress.compress.info import consumer_mi
+from edge_compress.compress.pruning import ChannelPruner
 
 
 def _direct_loss(z, x, removed):
@@ -136,7 +136,7 @@ def test_a_group_no_dense_layer_reads_is_ranked_by_l1_and_says_so(caplog):
 
 
 def test_options_are_checked():
-    from compress.errors import InputError
+    from edge_compress.compress.errors import InputError
 
     with pytest.raises(InputError, match="samples"):
         make_criterion("consumer-mi", {"samples": "4"})
@@ -229,7 +229,7 @@ def test_another_loss_and_output_weights_are_what_the_greedy_minimises():
 def test_widths_l1_hands_the_knapsack_l1_values_in_the_information_order():
     """widths=l1: the knapsack sees the layer's L1 values (so it sizes layers as for l1), ordered as
     the information ranks the channels (so information picks which ones stay)."""
-    from compress.info_criteria import in_order_of
+    from edge_compress.compress.info_criteria import in_order_of
     order = torch.tensor([0.3, 0.1, 0.9, 0.5])
     values = torch.tensor([10.0, 40.0, 20.0, 30.0])
     assert in_order_of(order, values).tolist() == [20.0, 10.0, 40.0, 30.0]

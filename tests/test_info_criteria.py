@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compress.cli import main
-from compress.criteria import criterion_names, make_criterion
-from compress.errors import CalibrationError, InputError
-from compress.pruning import ChannelPruner
+from edge_compress.compress.cli import main
+from edge_compress.compress.criteria import criterion_names, make_criterion
+from edge_compress.compress.errors import CalibrationError, InputError
+from edge_compress.compress.pruning import ChannelPruner
 
 INFO = ["cmi", "mipp", "mi-gradient", "capacity-independence", "consumer-mi"]
 DATA_CRITERIA = INFO + ["taylor"]
@@ -279,7 +279,7 @@ def test_cli_too_few_calibration_samples(tiny_model_file, calib_file, tmp_path, 
 
 
 def test_cli_single_class_calibration(tiny_model_file, tmp_path, capsys):
-    from compress.example import make_dataset
+    from edge_compress.compress.example import make_dataset
 
     x, _ = make_dataset(64, seed=3)
     path = tmp_path / "one.npz"
@@ -407,8 +407,8 @@ def test_kl_allocation_measures_what_pruning_the_weakest_channels_costs(coupled)
 
 
 def test_kl_allocation_steers_the_knapsack_toward_the_group_that_costs_least_information(coupled):
-    from compress.selection import ResourceModel, plan_round
-    from compress.cost_model import layer_costs
+    from edge_compress.compress.selection import ResourceModel, plan_round
+    from edge_compress.compress.cost_model import layer_costs
     model, base = coupled
     x, y = _data(model)
     plans = {}

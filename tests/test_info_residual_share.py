@@ -10,9 +10,9 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from compress.criteria import make_criterion
-from compress.info.residual_share import BranchShares, branch_ends
-from compress.pruning import ChannelPruner
+from edge_compress.compress.criteria import make_criterion
+from edge_compress.compress.info.residual_share import BranchShares, branch_ends
+from edge_compress.compress.pruning import ChannelPruner
 
 
 def branch_shares(model, x, consumers, batch_size=64):

@@ -16,10 +16,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compress.archs import get_arch
-from compress.criteria import make_criterion
-from compress.errors import InputError, ModelLoadError
-from compress.model_io import (
+from edge_compress.compress.archs import get_arch
+from edge_compress.compress.criteria import make_criterion
+from edge_compress.compress.errors import InputError, ModelLoadError
+from edge_compress.compress.model_io import (
     PRUNED_FORMAT,
     LoadedModel,
     load_model,
@@ -27,7 +27,7 @@ from compress.model_io import (
     rebuild_pruned,
     save_pruned_bytes,
 )
-from compress.pruning import ChannelPruner
+from edge_compress.compress.pruning import ChannelPruner
 from helpers_units import REPO, forget_module, one_line, randomise_bn
 
 
@@ -155,9 +155,9 @@ def test_arch_attribute_that_does_not_exist(tmp_path):
     path = tmp_path / "sd.pt"
     torch.save(_tiny().state_dict(), path)
     with pytest.raises(InputError) as exc:
-        load_model(path, arch="compress.archs.resnet_cifar:resnet99")
+        load_model(path, arch="edge_compress.compress.archs.resnet_cifar:resnet99")
     msg = one_line(str(exc.value))
-    assert "compress.archs.resnet_cifar" in msg and "'resnet99'" in msg and "no attribute" in msg
+    assert "edge_compress.compress.archs.resnet_cifar" in msg and "'resnet99'" in msg and "no attribute" in msg
 
 
 def test_keys_that_do_not_match(tmp_path):
@@ -336,7 +336,7 @@ def test_pruned_model_reloads_without_pruning_code(tmp_path, pruned_models):
     torch.save(X, x_path)
     code = textwrap.dedent(f"""
         import sys, torch
-        from compress import load_pruned
+        from edge_compress.compress import load_pruned
         m = load_pruned({str(path)!r})
         with torch.no_grad():
             torch.save(m(torch.load({str(x_path)!r})), {str(y_path)!r})

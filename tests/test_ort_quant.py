@@ -6,16 +6,16 @@ import onnx
 import pytest
 import torch
 
-from deploy.errors import DeployError
-from deploy.ort_quant import quantize_int8
-from deploy.ort_runner import OrtRunner
-from export import export_onnx
+from edge_compress.deploy.errors import DeployError
+from edge_compress.deploy.ort_quant import quantize_int8
+from edge_compress.deploy.ort_runner import OrtRunner
+from edge_compress.export import export_onnx
 
 
 @pytest.fixture(scope="module")
 def fp32_model(tmp_path_factory):
-    from compress.archs import get_arch
-    from compress.example import make_dataset, to_tensor
+    from edge_compress.compress.archs import get_arch
+    from edge_compress.compress.example import make_dataset, to_tensor
 
     torch.manual_seed(0)
     model = get_arch("example-cnn").factory(width=16).eval()

@@ -14,10 +14,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from compress.cli import main
-from compress.report_schema import validate_report
-from export import check_parity, export_onnx
-from export.onnx_export import flatten_outputs, output_names_for
+from edge_compress.compress.cli import main
+from edge_compress.compress.report_schema import validate_report
+from edge_compress.export import check_parity, export_onnx
+from edge_compress.export.onnx_export import flatten_outputs, output_names_for
 
 # The models live in a module of their own (written to a temporary folder and put on sys.path): `--arch` imports
 # them by name, as a user's `package.module:callable`, and pickled modules find their class again.
@@ -197,7 +197,7 @@ def test_multi_output_models_compress(zoo, inputs, tmp_path, capsys, name, targe
     assert acc.get("labels_used", True) is (labels is None)
     assert "rel. L2 error" in stdout and "worst output" in stdout
     # The pruned model reloads (its architecture named, as the user would) and ONNX Runtime agrees per output.
-    from compress.model_io import load_pruned
+    from edge_compress.compress.model_io import load_pruned
     pruned = load_pruned(out / "model.pruned.pt", arch=f"outputs_zoo:{name}")
     x = torch.from_numpy(inputs[:1])
     with torch.no_grad():
@@ -268,7 +268,7 @@ def test_label_criteria_refuse_per_pixel_tasks(zoo, inputs, tmp_path, capsys):
 # --- models as objects, and --arch from an installed package ----------------------------------------------------
 
 def test_python_api_takes_a_model_object(zoo, inputs, tmp_path):
-    from compress import compress
+    from edge_compress.compress import compress
 
     model = _with_statistics(zoo.DictHead(width=8), inputs).train()   # the caller's mode must survive
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -292,7 +292,7 @@ def test_python_api_takes_a_model_object(zoo, inputs, tmp_path):
 
 
 def test_python_api_model_object_with_calibration(zoo, inputs, tmp_path):
-    from compress import compress
+    from edge_compress.compress import compress
 
     calib = tmp_path / "calib.npz"
     np.savez(calib, x=inputs, y=np.arange(len(inputs)) % 6)
@@ -311,8 +311,8 @@ def test_python_api_model_object_with_calibration(zoo, inputs, tmp_path):
     (dict(example_input=torch.randn(1, 3, 32, 32), arch="example-cnn"), "needs neither"),
 ])
 def test_python_api_bad_model_object_inputs_are_input_errors(zoo, tmp_path, kwargs, why):
-    from compress import compress
-    from compress.errors import InputError
+    from edge_compress.compress import compress
+    from edge_compress.compress.errors import InputError
 
     with pytest.raises(InputError, match=why.replace("(", r"\(").replace(")", r"\)")):
         compress(zoo.TwoHead(), target="jetson-nano", macs="50%", out=tmp_path / "x", progress=False, **kwargs)
@@ -350,7 +350,7 @@ def test_output_names_follow_the_structure():
     assert output_names_for({"a b": t, "a_b": t, "input": t}, reserved=("input",)) == ["a_b", "a_b_2", "input_2"]
     assert output_names_for((t, {"boxes": t, "scores": [t, t]})) == \
         ["output_0", "output_1_boxes", "output_1_scores_0", "output_1_scores_1"]
-    from export import ExportError
+    from edge_compress.export import ExportError
     for bad, why in ((None, "NoneType"), ((t, 3), "int at the output[1]"), ({}, "empty dict"), ((), "empty tuple")):
         with pytest.raises(ExportError, match=why.replace("[", r"\[").replace("]", r"\]")):
             output_names_for(bad)
@@ -372,7 +372,7 @@ def test_parity_is_per_output_on_each_outputs_scale(zoo, tmp_path):
     assert not parity.passed and not by_name["output_0"].passed and by_name["output_1"].passed
     assert by_name["output_0"].max_rel > 1e-3 and parity.max_rel == by_name["output_0"].max_rel
     assert "output_0" in parity.to_dict()["outputs"][0]["name"]
-    from export import ParityError
+    from edge_compress.export import ParityError
     with pytest.raises(ParityError, match=r"\(output output_0\)"):
         parity.raise_if_failed()
 
@@ -389,7 +389,7 @@ def test_single_tensor_export_is_unchanged(tmp_path):
 
 
 def test_device_bench_reports_every_output(zoo, tmp_path):
-    from deploy import device_bench
+    from edge_compress.deploy import device_bench
 
     model = zoo.DictHead(width=8).eval()
     export_onnx(model, torch.randn(1, 3, 32, 32), tmp_path / "m.onnx", 13)
@@ -401,8 +401,8 @@ def test_device_bench_reports_every_output(zoo, tmp_path):
 
 
 def test_accuracy_metrics():
-    from compress import accuracy as acc
-    from compress.errors import InputError
+    from edge_compress.compress import accuracy as acc
+    from edge_compress.compress.errors import InputError
 
     c = torch.tensor([[5, 1, 0], [0, 3, 1], [0, 0, 0]])   # rows: reference, columns: prediction
     # class 0: 5 / (6 + 5 - 5); class 1: 3 / (4 + 4 - 3); class 2: 0 / (0 + 1 - 0)
@@ -447,8 +447,8 @@ def _rel_error(student, teacher, x) -> float:
 
 
 def test_recovery_distils_every_output_with_mse(zoo, inputs):
-    from compress.calib import CalibData
-    from compress.recovery import RecoveryError, RecoveryOptions, recover
+    from edge_compress.compress.calib import CalibData
+    from edge_compress.compress.recovery import RecoveryError, RecoveryOptions, recover
 
     x = torch.from_numpy(inputs)
     teacher = _with_statistics(zoo.DictHead(width=8), inputs)
@@ -467,8 +467,8 @@ def test_recovery_distils_every_output_with_mse(zoo, inputs):
 
 
 def test_recovery_of_a_segmentation_model(zoo, inputs):
-    from compress.calib import CalibData
-    from compress.recovery import RecoveryOptions, distillation_loss, recover
+    from edge_compress.compress.calib import CalibData
+    from edge_compress.compress.recovery import RecoveryOptions, distillation_loss, recover
 
     x = torch.from_numpy(inputs)
     teacher = _with_statistics(zoo.TinyUNet(), inputs)

@@ -9,11 +9,11 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from compress.archs import get_arch
-from compress.archs.resnet_cifar import BasicBlock, PadShortcut
-from compress.criteria import criterion_names, make_criterion
-from compress.errors import PruningError
-from compress.pruning import ChannelPruner, GroupInfo
+from edge_compress.compress.archs import get_arch
+from edge_compress.compress.archs.resnet_cifar import BasicBlock, PadShortcut
+from edge_compress.compress.criteria import criterion_names, make_criterion
+from edge_compress.compress.errors import PruningError
+from edge_compress.compress.pruning import ChannelPruner, GroupInfo
 from helpers_units import randomise_bn
 
 X = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -242,7 +242,7 @@ def test_every_criterion_prunes_every_family(analysed, arch, criterion):
 def test_criteria_registry():
     assert set(criterion_names()) >= {"l1", "l2", "bn-scale", "taylor", "lamp", "fpgm", "random",
                                       "cmi", "mipp", "mi-gradient", "capacity-independence", "consumer-mi"}
-    from compress.errors import InputError
+    from edge_compress.compress.errors import InputError
 
     with pytest.raises(InputError) as exc:
         make_criterion("taylor-9000")

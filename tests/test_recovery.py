@@ -16,13 +16,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compress.archs import get_arch
-from compress.calib import CalibData
-from compress.criteria import make_criterion
-from compress.errors import InputError
-from compress.example import make_dataset, to_tensor
-from compress.pruning import ChannelPruner
-from compress.recovery import (
+from edge_compress.compress.archs import get_arch
+from edge_compress.compress.calib import CalibData
+from edge_compress.compress.criteria import make_criterion
+from edge_compress.compress.errors import InputError
+from edge_compress.compress.example import make_dataset, to_tensor
+from edge_compress.compress.pruning import ChannelPruner
+from edge_compress.compress.recovery import (
     OPTION_FLAGS,
     RecoveryError,
     RecoveryOptions,
@@ -409,7 +409,7 @@ def test_ddp_two_processes_train_identical_weights(tmp_path):
         pytest.skip("this PyTorch build has no torch.distributed gloo backend")
     out = tmp_path / "ddp.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "compress.recovery", "--selftest-ddp", str(out)]
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "edge_compress.compress.recovery", "--selftest-ddp", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     if res.returncode != 0:
         reason = next((line.strip() for line in res.stderr.splitlines()
@@ -439,7 +439,7 @@ def test_pipeline_recovers_with_train_data(tiny_model_file, calib_file, tmp_path
     """--train-data runs recovery after pruning and records it in the report."""
     import json
 
-    from compress.cli import main
+    from edge_compress.compress.cli import main
 
     out = tmp_path / "out"
     code = main(["--target", "host", "--arch", "example-cnn", "--arch-kwargs", '{"width": 8}', "--calib", str(calib_file),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from compress.report_html import render_html
+from edge_compress.compress.report_html import render_html
 
 EXTERNAL = ("http://", "https://", "<script src", "<link", "@import", "url(", "//fonts.", "<img")
 
@@ -443,7 +443,7 @@ def _png_ok(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def real_report(tiny_model_file, calib_file, tmp_path_factory):
-    import compress
+    from edge_compress import compress
     out = tmp_path_factory.mktemp("report") / "out"
     result = compress.compress(str(tiny_model_file), target="host", arch="example-cnn", arch_kwargs={"width": 8},
                                calib=str(calib_file), macs="60%", out=str(out))

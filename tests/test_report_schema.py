@@ -9,8 +9,8 @@ import pytest
 
 jsonschema = pytest.importorskip("jsonschema")
 
-from compress.report import REPORT_SCHEMA_VERSION  # noqa: E402
-from compress.report_schema import SCHEMA_PATH, ReportSchemaError, load_schema, schema_errors, validate_report  # noqa: E402
+from edge_compress.compress.report import REPORT_SCHEMA_VERSION  # noqa: E402
+from edge_compress.compress.report_schema import SCHEMA_PATH, ReportSchemaError, load_schema, schema_errors, validate_report  # noqa: E402
 
 TINY = dict(arch="example-cnn", arch_kwargs={"width": 8}, progress=False)
 INT8_PROFILE = "extends: host\nname: host-int8\nruntime:\n  precision: int8\n"
@@ -44,14 +44,14 @@ def test_schema_file_is_package_data():
     tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     package_data = pyproject["tool"]["setuptools"].get("package-data", {})
-    assert SCHEMA_PATH.name in package_data.get("compress", []), \
+    assert SCHEMA_PATH.name in package_data.get("edge_compress.compress", []), \
         "add compress = [\"report_schema.json\"] to [tool.setuptools.package-data], or installs lose the schema"
 
 
 @pytest.fixture(scope="module")
 def reports(tiny_model_file, calib_file, tmp_path_factory) -> dict[str, tuple[dict, dict]]:
     """name -> (report.json as written, the report the Python API returned)."""
-    from compress import compress
+    from edge_compress.compress import compress
 
     root = tmp_path_factory.mktemp("reports")
     profile = root / "host-int8.yaml"

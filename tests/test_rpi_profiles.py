@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from compress.archs import get_arch
-from compress.cost_model import factors_from_profile, layer_costs, predict_latency_ms
-from compress.costfit import PUBLISHED, PUBLISHED_NETWORKS, fit_published, main as costfit_main, published_samples
-from device_profiles import load_profile
+from edge_compress.compress.archs import get_arch
+from edge_compress.compress.cost_model import factors_from_profile, layer_costs, predict_latency_ms
+from edge_compress.compress.costfit import PUBLISHED, PUBLISHED_NETWORKS, fit_published, main as costfit_main, published_samples
+from edge_compress.device_profiles import load_profile
 from helpers_units import RESNET20_FILE, need_shared, one_line
 
 PIS = ("raspberry-pi-4", "raspberry-pi-5")
@@ -192,7 +192,7 @@ def test_host_fit_writes_a_new_profile_file(tmp_path, capsys):
     f = factors_from_profile(mine)
     assert f.usable and f.fitted and mine.measurement == load_profile("host").measurement
     # the fit records this machine, so its factors are used here (not those of the machine host.yaml names)
-    from compress.host_fit import fitted_here
+    from edge_compress.compress.host_fit import fitted_here
 
     assert fitted_here(mine) is True
 
@@ -202,7 +202,7 @@ def test_a_new_file_never_inherits_fit_keys_the_block_leaves_out(tmp_path):
     file is written out in full instead."""
     import dataclasses
 
-    from compress.costfit import FitResult, cost_model_block, write_cost_model
+    from edge_compress.compress.costfit import FitResult, cost_model_block, write_cost_model
 
     host = load_profile("host")
     assert host.cost_model.fit.machine is not None
@@ -219,7 +219,7 @@ def test_a_new_file_never_inherits_fit_keys_the_block_leaves_out(tmp_path):
 # ---- a full run for a Pi target -------------------------------------------------------------------
 
 def test_compress_for_raspberry_pi_4_end_to_end(tmp_path, capsys):
-    from compress.cli import main
+    from edge_compress.compress.cli import main
 
     weights = need_shared(RESNET20_FILE)
     calib = tmp_path / "c.npz"

@@ -7,19 +7,19 @@ import json
 import pytest
 import torch
 
-from compress import compress, load_pruned
-from compress.criteria import make_criterion
-from compress.depth import removable_blocks
-from compress.model_io import pruned_checkpoint, rebuild_pruned
-from compress.pruning import ChannelPruner
-from compress.selection import ResourceModel, plan_round
-from compress.cost_model import layer_costs
+from edge_compress.compress import compress, load_pruned
+from edge_compress.compress.criteria import make_criterion
+from edge_compress.compress.depth import removable_blocks
+from edge_compress.compress.model_io import pruned_checkpoint, rebuild_pruned
+from edge_compress.compress.pruning import ChannelPruner
+from edge_compress.compress.selection import ResourceModel, plan_round
+from edge_compress.compress.cost_model import layer_costs
 
 TINY = dict(arch="example-cnn", arch_kwargs={"width": 8})
 
 
 def _resnet20(seed=0):
-    from compress.archs import get_arch
+    from edge_compress.compress.archs import get_arch
     from helpers_units import randomise_bn
 
     torch.manual_seed(seed)
@@ -59,7 +59,7 @@ def test_uniform_selection_is_still_available(tiny_model_file, calib_file, tmp_p
 
 
 def test_unknown_selection_is_an_input_error(tiny_model_file, tmp_path):
-    from compress.errors import InputError
+    from edge_compress.compress.errors import InputError
 
     with pytest.raises(InputError, match="unknown --selection"):
         compress(tiny_model_file, target="host", macs="60%", selection="greedy", out=tmp_path / "o",

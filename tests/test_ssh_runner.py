@@ -22,10 +22,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from deploy import device_bench
-from deploy.errors import DeployError
-from deploy.ort_runner import OrtRunner
-from deploy.ssh_runner import SshRunner, SshTarget, quote_command
+from edge_compress.deploy import device_bench
+from edge_compress.deploy.errors import DeployError
+from edge_compress.deploy.ort_runner import OrtRunner
+from edge_compress.deploy.ssh_runner import SshRunner, SshTarget, quote_command
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 
@@ -444,7 +444,7 @@ _TINY = ["--arch", "example-cnn", "--arch-kwargs", '{"width": 8}']
 
 
 def _cli(args):
-    from compress.cli import main
+    from edge_compress.compress.cli import main
 
     return main([str(a) for a in args])
 

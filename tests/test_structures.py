@@ -20,9 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compress.cli import main
-from compress.criteria import Criterion, make_criterion
-from compress.pruning import ChannelPruner
+from edge_compress.compress.cli import main
+from edge_compress.compress.criteria import Criterion, make_criterion
+from edge_compress.compress.pruning import ChannelPruner
 
 X = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))    # the pruner's example input
 XS = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))   # the inputs compared

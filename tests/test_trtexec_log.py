@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from deploy.errors import DeployError
-from deploy.stats import LatencyStats
-from deploy.trtexec_log import (
+from edge_compress.deploy.errors import DeployError
+from edge_compress.deploy.stats import LatencyStats
+from edge_compress.deploy.trtexec_log import (
     Distribution,
     TraceAverage,
     decode_version_code,

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from compress.cli import main
+from edge_compress.compress.cli import main
 
 TINY = ["--arch", "example-cnn", "--arch-kwargs", '{"width": 8}']
 

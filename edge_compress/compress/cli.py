@@ -243,7 +243,7 @@ def _run_validate(args) -> int:
 
     device = None
     if args.device:
-        from deploy.ssh_runner import SshRunner
+        from edge_compress.deploy.ssh_runner import SshRunner
         device = SshRunner(args.device, identity_file=args.ssh_key, known_hosts=args.known_hosts,
                            remote_python=args.device_python or "python3")
     result = validate(args.model, args.target, args.latency_ms, args.memory_mb, args.params,
@@ -289,7 +289,7 @@ def _rerender(folder: Path) -> int:
         raise InputError(f"{folder} is not a folder compress wrote (no manifest.json listing its files); pass an "
                          "output folder of compress or compress validate")
     from .report_html import render_html
-    from deploy.atomic import atomic_write_text
+    from edge_compress.deploy.atomic import atomic_write_text
     atomic_write_text(folder / "report.html", render_html(report))
     print(folder / "report.html")
     return 0
@@ -304,16 +304,16 @@ def _stage_error_code(e: BaseException) -> int | None:
     A bad profile, an op the exporter cannot handle and a provider the profile requires but this machine
     lacks are the user's to fix (input errors); a failed parity check or engine build is not.
     """
-    from device_profiles import ProfileError
+    from edge_compress.device_profiles import ProfileError
 
     if isinstance(e, ProfileError):
         return EXIT_INPUT_ERROR
     # An error of `export` or `deploy` means they are imported already; a profile error must not pay for them.
-    if "deploy" not in sys.modules and "export" not in sys.modules:
+    if "edge_compress.deploy" not in sys.modules and "edge_compress.export" not in sys.modules:
         return None
-    from deploy import DeployError, ProviderError
-    from deploy.errors import DeviceError
-    from export import ExportError, ParityError
+    from edge_compress.deploy import DeployError, ProviderError
+    from edge_compress.deploy.errors import DeviceError
+    from edge_compress.export import ExportError, ParityError
 
     if isinstance(e, (ExportError, ProviderError, DeviceError)):
         return EXIT_INPUT_ERROR
@@ -323,7 +323,7 @@ def _stage_error_code(e: BaseException) -> int | None:
 
 
 def _dispatch(args) -> int:
-    from device_profiles import list_profiles, load_profile
+    from edge_compress.device_profiles import list_profiles, load_profile
 
     if args.list_targets:
         return _list_targets(args.json)
@@ -348,7 +348,7 @@ def _dispatch(args) -> int:
     if not args.target:
         raise CompressError("no --target given; pass a built-in name (compress --list-targets) or a profile YAML file")
     # The profile first: a mistyped --target is answered in a fraction of a second, before torch loads.
-    from device_profiles import load_profile
+    from edge_compress.device_profiles import load_profile
 
     load_profile(args.target)
     from .options import CompressOptions
@@ -377,7 +377,7 @@ def _dispatch(args) -> int:
 
 
 def _list_targets(as_json: bool) -> int:
-    from device_profiles import list_profiles
+    from edge_compress.device_profiles import list_profiles
 
     from .host_fit import fitted_here
 

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from deploy.errors import ProviderError, ProviderFallbackWarning, RunnerStateError
-from deploy.ort_session import (
+from edge_compress.deploy.errors import ProviderError, ProviderFallbackWarning, RunnerStateError
+from edge_compress.deploy.ort_session import (
     check_providers,
     check_threads,
     select_providers,
     session_options,
     unavailable_message,
 )
-from deploy.runner import Runner
+from edge_compress.deploy.runner import Runner
 
 
 class OrtRunner(Runner):

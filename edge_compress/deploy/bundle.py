@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from deploy.atomic import atomic_write_text
+from edge_compress.deploy.atomic import atomic_write_text
 
 _NOTES = (
     "Run this ON the target device: a TensorRT engine only works on the GPU model and TensorRT",
@@ -69,8 +69,8 @@ def write_device_bundle(out_dir: str | os.PathLike[str], onnx_name: str = "model
 
     import onnxruntime as ort
 
-    from deploy import device_bench
-    from deploy.atomic import atomic_path
+    from edge_compress.deploy import device_bench
+    from edge_compress.deploy.atomic import atomic_path
 
     out = Path(out_dir)
     shutil.copyfile(Path(device_bench.__file__), out / "device_bench.py")
@@ -122,7 +122,7 @@ def _expected(name: str, array) -> dict:
     """One output's expected values: name, shape, dtype, checksum and the first 1000 values."""
     import numpy as np
 
-    from deploy import device_bench
+    from edge_compress.deploy import device_bench
 
     array = np.asarray(array)
     return {"name": name, "shape": list(array.shape), "dtype": str(array.dtype),

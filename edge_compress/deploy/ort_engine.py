@@ -11,9 +11,9 @@ from typing import Any
 
 import onnxruntime as ort
 
-from deploy.atomic import atomic_path, sha256_file
-from deploy.errors import DeployError, ProviderError
-from deploy.ort_session import select_providers, session_options, unavailable_message
+from edge_compress.deploy.atomic import atomic_path, sha256_file
+from edge_compress.deploy.errors import DeployError, ProviderError
+from edge_compress.deploy.ort_session import select_providers, session_options, unavailable_message
 
 _OPTIMIZATION_LEVEL = "all"
 

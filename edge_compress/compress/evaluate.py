@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from deploy import LatencyStats, OrtRunner
-from deploy.runner import measure_interleaved
-from export import export_onnx
+from edge_compress.deploy import LatencyStats, OrtRunner
+from edge_compress.deploy.runner import measure_interleaved
+from edge_compress.export import export_onnx
 
 from .budget import Metrics
 from .cost_model import BYTES_PER_ELEMENT, factors_from_profile, layer_costs, predict_latency_ms, predict_memory_mb
@@ -137,7 +137,7 @@ class Evaluator:
             return self.remote.measure_onnx(onnx_path, warmup=warmup, runs=runs, threads=m.threads or 1,
                                             input_shape=tuple(self.example_input.shape),
                                             providers=tuple(rt.execution_providers or ("CPUExecutionProvider",)))
-        from deploy.trtexec_log import stats_from_trtexec
+        from edge_compress.deploy.trtexec_log import stats_from_trtexec
         result = self.remote.measure_trtexec(onnx_path, rt.version, rt.precision,
                                              trtexec_path=rt.trtexec_path or "trtexec", workspace_mb=rt.workspace_mb,
                                              iterations=runs)
@@ -154,7 +154,7 @@ def _profile_device(profile):
     ssh = profile.measurement.ssh
     if profile.measurement.method != "ssh" or ssh is None:
         return None
-    from deploy.ssh_runner import SshRunner
+    from edge_compress.deploy.ssh_runner import SshRunner
     return SshRunner(f"{ssh.user}@{ssh.host}:{ssh.port}", identity_file=ssh.key_file, remote_python=ssh.python)
 
 

@@ -1,6 +1,6 @@
 """Device profiles: one YAML file per target device, loaded into typed, validated dataclasses.
 
-    from device_profiles import load_profile
+    from edge_compress.device_profiles import load_profile
     profile = load_profile("jetson-nano")          # or a path to your own YAML file
     profile.runtime.opset, profile.hardware.fp16_gflops.value
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.atomic import atomic_path
-from deploy.errors import DeployError, DeviceError
-from deploy.stats import LatencyStats
+from edge_compress.deploy.atomic import atomic_path
+from edge_compress.deploy.errors import DeployError, DeviceError
+from edge_compress.deploy.stats import LatencyStats
 
 DEVICE_BENCH = Path(__file__).with_name("device_bench.py")
 
@@ -440,7 +440,7 @@ class SshRunner:
         version (``trtexec_options`` go there: workspace_mb, shapes, iterations, ...). The engine
         stays on the device: it only runs on the GPU and TensorRT version that built it.
         """
-        from deploy.trtexec import trtexec_command
+        from edge_compress.deploy.trtexec import trtexec_command
 
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
@@ -467,7 +467,7 @@ class SshRunner:
             if not keep_remote:
                 self._remove_remote_dir(remote_dir)
         try:
-            parser = importlib.import_module("deploy.trtexec_log")
+            parser = importlib.import_module("edge_compress.deploy.trtexec_log")
         except ImportError:
             return log
         return parser.parse_trtexec_log(log)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from export.onnx_export import flatten_outputs
+from edge_compress.export.onnx_export import flatten_outputs
 
 from .errors import InputError
 

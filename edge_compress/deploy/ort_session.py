@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import onnxruntime as ort
 
-from deploy.errors import ProviderError
+from edge_compress.deploy.errors import ProviderError
 
 CPU_PROVIDER = "CPUExecutionProvider"
 

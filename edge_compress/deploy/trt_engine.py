@@ -20,10 +20,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from deploy.atomic import atomic_path, sha256_file
-from deploy.errors import DeployError
-from deploy.runner import Runner
-from deploy.trtexec import parse_trt_version
+from edge_compress.deploy.atomic import atomic_path, sha256_file
+from edge_compress.deploy.errors import DeployError
+from edge_compress.deploy.runner import Runner
+from edge_compress.deploy.trtexec import parse_trt_version
 
 PRECISIONS = ("fp32", "fp16", "int8")
 

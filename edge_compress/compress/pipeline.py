@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from deploy import build_ort_engine, environment_info, trtexec_command, write_build_script
-from deploy.bundle import write_device_bundle
-from device_profiles import load_profile
-from export import ExportError, check_parity, export_onnx, simplify_onnx, tolerance_for
+from edge_compress.deploy import build_ort_engine, environment_info, trtexec_command, write_build_script
+from edge_compress.deploy.bundle import write_device_bundle
+from edge_compress.device_profiles import load_profile
+from edge_compress.export import ExportError, check_parity, export_onnx, simplify_onnx, tolerance_for
 
 from . import accuracy as acc
 from . import units
@@ -248,7 +248,7 @@ class _Run:
         o = self.o
         if not o.device:
             return None
-        from deploy.ssh_runner import SshRunner
+        from edge_compress.deploy.ssh_runner import SshRunner
         return SshRunner(o.device, identity_file=o.ssh_key, known_hosts=o.known_hosts,
                          remote_python=o.device_python or "python3")
 
@@ -481,7 +481,7 @@ class _Run:
 
     def _quantize(self, od: OutputDir, calib: CalibData, example, out: dict) -> Path:
         """Static INT8 (QDQ) for ONNX Runtime, calibrated on the calibration data; the accuracy change is recorded."""
-        from deploy.ort_quant import quantize_int8
+        from edge_compress.deploy.ort_quant import quantize_int8
 
         if calib.synthetic:
             raise InputError("INT8 quantization needs real calibration data to set its scales; pass --calib")

@@ -65,7 +65,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from export.onnx_export import flatten_outputs
+from edge_compress.export.onnx_export import flatten_outputs
 
 from .accuracy import CLASSIFICATION, OUTPUTS, SEGMENTATION, detect_task
 from .calib import CalibData, load_calibration
@@ -509,7 +509,7 @@ def recover(model: nn.Module, teacher: nn.Module | None, train, options: Recover
         raise RecoveryError(f"--kd-alpha {o.alpha:g} mixes in distillation, which needs the original model as teacher")
     ctx = _distributed(o.device)
     device = _device(o.device, ctx)
-    say = (log or logging.getLogger("compress.recovery").info) if ctx.rank == 0 else (lambda msg: None)
+    say = (log or logging.getLogger("edge_compress.compress.recovery").info) if ctx.rank == 0 else (lambda msg: None)
     student, frozen = _working_copies(model, teacher if needs_teacher else None, x, y, ctx, device)
     with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         torch.manual_seed(o.seed + ctx.rank)  # dropout differs between processes, as their data does

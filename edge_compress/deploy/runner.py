@@ -15,9 +15,9 @@ from types import TracebackType
 
 import numpy as np
 
-from deploy.environment import local_where
-from deploy.errors import RunnerStateError
-from deploy.stats import LatencyStats
+from edge_compress.deploy.environment import local_where
+from edge_compress.deploy.errors import RunnerStateError
+from edge_compress.deploy.stats import LatencyStats
 
 
 class Runner(abc.ABC):

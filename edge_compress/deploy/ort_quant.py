@@ -17,8 +17,8 @@ from typing import Any, Iterable
 import numpy as np
 import onnxruntime as ort
 
-from deploy.atomic import atomic_path, sha256_file
-from deploy.errors import DeployError
+from edge_compress.deploy.atomic import atomic_path, sha256_file
+from edge_compress.deploy.errors import DeployError
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 

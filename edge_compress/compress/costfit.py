@@ -205,7 +205,7 @@ def measure_onnx_medians(paths: list[Path], example: np.ndarray, threads: int | 
     recorded: with one intra-op thread ONNX Runtime computes on the calling thread, so CPU time leaves
     out the time the thread waited for a core, which on a loaded machine moves the wall-clock median.
     """
-    from deploy import LatencyStats, OrtRunner
+    from edge_compress.deploy import LatencyStats, OrtRunner
 
     runners = [OrtRunner(p, providers=("CPUExecutionProvider",), threads=threads, require_provider=True)
                for p in paths]
@@ -245,7 +245,7 @@ def measure_models(models: list[tuple[dict, nn.Module]], example_input: torch.Te
     `clock`: which median becomes `measured_ms`, "cpu" (the thread's CPU time) or "wall"; both are kept
     in the description."""
     key = {"cpu": "cpu_median_ms", "wall": "median_ms"}[clock]
-    from export import export_onnx
+    from edge_compress.export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="costfit-") as tmp:
         paths = []
@@ -262,7 +262,7 @@ def measure_layers_host(archs: tuple[str, ...] = ("resnet20", "resnet56"), sampl
                         **timing) -> list[Sample]:
     """Measure `samples` randomly pruned variants (split over `archs`) here, as compress/evaluate.py does:
     ONNX at the profile's opset, ONNX Runtime CPU at the profile's threads, batch 1."""
-    from device_profiles import load_profile
+    from edge_compress.device_profiles import load_profile
 
     from .archs import get_arch
 
@@ -467,7 +467,7 @@ def published_samples(published: dict[str, float] = NANO_PUBLISHED_MS, source: s
 def fit_published(profile) -> FitResult:
     """Fit the free factors of a target in PUBLISHED to its published latencies, starting from the
     profile's factors; the held-out networks are predicted with the result (FitResult.out_of_sample)."""
-    from device_profiles import load_profile
+    from edge_compress.device_profiles import load_profile
 
     profile = load_profile(profile) if isinstance(profile, str) else profile
     table = PUBLISHED[profile.name]
@@ -539,7 +539,7 @@ def new_profile_text(profile, path: str | Path, block: str, extends: bool = True
     keys written out with the new block."""
     import yaml
 
-    from device_profiles.loader import BUILTIN_DIR
+    from edge_compress.device_profiles.loader import BUILTIN_DIR
 
     path = Path(path)
     name = "".join(c if c.isalnum() or c in "-_." else "-" for c in path.stem) or "my-profile"
@@ -578,8 +578,8 @@ def write_cost_model(path: str | Path, block: str, profile=None) -> None:
     comment; a file that does not exist yet is created as a complete profile of `profile` (the fitted
     target, see new_profile_text). The result must load as a profile before it atomically replaces or
     creates the file."""
-    from deploy.atomic import atomic_write_text
-    from device_profiles import load_profile
+    from edge_compress.deploy.atomic import atomic_write_text
+    from edge_compress.device_profiles import load_profile
 
     from .errors import InputError
 
@@ -622,7 +622,7 @@ def write_cost_model(path: str | Path, block: str, profile=None) -> None:
 def _parse_block(block: str, where: str):
     import yaml
 
-    from device_profiles.schema import CostModel, parse_dataclass
+    from edge_compress.device_profiles.schema import CostModel, parse_dataclass
 
     return parse_dataclass(CostModel, yaml.safe_load(block)["cost_model"], where, prefix="cost_model.")
 
@@ -644,8 +644,8 @@ def profile_layers_ort(model: nn.Module, example_input: torch.Tensor, opset: int
     """
     import onnxruntime as ort
 
-    from deploy.ort_session import session_options
-    from export import export_onnx
+    from edge_compress.deploy.ort_session import session_options
+    from edge_compress.export import export_onnx
 
     costs = layer_costs(model.eval(), example_input)
     with tempfile.TemporaryDirectory(prefix="costfit-prof-") as tmp:
@@ -696,7 +696,7 @@ def _scope_agrees(node: str, layer: str) -> bool:
 def explain(model: nn.Module, input_shape, profile, measured_per_layer: dict[str, float] | None = None) -> list[dict]:
     """One row per conv/linear layer: the prediction's parts, the bound that wins, and the measured time
     where given (name -> ms, e.g. from `profile_layers_ort`)."""
-    from device_profiles import load_profile
+    from edge_compress.device_profiles import load_profile
 
     profile = load_profile(profile) if isinstance(profile, str) else profile
     shape = tuple(input_shape)
@@ -760,7 +760,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from device_profiles import ProfileError
+    from edge_compress.device_profiles import ProfileError
 
     from .errors import EXIT_INPUT_ERROR, CompressError
 
@@ -774,9 +774,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def fit_for_target(target: str, samples: int = 24, seed: int = 0) -> tuple[FitResult, str]:
     """Fit the factors of `target`; returns the fit and the cost_model YAML block to store."""
-    from deploy import environment_info
-    from deploy.environment import cpu_fingerprint
-    from device_profiles import load_profile
+    from edge_compress.deploy import environment_info
+    from edge_compress.deploy.environment import cpu_fingerprint
+    from edge_compress.device_profiles import load_profile
 
     from .errors import InputError
 
@@ -821,7 +821,7 @@ def fit_for_target(target: str, samples: int = 24, seed: int = 0) -> tuple[FitRe
 
 
 def _fit_command(args) -> int:
-    from device_profiles import load_profile
+    from edge_compress.device_profiles import load_profile
 
     if args.write:
         check_writable(args.write)
@@ -844,7 +844,7 @@ def _fit_command(args) -> int:
 
 
 def _show_command(args) -> int:
-    from device_profiles import load_profile
+    from edge_compress.device_profiles import load_profile
 
     from .errors import InputError
     from .model_io import load_model, resolve_arch

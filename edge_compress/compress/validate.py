@@ -43,8 +43,8 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
              memory_mb: str | float | None = None, params: str | float | None = None,
              input_shape: tuple[int, ...] | None = None, out: str | Path | None = None, device=None,
              seed: int = 0) -> ValidateResult:
-    from device_profiles import load_profile
-    from deploy import environment_info
+    from edge_compress.device_profiles import load_profile
+    from edge_compress.deploy import environment_info
 
     path = Path(onnx_path)
     model = _load_onnx(path)
