@@ -27,7 +27,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -94,15 +93,25 @@ def _calib_file(arch: str, samples: int, work: Path) -> Path:
 
 
 def _child(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Run one child; its wall time and its own peak RSS in MB (ru_maxrss of the waited-for child)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # RUSAGE_CHILDREN is the max over all waited-for children: only a new maximum is this child's.
-    peak_mb = after / 1024 if after > before else float("nan")
-    return proc, wall, peak_mb
+    """Run one child; its wall time and its own peak RSS in MB (ru_maxrss of that child, from wait4)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)   # this child's own rusage, not the max over all children
+        wall = time.perf_counter() - t
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+    return done, wall, usage.ru_maxrss / 1024
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def run_config(name: str, samples: int, work: Path) -> dict:
@@ -139,13 +148,14 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="write the rows here")
     args = p.parse_args()
     rows = []
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="compile-time-") as tmp:
         for name in args.configs.split(","):
             row = run_config(name, args.samples, Path(tmp))
             rows.append(row)
             print(json.dumps(row), flush=True)
-    meta = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "load_average_end": os.getloadavg(),
+    meta = {"date": datetime.date.today().isoformat(), "machine": _cpu_model(),
+            "cpu_count": os.cpu_count(), "load_average_start": load_start, "load_average_end": os.getloadavg(),
             "command": "python benchmarks/compile_time.py " + " ".join(sys.argv[1:])}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

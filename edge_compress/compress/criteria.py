@@ -39,6 +39,12 @@ class Criterion:
     def scores(self, pruner: "ChannelPruner", info: "GroupInfo", group) -> torch.Tensor:
         raise NotImplementedError
 
+    def prepare_reads_model(self) -> bool:
+        """Whether `prepare` after the first round runs the current model on the data (so the model's
+        BatchNorm statistics must be re-estimated after each round's pruning first). True unless a
+        criterion knows it does not."""
+        return True
+
     def allocation(self) -> dict[str, float] | None:
         """The criterion's own keep fraction per group root, when it decides how many channels a layer needs."""
         return None
@@ -68,6 +74,9 @@ class TorchPruningCriterion(Criterion):
 
     def scores(self, pruner, info, group) -> torch.Tensor:
         return self.importance(group)
+
+    def prepare_reads_model(self) -> bool:
+        return self.needs_grad   # Taylor: the loss gradients of the current model every round
 
 
 def _accumulate_loss_gradients(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> None:

@@ -25,7 +25,8 @@ from .info import capacity as cap
 from .info import consumer_mi, residual_share
 from .info_allocation import output_information_scales
 from .info.cmi import CmiConfig, layer_distances, rank_layers
-from .info.features import collect_features
+from .info.features import collect_features, layer_chunks
+from .info.memory import release_free_memory
 from .info.mi_gradient import mi_gradient_scores
 from .info.mipp import mipp_select
 from .info.renyi import LABEL_KERNELS, channel_sq_distances, gram_from_sq_dist, label_gram, median_sigma, paper_sigma
@@ -139,6 +140,13 @@ class InformationCriterion(Criterion):
 
     def group_scales(self):
         return self._scales
+
+    def prepare_reads_model(self) -> bool:
+        # scored once unless rescore; allocation=kl measures the current model before every round; a
+        # subclass with its own prepare is assumed to read the model
+        if type(self).prepare is not InformationCriterion.prepare:
+            return True
+        return bool(self.opts.rescore) or self.opts.allocation == "kl"
 
     def _score(self, pruner, x, y) -> None:
         if self.needs_data:
@@ -422,39 +430,49 @@ class ConsumerMiCriterion(InformationCriterion):
         limit = {n: min(consumer_mi.outputs_per_consumer(g.channels, len(usable[g.root])) for g, _, _ in gs)
                  for n, gs in by_consumer.items()}
         outputs = {n: consumer_mi.output_subset(modules[n], gen, limit[n]) for n in sorted(by_consumer)}
-        z_parts: dict[str, list[torch.Tensor]] = {n: [] for n in by_consumer}
-        x_parts: dict[tuple[str, str], list[torch.Tensor]] = {(g.root, n): [] for n, gs in by_consumer.items()
-                                                              for g, _, _ in gs}
+        # The pass keeps only the sampled input patches of each reader, per batch, in the activations' own
+        # precision; each group's (M, O, C) float64 contributions are expanded from them when the group is
+        # ranked (consumer_mi.GroupContributions), so one group's are held at a time, not every group's.
+        patches: dict[str, list[torch.Tensor]] = {n: [] for n in by_consumer}
+        release_free_memory(collect=True)   # what earlier stages left, before the pass and the covariances
 
-        def capture(name, module, inputs, samples):   # reduce at once, so no layer's input is kept for long
-            contrib = consumer_mi.contributions(module, inputs, samples, gen, outputs[name])
-            z_parts[name].append(contrib.sum(2).cpu())
-            for g, idxs, root_idxs in by_consumer[name]:
-                part = contrib.new_zeros(*contrib.shape[:2], g.channels)
-                part.index_add_(2, root_idxs.to(part.device), contrib[:, :, idxs.to(part.device)])
-                x_parts[(g.root, name)].append(part.cpu())
+        def capture(name, module, inputs, samples):   # gather at once, so no layer's input is kept for long
+            patches[name].append(consumer_mi.gather_patches(module, inputs, samples, gen).cpu())
 
         shares, untraced = self._reader_pass(model, set(by_consumer), capture, x)
+        release_free_memory()   # the pass's activations
         if untraced:
             log.warning("consumer-mi: %s; output channels weighted equally (criterion option residual=false "
                         "silences this)", untraced)
         tp_groups = pruner.root_groups_by_name()
         out = {}
         for g in groups:   # a reader that did not run, or ran more than once per pass, cannot be paired up
-            rows = {sum(len(t) for t in z_parts[n]) for n, _, _ in usable.get(g.root, [])}
+            rows = {sum(len(t) for t in patches[n]) for n, _, _ in usable.get(g.root, [])}
             if g.root in usable and (len(rows) != 1 or 0 in rows):
                 del usable[g.root]
                 why[g.root] = ("a layer reading these channels did not run, or ran more than once, in the forward "
                                "pass: ranked by L1 over the group instead")
+        left = {n: sum(1 for g in groups if any(m == n for m, _, _ in usable.get(g.root, []))) for n in by_consumer}
         for k, g in enumerate(groups):
             if g.root in usable:
                 names = [n for n, _, _ in usable[g.root]]
-                z = torch.cat([torch.cat(z_parts[n], 0) for n in names], 1).to(self.opts.device)
-                xs = torch.cat([torch.cat(x_parts[(g.root, n)], 0) for n in names], 1).to(self.opts.device)
+                readers = [(modules[n], patches[n], outputs[n], *next((i, r) for h, i, r in by_consumer[n] if h is g))
+                           for n in names]
+                source = consumer_mi.GroupContributions(readers, g.channels, self.opts.device)
+                del readers
                 weights = _output_weights(names, outputs, shares, modules)
                 magnitude = _L1(tp_groups[g.root]).to(self.opts.device, torch.float64) if self.opts.tie > 0 else None
-                out[g.root] = self._rank(z, xs, [(n, outputs[n]) for n in names],
+                # the default ranking builds the contributions a block of output channels at a time; a
+                # subclass's own _rank gets the whole (M, O, C) tensor
+                xs = source if type(self)._rank is ConsumerMiCriterion._rank else source.block(0, source.shape[1])
+                out[g.root] = self._rank(source.z(), xs, [(n, outputs[n]) for n in names],
                                          None if weights is None else weights.to(self.opts.device), magnitude).cpu()
+                del source, xs
+                for n in names:   # a reader's patches are done with once every group it reads is ranked
+                    left[n] -= 1
+                    if not left[n]:
+                        patches[n] = []
+                release_free_memory()
                 self._details[g.root] = {"consumers": names, "residual_weighted": sorted(set(names) & set(shares)),
                                          "scores": [round(float(v), 6) for v in out[g.root]]}
                 if untraced:
@@ -492,11 +510,13 @@ class ConsumerMiCriterion(InformationCriterion):
             model.train(was_training)
         return (run.shares() if run is not model else {}), getattr(run, "why", None)
 
-    def _rank(self, z: torch.Tensor, xs: torch.Tensor, consumers: list, weights: torch.Tensor | None,
-              magnitude: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores from the consumers' outputs `z` and each channel's part `xs`; `consumers` lists the
-        readers in column order with the output channels sampled from each (None: all); `weights` the
-        residual share of each column of `z` (None: equal); `magnitude` the group's L1 (with tie > 0)."""
+    def _rank(self, z: torch.Tensor, xs: "torch.Tensor | consumer_mi.GroupContributions", consumers: list,
+              weights: torch.Tensor | None, magnitude: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores from the consumers' outputs `z` and each channel's part `xs` (here a
+        consumer_mi.GroupContributions; the (M, O, C) tensor for a subclass that overrides this);
+        `consumers` lists the readers in column order with the output channels sampled from each (None:
+        all); `weights` the residual share of each column of `z` (None: equal); `magnitude` the group's
+        L1 (with tie > 0)."""
         return consumer_mi.greedy_removal_scores(z, xs, weights=weights, magnitude=magnitude, tie=self.opts.tie)
 
 
@@ -589,13 +609,19 @@ class CapacityCriterion(InformationCriterion):
                 per_layer[n] = cap.capacity_independence(cap.capacity_from_weights(w), cap.independence_from_weights(w),
                                                          self.opts.balance)
         else:
-            feats = collect_features(pruner.model, x, names)
-            for i, n in enumerate(names):
-                f = feats[n].tensor.to(self.opts.device)
-                per_layer[n] = cap.capacity_independence(
-                    cap.capacity_from_activations(f, self.opts.capacity),
-                    cap.independence_from_activations(f, self.opts.max_samples), self.opts.balance)
-                self._tick("capacity-independence", i + 1, len(names))
+            done = 0
+            for chunk in layer_chunks(pruner.model, x, names):   # a share of the layers' features at a time
+                feats = collect_features(pruner.model, x, chunk)
+                for n in chunk:
+                    f = feats.pop(n).tensor.to(self.opts.device)
+                    per_layer[n] = cap.capacity_independence(
+                        cap.capacity_from_activations(f, self.opts.capacity),
+                        cap.independence_from_activations(f, self.opts.max_samples), self.opts.balance)
+                    del f
+                    done += 1
+                    self._tick("capacity-independence", done, len(names))
+                del feats
+                release_free_memory()
         out = {g.root: _merge_producers(pruner, g, per_layer) for g in groups}
         self._details = {r: {"scores": [round(float(v), 6) for v in s]} for r, s in out.items()}
         return out

@@ -40,10 +40,36 @@ class SearchContext:
     budget: Budget
     margin: float                              # a measured latency must be under budget * margin
     prepare: Callable[[], None]                # scores for the round (criterion.prepare with calibration data)
-    after_round: Callable[[], None]            # e.g. BatchNorm re-estimation on the calibration data
+    # What forward passes over the pruned model need after a round (BatchNorm re-estimation on the
+    # calibration data). Run before the next forward pass that reads the model's values: a measured
+    # evaluation, or a criterion that scores the current model again before a round. A predicted
+    # evaluation only counts shapes, so with a criterion that scored once it is left to the caller, who
+    # re-estimates the final model: its statistics do not depend on earlier estimates, only on its
+    # weights and the data, so the result is the same and each round saves a pass over the data.
+    after_round: Callable[[], None]
     progress: object                           # a tqdm-like bar
     rounds: list
     latency_fraction: float | None = None      # a relative latency budget, confirmed against the original
+    stale: bool = False                        # channels went since after_round last ran
+
+    def refresh(self, before: str) -> bool:
+        """Run after_round if the model changed since it last ran and what comes next (`before`:
+        "evaluate" or "prepare") reads the model's values; whether it ran."""
+        if not self.stale:
+            return False
+        if before == "evaluate" and not self.evaluator.measured:
+            return False
+        if before == "prepare" and not _criterion_reads_model(self.pruner):
+            return False
+        self.after_round()
+        self.stale = False
+        return True
+
+
+def _criterion_reads_model(pruner) -> bool:
+    criterion = getattr(pruner, "criterion", None)
+    reads = getattr(criterion, "prepare_reads_model", None)
+    return True if reads is None else bool(reads())
 
 
 def full_evaluation(evaluator: Evaluator, model, budget: Budget,
@@ -100,6 +126,9 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
         priced = resource
         if resource == "latency_ms" and not evaluator.factors.usable:
             priced = "macs"   # no latency model for this target yet: MACs stand in, the measurement decides
+        if ctx.stale and _criterion_reads_model(pruner):
+            status(k, "re-estimating BatchNorm")
+            ctx.refresh("prepare")
         status(k, "scoring channels")
         ctx.prepare()
         rm = ResourceModel(pruner, ev.layers, evaluator.factors, ev.metrics.params)
@@ -114,8 +143,10 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
         if plan.blocks:
             pruner = ctx.pruner = pruner.without_blocks(plan.blocks)
             floor_of = pruner.floor_of
-        status(k, "re-estimating BatchNorm")
-        ctx.after_round()
+        ctx.stale = True
+        if evaluator.measured:
+            status(k, "re-estimating BatchNorm")
+            ctx.refresh("evaluate")
         status(k, "measuring" if evaluator.measured else "predicting latency")
         ev = evaluator.evaluate(pruner.model)
         met = not ctx.budget.misses(ev.metrics, ctx.margin)
@@ -146,12 +177,14 @@ def uniform_search(ctx: SearchContext, step: float) -> Evaluation:
     pruner, evaluator = ctx.pruner, ctx.evaluator
     for k in range(1, int(np.ceil(1.0 / step)) + 1):
         keep = max(0.0, 1.0 - k * step)
+        ctx.refresh("prepare")
         ctx.prepare()
         removed = pruner.prune_to(keep)
         ctx.progress.update(1)
         if removed == 0 and not pruner.at_minimum():
             continue  # rounding to the channel multiple left every group as it was
-        ctx.after_round()
+        ctx.stale = True
+        ctx.refresh("evaluate")
         ev = evaluator.evaluate(pruner.model)
         misses = ctx.budget.misses(ev.metrics, ctx.margin)
         if not misses and evaluator.measured:

@@ -21,6 +21,9 @@ _ACTIVATIONS = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "silu", "silu
                 "hardswish_", "leaky_relu", "leaky_relu_", "sigmoid", "sigmoid_", "elu", "elu_", "mish",
                 "tanh", "tanh_", "softplus", "hardsigmoid", "clamp", "clamp_", "clip", "clip_", "selu"}
 STAGES = ("conv", "norm", "act")
+# Bytes of features a scoring pass holds at once (float32, all samples): layers beyond it are captured in
+# further passes over the data (layer_chunks), which trades a forward pass for each such share.
+FEATURE_BUDGET = 512 << 20
 
 
 @dataclass
@@ -132,3 +135,22 @@ def feature_bytes(model: nn.Module, x1: torch.Tensor, layers: list[str]) -> dict
     """Bytes per sample (float32) of each layer's feature, from one forward pass on a single sample."""
     feats = collect_features(model, x1[:1], layers)
     return {n: f.tensor[0].numel() * 4 for n, f in feats.items()}
+
+
+def layer_chunks(model: nn.Module, x: torch.Tensor, layers: list[str], budget: int = FEATURE_BUDGET) -> list[list[str]]:
+    """`layers` in consecutive runs whose features over all of `x` fit in `budget` bytes (a layer larger
+    than that on its own): one collect_features pass per run, so a pass holds one run's features, not
+    every layer's. A layer's features are the same numbers whichever layers share its pass."""
+    if len(layers) <= 1:
+        return [list(layers)] if layers else []
+    per_sample = feature_bytes(model, x, layers)
+    chunks: list[list[str]] = [[]]
+    held = 0
+    for n in layers:
+        size = per_sample[n] * len(x)
+        if chunks[-1] and held + size > budget:
+            chunks.append([])
+            held = 0
+        chunks[-1].append(n)
+        held += size
+    return chunks

@@ -75,14 +75,16 @@ class BranchShares:
     def __call__(self, batch: torch.Tensor):
         return self._interpreter.run(batch) if self._interpreter is not None else self.model(batch)
 
-    def _record(self, name: str, dim: int, b: torch.Tensor, t: torch.Tensor) -> None:
-        dims = [d for d in range(b.dim()) if d != dim % b.dim()]
+    def _record(self, name: str, dim: int, b: tuple, t: torch.Tensor) -> None:
+        """Add a batch's sums: `b` the branch's (count, sum, sum of squares) from _moments, `t` the sum."""
+        n, b1, b2 = b
+        _, t1, t2 = _moments(t, dim)
         acc = self._sums.setdefault(name, [0, 0.0, 0.0, 0.0, 0.0])
-        acc[0] += b.numel() // b.shape[dim]
-        acc[1] = acc[1] + b.sum(dims)
-        acc[2] = acc[2] + (b * b).sum(dims)
-        acc[3] = acc[3] + t.sum(dims)
-        acc[4] = acc[4] + (t * t).sum(dims)
+        acc[0] += n
+        acc[1] = acc[1] + b1
+        acc[2] = acc[2] + b2
+        acc[3] = acc[3] + t1
+        acc[4] = acc[4] + t2
 
     def shares(self) -> dict[str, torch.Tensor]:
         """{consumer: var(b) / var(b + s) per output channel, float64 on the CPU}, over the batches run."""
@@ -101,11 +103,21 @@ class _Recorder(fx.Interpreter):
 
     def run_node(self, n):
         ends = self.owner._by_add.get(n.name, [])
-        # copied before the add runs: an in-place add (`out += shortcut`) overwrites the branch
-        branches = [(name, dim, self.env[n.args[index]].detach().to(torch.float64, copy=True))
-                    for name, index, dim in ends]
+        # the branch's sums taken before the add runs: an in-place add (`out += shortcut`) overwrites it
+        branches = [(name, dim, self.env[n.args[index]]) for name, index, dim in ends]
+        branches = [(name, dim, b.shape, _moments(b, dim) if b.dim() >= 2 else None) for name, dim, b in branches]
         result = super().run_node(n)
-        for name, dim, b in branches:
-            if b.dim() >= 2 and b.shape == result.shape:   # not a broadcast add
-                self.owner._record(name, dim, b, result.detach().double())
+        for name, dim, shape, b in branches:
+            if b is not None and shape == result.shape:   # not a broadcast add
+                self.owner._record(name, dim, b, result)
         return result
+
+
+def _moments(t: torch.Tensor, dim: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """(values per channel, sum, sum of squares) of `t` over every dimension but the channels' `dim`, in
+    float64, through one float64 copy squared in place (the sums are those of t.double() and its square)."""
+    dims = [d for d in range(t.dim()) if d != dim % t.dim()]
+    v = t.detach().to(torch.float64, copy=True)
+    s1 = v.sum(dims)
+    s2 = v.mul_(v).sum(dims)
+    return t.numel() // t.shape[dim], s1, s2
