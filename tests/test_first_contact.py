@@ -206,17 +206,15 @@ def test_host_fit_is_compared_with_this_cpu():
 
 
 def test_host_profile_on_another_cpu_is_labelled_not_fitted(monkeypatch):
-    import dataclasses
-
     from edge_compress.device_profiles import load_profile
     from edge_compress.device_profiles.schema import FitMachine
 
     from edge_compress.compress import host_fit
 
     profile = load_profile("host")
-    other = dataclasses.replace(profile, cost_model=dataclasses.replace(
-        profile.cost_model, fit=dataclasses.replace(profile.cost_model.fit,
-                                                    machine=FitMachine(cpu="Some Other CPU", isa="sse4.2", cores=64))))
+    other = profile.model_copy(update={"cost_model": profile.cost_model.model_copy(update={
+        "fit": profile.cost_model.fit.model_copy(update={
+            "machine": FitMachine(cpu="Some Other CPU", isa="sse4.2", cores=64)})})})
     adapted, note = host_fit.for_this_machine(other)
     assert adapted.cost_model.fitted is False and adapted.cost_model.fit is None
     assert "NOT fitted on this machine" in adapted.cost_model.source and "Some Other CPU" in note

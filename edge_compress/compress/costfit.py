@@ -622,9 +622,9 @@ def write_cost_model(path: str | Path, block: str, profile=None) -> None:
 def _parse_block(block: str, where: str):
     import yaml
 
-    from edge_compress.device_profiles.schema import CostModel, parse_dataclass
+    from edge_compress.device_profiles.schema import CostModel, parse_section
 
-    return parse_dataclass(CostModel, yaml.safe_load(block)["cost_model"], where, prefix="cost_model.")
+    return parse_section(CostModel, yaml.safe_load(block)["cost_model"], where, key="cost_model")
 
 
 # ---- predicted vs measured per layer -------------------------------------------------------------

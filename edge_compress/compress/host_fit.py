@@ -10,7 +10,6 @@ only prices pruning moves on such a target.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
 
@@ -58,16 +57,16 @@ def for_this_machine(profile):
     rates = measure_reference_rates(threads)
     today = datetime.date.today().isoformat()
     fix = f"compress fit-cost-model --target {profile.name} --write my-{profile.name}.yaml"
-    cost_model = dataclasses.replace(
-        cm, fitted=False, fit=None,
+    cost_model = cm.model_copy(update=dict(
+        fitted=False, fit=None,
         reference_gflops=Fact(value=rates["gflops"], confidence="measured",
                               source=f"best FP32 rate of ONNX Runtime, {threads} thread(s), on a 256->256 3x3 conv "
                                      f"at 32x32, re-measured on {this}, {today}"),
         reference_gbps=Fact(value=rates["gbps"], confidence="measured",
                             source=f"numpy copy of 128 MB, one thread, re-measured on {this}, {today}"),
         source=f"NOT fitted on this machine: efficiencies fitted on {there}, reference rates re-measured on "
-               f"{this} ({rates['gflops']} GFLOPS, {rates['gbps']} GB/s); fit here with `{fix}`")
+               f"{this} ({rates['gflops']} GFLOPS, {rates['gbps']} GB/s); fit here with `{fix}`"))
     note = (f"the {profile.name} cost model was fitted on {there}, not on this CPU ({this}): its reference rates "
             f"were re-measured here and its predictions are labelled not fitted; the latencies in this report are "
             f"measured. `{fix}` fits it to this machine (about a minute)")
-    return dataclasses.replace(profile, cost_model=cost_model), note
+    return profile.model_copy(update={"cost_model": cost_model}), note
