@@ -21,7 +21,7 @@ import reprlib
 import types
 import typing
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
@@ -75,12 +75,8 @@ def _list_to_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-class _ItemsOf:
-    def __getitem__(self, item: Any) -> Any:
-        return Annotated[tuple[item, ...], BeforeValidator(_list_to_tuple)]
-
-
-Items = _ItemsOf()
+_Item = TypeVar("_Item")
+Items = Annotated[tuple[_Item, ...], BeforeValidator(_list_to_tuple)]
 """`Items[str]`: a list of strings in the file, a tuple in the model."""
 
 

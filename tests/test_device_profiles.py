@@ -360,3 +360,17 @@ def test_cost_model_says_whether_and_how_it_was_fitted():
         else:
             assert cm.fit is None and "not fitted" in cm.source
     assert {"host", "jetson-nano"} <= fitted
+
+
+def test_ssh_workdir_is_optional(tmp_path):
+    path = write(tmp_path, {"extends": "jetson-nano",
+                            "measurement": {"method": "ssh", "ssh": {"host": "fe80::1", "user": "me", "port": 2222}}})
+    ssh = load_profile(str(path)).measurement.ssh
+    assert ssh.workdir is None and ssh.python == "python3"
+    assert (ssh.destination, str(ssh)) == ("me@fe80::1", "me@[fe80::1]:2222")
+
+
+def test_source_file_is_not_a_yaml_key(tmp_path):
+    data = nano_dict()
+    data["source_file"] = "elsewhere.yaml"
+    assert_error(write(tmp_path, data), "unknown key 'source_file'")

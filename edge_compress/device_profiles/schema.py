@@ -42,14 +42,15 @@ def _at_least(low: float, kind: type = int) -> Any:
     return Rule(f"{words} >= {low:g}", lambda v: v >= low)
 
 
-_NonEmpty = Annotated[str, Rule("a non-empty string", lambda v: bool(v.strip()))]
+_NON_EMPTY = Rule("a non-empty string", lambda v: bool(v.strip()))
+_NonEmpty = Annotated[str, _NON_EMPTY]
 _Count = Annotated[int, _at_least(0)]
 _Positive = Annotated[int, _at_least(1)]
 _Opset = Annotated[int, _at_least(7)]
 _NonNegative = Annotated[float, _at_least(0, float)]
-_Above0 = Rule("a number > 0", lambda v: v > 0)
+_ABOVE_0 = Rule("a number > 0", lambda v: v > 0)
 # Efficiencies scale a peak down; 0 would make every layer infinitely slow.
-_Fraction = Rule("a number in (0, 1]", lambda v: 0 < v <= 1)
+_FRACTION = Rule("a number in (0, 1]", lambda v: 0 < v <= 1)
 
 
 class Fact(Config):
@@ -62,21 +63,20 @@ class Fact(Config):
 
 
 # What a Fact's value must hold for a given key (the Fact itself carries any kind).
-_TextFact = Annotated[Fact, Rule("a string", lambda v: isinstance(v, str), attr="value")]
-_NumberFact = Annotated[Fact, Rule("a number >= 0 or null",
-                                   lambda v: isinstance(v, (int, float)) and v >= 0, attr="value")]
-_CountFact = Annotated[Fact, Rule("an integer >= 0 or null", lambda v: isinstance(v, int) and v >= 0, attr="value")]
+_TEXT = Rule("a string", lambda v: isinstance(v, str), attr="value")
+_NUMBER = Rule("a number >= 0 or null", lambda v: isinstance(v, (int, float)) and v >= 0, attr="value")
+_COUNT = Rule("an integer >= 0 or null", lambda v: isinstance(v, int) and v >= 0, attr="value")
 
 
 class Hardware(Config):
-    cpu: _TextFact
-    gpu: Annotated[Fact | None, _TextFact.__metadata__[0]] = None
-    fp32_gflops: _NumberFact
-    fp16_gflops: _NumberFact
-    int8_tops: _NumberFact
-    memory_bandwidth_gbps: _NumberFact
-    memory_capacity_mb: _NumberFact
-    dla_cores: _CountFact
+    cpu: Annotated[Fact, _TEXT]
+    gpu: Annotated[Fact | None, _TEXT] = None
+    fp32_gflops: Annotated[Fact, _NUMBER]
+    fp16_gflops: Annotated[Fact, _NUMBER]
+    int8_tops: Annotated[Fact, _NUMBER]
+    memory_bandwidth_gbps: Annotated[Fact, _NUMBER]
+    memory_capacity_mb: Annotated[Fact, _NUMBER]
+    dla_cores: Annotated[Fact, _COUNT]
 
 
 class Runtime(Config):
@@ -99,8 +99,8 @@ class Pruning(Config):
 class Budget(Config):
     """A target's default budget, used when the command line gives none; null = no limit."""
 
-    latency_ms: Annotated[float | None, _Above0] = None
-    memory_mb: Annotated[float | None, _Above0] = None
+    latency_ms: Annotated[float | None, _ABOVE_0] = None
+    memory_mb: Annotated[float | None, _ABOVE_0] = None
 
 
 class SshTarget(Config):
@@ -112,7 +112,7 @@ class SshTarget(Config):
     key_file: str | None = None
     # The folder on the device under which each run makes (and removes) its own temporary folder;
     # null: /tmp.
-    workdir: Annotated[str | None, _NonEmpty.__metadata__[0]] = None
+    workdir: Annotated[str | None, _NON_EMPTY] = None
     python: _NonEmpty = "python3"
 
     @property
@@ -137,17 +137,17 @@ class Measurement(Config):
 class KindEfficiency(Config):
     """Compute efficiency per layer kind; a kind left out uses cost_model.compute_efficiency."""
 
-    conv_kxk: Annotated[float | None, _Fraction] = None
-    conv_1x1: Annotated[float | None, _Fraction] = None
-    depthwise: Annotated[float | None, _Fraction] = None
-    linear: Annotated[float | None, _Fraction] = None
+    conv_kxk: Annotated[float | None, _FRACTION] = None
+    conv_1x1: Annotated[float | None, _FRACTION] = None
+    depthwise: Annotated[float | None, _FRACTION] = None
+    linear: Annotated[float | None, _FRACTION] = None
 
 
 class OutOfSample(Config):
     """One network with a published latency that the fit did not see, and how far the fit misses it."""
 
     network: _NonEmpty
-    published_ms: Annotated[float, _Above0]
+    published_ms: Annotated[float, _ABOVE_0]
     predicted_ms: _NonNegative
     error_pct: float
 
@@ -180,8 +180,8 @@ class CostFit(Config):
 
 
 class CostModel(Config):
-    compute_efficiency: Annotated[float, _Fraction]
-    memory_efficiency: Annotated[float, _Fraction]
+    compute_efficiency: Annotated[float, _FRACTION]
+    memory_efficiency: Annotated[float, _FRACTION]
     layer_overhead_ms: _NonNegative
     # Paid once per inference (session call, input/output copies), whatever the layers.
     network_overhead_ms: _NonNegative = 0.0
@@ -190,8 +190,8 @@ class CostModel(Config):
     channel_alignment: _Positive = 1
     # The rates the efficiencies are fractions of, where the hardware section has none that fits
     # (e.g. one thread of a multi-core CPU); null: the hardware peak at the runtime precision.
-    reference_gflops: Annotated[Fact | None, _NumberFact.__metadata__[0]] = None
-    reference_gbps: Annotated[Fact | None, _NumberFact.__metadata__[0]] = None
+    reference_gflops: Annotated[Fact | None, _NUMBER] = None
+    reference_gbps: Annotated[Fact | None, _NUMBER] = None
     fitted: bool
     source: _NonEmpty
     fit: CostFit | None = None
