@@ -14,7 +14,7 @@ from pydantic import PrivateAttr, ValidationError, model_validator
 from edge_compress.config_base import Config, Items, Rule, RuleBroken, error_line, excerpt
 
 __all__ = ["SCHEMA_VERSION", "CONFIDENCES", "ENGINES", "PRECISIONS", "METHODS", "LAYER_KINDS", "COST_FACTORS",
-           "ProfileError", "excerpt", "Fact", "Hardware", "Runtime", "Pruning", "Budget", "SshTarget",
+           "ProfileError", "Fact", "Hardware", "Runtime", "Pruning", "Budget", "SshTarget",
            "Measurement", "KindEfficiency", "OutOfSample", "FitMachine", "CostFit", "CostModel", "DeviceProfile",
            "parse_profile", "parse_section"]
 
@@ -110,8 +110,8 @@ class SshTarget(Config):
     user: _NonEmpty
     port: Annotated[int, Rule("an integer in 1..65535", lambda v: 1 <= v <= 65535)]
     key_file: str | None = None
-    # The folder on the device under which each run makes (and removes) its own temporary folder;
-    # null: /tmp.
+    # The folder on the device under which the SSH runner makes (and removes) each run's temporary folder,
+    # for devices whose /tmp is small or read-only; null: /tmp.
     workdir: Annotated[str | None, _NON_EMPTY] = None
     python: _NonEmpty = "python3"
 
