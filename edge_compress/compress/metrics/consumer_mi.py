@@ -15,7 +15,7 @@ damaged ones, and measured 2.5 points worse one-shot, BENCHMARKS.md.)
 
 Where a consumer's output (after its BatchNorm) is added to a shortcut, what the network keeps is the
 sum, and the loss of output channel o is weighted by the branch's share of that sum's variance
-(compress/info/residual_share.py): the criterion's option `residual`, on by default.
+(compress/metrics/residual_share.py): the criterion's option `residual`, on by default.
 
 Channels are removed greedily, the one whose removal (together with those already removed) loses least
 first; a channel's score is the loss when it went, so a higher score means keep. Correlations come
