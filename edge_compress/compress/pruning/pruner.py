@@ -26,7 +26,7 @@ from ..errors import PruningError
 from .depth import removable_blocks, remove_block
 from .graph import ROOT_TYPES, all_groups, build_graph
 from .groups import GroupInfo, GroupLayers
-from .structures import (StructureError, crosses_slices, output_shapes, outputs, prune_group, randomise, structure_of,
+from .structures import (StructureError, crosses_slices, model_outputs, output_shapes, prune_group, randomise, structure_of,
                          suspects, trial_pattern, unit_reason, unit_words, zero_out_channels)
 from .view import GroupView
 
@@ -108,9 +108,9 @@ class ChannelPruner:
         try:
             group = graph.get_pruning_group(module, handler, idxs=idxs)
             zero_out_channels(graph, group)
-            reference = outputs(trial, self.example_input)
+            reference = model_outputs(trial, self.example_input)
             prune_group(group)
-            outputs = outputs(trial, self.example_input)
+            outputs = model_outputs(trial, self.example_input)
         except StructureError as e:
             return str(e)
         except Exception as e:  # noqa: BLE001 - any failure means this group cannot be pruned safely

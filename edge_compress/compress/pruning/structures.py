@@ -172,7 +172,7 @@ def zero_out_channels(graph, group) -> None:
                     m.bias[list(idxs)] = 0
 
 
-def outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def model_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     with torch.no_grad():
         out = model(x)
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)

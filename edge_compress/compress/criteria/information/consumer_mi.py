@@ -31,7 +31,7 @@ class ConsumerMiOptions(InformationOptions):
 
 class ConsumerMiCriterion(InformationCriterion):
     """Greedy removal that keeps the most Gaussian MI between each consumer's output with and without
-    the channels (compress/info/consumer_mi.py). Unsupervised: calibration images, no labels."""
+    the channels (compress/metrics/consumer_mi.py). Unsupervised: calibration images, no labels."""
 
     name = "consumer-mi"
     needs_labels = False
