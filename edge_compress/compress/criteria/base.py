@@ -10,14 +10,11 @@ Subclass `Criterion` (and `CriterionOptions` for its options) and register it wi
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from pydantic import BaseModel, ConfigDict
 
-if TYPE_CHECKING:
-    from ..pruning.groups import GroupInfo
-    from ..pruning.view import GroupView
+from ..pruning.groups import GroupInfo
+from ..pruning.view import GroupView
 
 
 class CriterionOptions(BaseModel):
@@ -46,10 +43,10 @@ class Criterion:
     name = ""
     needs_data = False  # True: needs real calibration data (and labels or the model's predictions)
 
-    def prepare(self, view: "GroupView", x: torch.Tensor | None, y: torch.Tensor | None) -> None:
+    def prepare(self, view: GroupView, x: torch.Tensor | None, y: torch.Tensor | None) -> None:
         """Called with the calibration data before each pruning round; data-free criteria ignore it."""
 
-    def scores(self, view: "GroupView", info: "GroupInfo", group) -> torch.Tensor:
+    def scores(self, view: GroupView, info: GroupInfo, group) -> torch.Tensor:
         """One score per current channel of `info`'s root; `group` is its Torch-Pruning group (view.group)."""
         raise NotImplementedError
 

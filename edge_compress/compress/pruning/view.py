@@ -7,23 +7,17 @@ the pruner: the search hands the criterion's choices to the pruner).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch.nn as nn
 import torch_pruning as tp
 
 from .graph import ROOT_TYPES
 from .groups import GroupInfo
 
-if TYPE_CHECKING:
-    from .pruner import ChannelPruner
-
-
 class GroupView:
     """Groups, producers, readers and execution order of one pruner's model, read-only."""
 
-    def __init__(self, pruner: "ChannelPruner"):
-        self._pruner = pruner
+    def __init__(self, pruner):
+        self._pruner = pruner   # the ChannelPruner (pruner.py) whose `view` this is
 
     @property
     def model(self) -> nn.Module:
