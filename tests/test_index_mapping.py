@@ -371,7 +371,7 @@ def _build(arch, dead=None, seed=0):
 @functools.lru_cache(maxsize=None)
 def _analysed(arch) -> ChannelPruner:
     """The safety analysis (trial prunes) of each architecture, done once and reused through for_copy."""
-    return ChannelPruner(_build(arch), X, Targeted({}, {}), channel_multiple=1, min_channels=1)
+    return ChannelPruner(_build(arch), X, channel_multiple=1, min_channels=1)
 
 
 def _roots(pruner, keys):

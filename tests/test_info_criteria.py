@@ -186,7 +186,7 @@ def test_cmi_details_have_a_curve_and_cutoff_per_layer(coupled):
 def test_options_are_validated_when_the_criterion_is_built():
     with pytest.raises(InputError, match="no option 'bogus'.*alpha"):
         make_criterion("cmi", {"bogus": "1"})
-    with pytest.raises(InputError, match="expected a float"):
+    with pytest.raises(InputError, match="alpha=two.*alpha takes a number"):
         make_criterion("cmi", {"alpha": "two"})
     with pytest.raises(InputError, match="unknown cutoff 'elbow'"):
         make_criterion("cmi", {"cutoff": "elbow"})

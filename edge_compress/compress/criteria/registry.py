@@ -100,6 +100,8 @@ def _explain(name: str, model: type[CriterionOptions], given: dict, error: Valid
     if first["type"] == "extra_forbidden":
         return f"criterion {name!r} has no option {key!r}; its options: {', '.join(sorted(model.model_fields))}"
     message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "literal_error":
+        return f"criterion {name!r}: unknown {key} {given.get(key)!r}; choose {accepted_values(model.model_fields[key])}"
     if key in model.model_fields:
         return (f"criterion {name!r}: --criterion-option {key}={given.get(key)}: {message}; "
                 f"{key} takes {accepted_values(model.model_fields[key])}")
