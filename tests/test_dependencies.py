@@ -1,6 +1,6 @@
 """What the installed packages import is what pyproject.toml declares, and nothing declared goes unused.
 
-The packages are those of [tool.setuptools] packages (compress, compress.archs, compress.info, export,
+The packages are those of [tool.setuptools] packages (compress, compress.archs, compress.metrics, export,
 deploy, device_profiles): every .py file directly in each of their folders is parsed with `ast` (nothing
 is imported). An import is `import x`, `from x import y` (at module level or inside a function or class),
 or `importlib.import_module("x")` with a literal name; `importlib.util.find_spec("x")` is a probe (it

@@ -16,12 +16,13 @@ import pytest
 import torch
 import torch.nn as nn
 
+from edge_compress.compress.search.removal import prune_to
 from edge_compress.compress.archs import get_arch
 from edge_compress.compress.calib import CalibData
-from edge_compress.compress.criteria import make_criterion
+from edge_compress.compress.criteria.registry import make_criterion
 from edge_compress.compress.errors import InputError
 from edge_compress.compress.example import make_dataset, to_tensor
-from edge_compress.compress.pruning import ChannelPruner
+from edge_compress.compress.pruning.pruner import ChannelPruner
 from edge_compress.compress.recovery import (
     OPTION_FLAGS,
     RecoveryError,
@@ -114,7 +115,7 @@ def _accuracy(model, x, y) -> float:
 
 def _pruned_copy(teacher: nn.Module, x: torch.Tensor, keep: float) -> nn.Module:
     student = copy.deepcopy(teacher)
-    ChannelPruner(student, x[:2], make_criterion("l1")).prune_to(keep)
+    prune_to(ChannelPruner(student, x[:2]), make_criterion("l1"), keep)
     return student.eval()
 
 

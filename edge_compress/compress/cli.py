@@ -333,9 +333,9 @@ def _dispatch(args) -> int:
         print(json.dumps(load_profile(args.show_target).to_dict(), indent=2))
         return 0
     if args.list_criteria:
-        from .criteria import DATA_FREE_DEFAULT, DEFAULT_CRITERION, ONE_SHOT_DEFAULT, criterion_names, describe_criterion
-        from .info_criteria import criterion_option_defaults
-        print(f"{'auto':22} the default: with --calib, {ONE_SHOT_DEFAULT}, or {DEFAULT_CRITERION} when --train-data "
+        from .criteria.defaults import DATA_FREE_DEFAULT, ONE_SHOT_DEFAULT, WITH_RECOVERY_DEFAULT
+        from .criteria.registry import criterion_names, criterion_option_defaults, describe_criterion
+        print(f"{'auto':22} the default: with --calib, {ONE_SHOT_DEFAULT}, or {WITH_RECOVERY_DEFAULT} when --train-data "
               f"is given too; {DATA_FREE_DEFAULT} without --calib")
         for name in criterion_names():
             print(f"{name:22} {describe_criterion(name)}")

@@ -18,7 +18,7 @@ from edge_compress.deploy import LatencyStats, OrtRunner
 from edge_compress.deploy.runner import measure_interleaved
 from edge_compress.export import export_onnx
 
-from .budget import Metrics
+from .search.budget import Metrics
 from .cost_model import BYTES_PER_ELEMENT, factors_from_profile, layer_costs, predict_latency_ms, predict_memory_mb
 from .errors import InputError
 from .output import clean_dead_runs, remove_marked, write_marker

@@ -25,20 +25,23 @@ from edge_compress.export import ExportError, check_parity, export_onnx, simplif
 from . import accuracy as acc
 from . import units
 from .bn_recalibration import recalibrate_batchnorm
-from .budget import Budget, BudgetSpec, Metrics
+from .search.budget import Budget, BudgetSpec, Metrics
 from .calib import CalibData, load_calibration, synthetic_calibration
 from .cost_model import factors_from_profile, predict_layer_ms
-from .criteria import DATA_FREE_DEFAULT, describe_criterion, make_criterion, resolve_criterion
+from .criteria.defaults import DATA_FREE_DEFAULT, resolve_criterion
+from .criteria.registry import describe_criterion, make_criterion
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, BudgetError, InputError
 from .evaluate import Evaluation, Evaluator, measured_kind
 from .host_fit import for_this_machine
 from .model_io import LoadedModel, load_model, save_pruned_bytes
 from .options import CompressOptions
 from .output import OutputDir, check_out_dir, sha256_file
-from .pruning import ChannelPruner
+from .pruning.pruner import ChannelPruner
+from .pruning.view import GroupView
 from .report_html import render_html
 from .report_schema import printable_report, validate_report
-from .search import SELECTIONS, SearchContext, full_evaluation, knapsack_search, uniform_search
+from .search.removal import prune_to
+from .search.rounds import SELECTIONS, SearchSetup, SearchState, full_evaluation, knapsack_search, uniform_search
 from .report import build_report, layer_table, versions
 
 log = logging.getLogger("compress")
@@ -337,8 +340,7 @@ class _Run:
     def _prune_to_budget(self, model, example, profile, evaluator: Evaluator, budget: Budget,
                          original: Evaluation, pruning: dict, latency_fraction: float | None) -> Evaluation:
         o = self.o
-        pruner = ChannelPruner(model, example, self.criterion, profile.pruning.channel_multiple,
-                               profile.pruning.min_channels)
+        pruner = ChannelPruner(model, example, profile.pruning.channel_multiple, profile.pruning.min_channels)
         pruning["groups"] = [g.to_dict() for g in pruner.groups.values()]
         if not pruner.prunable_groups:
             raise BudgetError(f"no layer of this model can be pruned safely, and the original misses the budget "
@@ -350,8 +352,8 @@ class _Run:
         # The most that can be pruned: if even that misses, say so now instead of after every round.
         floor_model = copy.deepcopy(model)
         # Which channels survive does not change the floor's shapes: any criterion will do, and L1 needs no data.
-        floor_pruner = pruner.for_copy(floor_model, make_criterion("l1"))
-        floor_pruner.prune_to(0.0)
+        floor_pruner = pruner.for_copy(floor_model)
+        prune_to(floor_pruner, make_criterion("l1"), 0.0)
         if o.selection == "knapsack":   # the knapsack can also remove whole residual blocks at their minimum
             floor_pruner.without_blocks(list(floor_pruner.depth_blocks()))
         floor_eval, floor_budget = full_evaluation(evaluator, floor_model, budget, latency_fraction)
@@ -362,9 +364,9 @@ class _Run:
                               f"{' and every removable residual block removed' if o.selection == 'knapsack' else ''}"
                               f" the model misses it ({misses}); best reachable: "
                               f"{_fmt(floor_eval.metrics)}; relax the budget", best=floor_eval.metrics.to_dict())
-        def prepare() -> None:
+        def prepare(view: GroupView) -> None:
             with self.timer.stage("score"):
-                self._prepare_criterion(pruner, self.calib)
+                self._prepare_criterion(view, self.calib)
 
         def after_round() -> None:
             if not self.calib.synthetic:   # every comparison after a round sees re-estimated statistics
@@ -372,16 +374,17 @@ class _Run:
                     recalibrate_batchnorm(model, self.calib.x)
 
         progress = _progress(None if o.selection == "knapsack" else int(np.ceil(1.0 / o.step)), o.progress)
-        ctx = SearchContext(pruner, evaluator, budget, margin, prepare, after_round, progress, pruning["rounds"],
+        setup = SearchSetup(self.criterion, evaluator, margin, prepare, after_round, progress, pruning["rounds"],
                             latency_fraction=latency_fraction if evaluator.reference_onnx is not None else None)
+        start = SearchState(pruner, budget, original)
         try:
-            ev = knapsack_search(ctx, original) if o.selection == "knapsack" else uniform_search(ctx, o.step)
+            final = knapsack_search(setup, start) if o.selection == "knapsack" else uniform_search(setup, start, o.step)
         finally:
             progress.close()
         pruning["selection"] = o.selection
-        pruning["groups_after"] = [g.to_dict() for g in ctx.pruner.groups.values()]
-        pruning["blocks_removed"] = list(getattr(ctx.pruner, "removed_blocks", []))
-        return ev
+        pruning["groups_after"] = [g.to_dict() for g in final.pruner.groups.values()]
+        pruning["blocks_removed"] = list(getattr(final.pruner, "removed_blocks", []))
+        return final.evaluation
 
     def _recover(self, model, loaded: LoadedModel, shape) -> dict:
         from .recovery import load_training_data, recover
@@ -394,7 +397,7 @@ class _Run:
             result = recover(model, loaded.module, train, options, progress=o.progress, log=log.info)
         return result.to_dict()
 
-    def _prepare_criterion(self, pruner: ChannelPruner, calib: CalibData) -> None:
+    def _prepare_criterion(self, view: GroupView, calib: CalibData) -> None:
         crit = self.criterion
         if crit.needs_data and calib.synthetic:
             raise InputError(f"criterion {crit.name!r} scores channels from data and needs calibration data; "
@@ -413,7 +416,7 @@ class _Run:
         # class labels per sample only: per-pixel labels are for the accuracy (see _check_criterion_labels)
         y = calib.y if calib.y is not None and calib.y.dim() == 1 else None
         try:
-            pruner.prepare_criterion(None if calib.synthetic else calib.x, None if calib.synthetic else y)
+            crit.prepare(view, None if calib.synthetic else calib.x, None if calib.synthetic else y)
         finally:
             if bar is not None:
                 bar.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .budget import BudgetSpec, Metrics
+from .search.budget import BudgetSpec, Metrics
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, InputError
 from .evaluate import Evaluator, measured_kind
 from .output import OutputDir, check_out_dir, sha256_file

@@ -11,11 +11,11 @@ and the loss of a removal is sum_o exp(-2 I_o(S)) = sum_o (1 - rho_o(S)^2): the 
 channel's variance the kept channels cannot carry. This is also what BatchNorm re-estimation after the
 consumer cannot restore: it gives every output channel back its mean and variance, not its correlation
 with the original. (Summing I_o itself weighs already near-perfect output channels as much as badly
-damaged ones, and measured 2.5 points worse one-shot, BENCHMARKS.md.)
+damaged ones, and measured worse one-shot: BENCHMARKS.md, consumer-mi.)
 
 Where a consumer's output (after its BatchNorm) is added to a shortcut, what the network keeps is the
 sum, and the loss of output channel o is weighted by the branch's share of that sum's variance
-(compress/info/residual_share.py): the criterion's option `residual`, on by default.
+(compress/metrics/residual_share.py): the criterion's option `residual`, on by default.
 
 Channels are removed greedily, the one whose removal (together with those already removed) loses least
 first; a channel's score is the loss when it went, so a higher score means keep. Correlations come

@@ -1,6 +1,8 @@
-"""Information-driven allocation across layers: how much output information a layer's weakest channels carry.
+"""Information-driven weights across layers (the study's `allocation=kl`, benchmarks/study_plugins.py): how
+much output information a layer's weakest channels carry. Measured worse than letting cost decide
+(BENCHMARKS.md, "Information criteria study"), so it lives here and not in the product.
 
-The knapsack (compress/selection.py) divides every group's scores by the group's mean, so any
+The knapsack (compress/search/knapsack.py) divides every group's scores by the group's mean, so any
 criterion alone only ranks channels WITHIN a layer; how many channels each layer keeps then follows
 from their cost. `allocation=kl` gives the information criteria a say across layers: before each
 round, for every group, the channels the criterion ranks lowest (a share `fraction` of the group,
@@ -24,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .criteria import mean_normalised
+from edge_compress.compress.criteria.base import mean_normalised
 
 log = logging.getLogger("compress")
 
@@ -40,30 +42,30 @@ def _maskable(module: nn.Module, channels: int) -> bool:
 
 
 @torch.no_grad()
-def output_information_scales(pruner, criterion, x: torch.Tensor, fraction: float = 0.25,
+def output_information_scales(view, criterion, x: torch.Tensor, fraction: float = 0.25,
                               max_samples: int = 128) -> tuple[dict[str, float], dict]:
     """Per prunable group root: output KL lost per unit of normalised score of its weakest channels."""
-    model = pruner.model
+    model = view.model
     was_training = model.training
     model.eval()
     x = x[:max_samples]
     modules = dict(model.named_modules())
     try:
         logp = F.log_softmax(model(x).double(), dim=1)
-        members = pruner.member_map()
-        groups = pruner.root_groups_by_name()
+        members = view.member_map()
+        groups = view.root_groups_by_name()
         raw: dict[str, float] = {}
         details: dict[str, dict] = {}
-        for info in pruner.prunable_groups:
-            floor = pruner.floor_of(info)
+        for info in view.prunable_groups:
+            floor = view.floor_of(info)
             if info.channels <= floor or info.root not in groups:
                 continue
             consumers = [modules[n] for n in members.get(info.root, ((), ()))[1] if n in modules]
             if not consumers or not all(_maskable(m, info.channels) for m in consumers):
                 details[info.root] = {"scale": None, "why": "consumers cannot be masked at the group's channels"}
                 continue
-            s = mean_normalised(criterion.scores(pruner, info, groups[info.root]))
-            step = pruner.step_of(info)
+            s = mean_normalised(criterion.scores(view, info, groups[info.root]))
+            step = view.step_of(info)
             k = min(info.channels - floor, max(step, step * round(fraction * info.channels / step)))
             idx = torch.argsort(s)[:k]
             mask = torch.ones(info.channels)

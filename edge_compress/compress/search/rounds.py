@@ -1,6 +1,6 @@
 """The pruning rounds that bring a model to its budget: knapsack (default) or uniform selection.
 
-Knapsack rounds (compress/selection.py) remove, per round, the least important channels per unit of the
+Knapsack rounds (compress/search/knapsack.py) remove, per round, the least important channels per unit of the
 resource that most exceeds its budget, priced by the target's cost model, and then evaluate the real
 model: measured where the target can be measured (host), predicted elsewhere. The closed loop works in
 relative terms: a round asks the cost model for the share of the resource that the last evaluation
@@ -17,13 +17,16 @@ from typing import Callable
 
 import numpy as np
 
-from . import units
+from .. import units
+from ..cost_model import predict_latency_ms
+from ..criteria.base import Criterion
+from ..errors import BudgetError
+from ..evaluate import Evaluation, Evaluator
+from ..pruning.pruner import ChannelPruner
+from ..pruning.view import GroupView
 from .budget import Budget
-from .cost_model import predict_latency_ms
-from .errors import BudgetError
-from .evaluate import Evaluation, Evaluator
-from .pruning import ChannelPruner
-from .selection import ResourceModel, plan_round
+from .knapsack import ResourceModel, plan_round
+from .removal import prune_lowest, prune_to
 
 log = logging.getLogger("compress")
 
@@ -33,13 +36,14 @@ MAX_ROUNDS = 80
 AIM = {True: 0.93, False: 0.98}   # target share of the budget, measured vs predicted latency
 
 
-@dataclass
-class SearchContext:
-    pruner: ChannelPruner
+@dataclass(frozen=True)
+class SearchSetup:
+    """What every round of a search shares; nothing in it changes while the search runs."""
+
+    criterion: Criterion
     evaluator: Evaluator
-    budget: Budget
     margin: float                              # a measured latency must be under budget * margin
-    prepare: Callable[[], None]                # scores for the round (criterion.prepare with calibration data)
+    prepare: Callable[[GroupView], None]       # scores for the round (criterion.prepare with calibration data)
     # What forward passes over the pruned model need after a round (BatchNorm re-estimation on the
     # calibration data). Run before the next forward pass that reads the model's values: a measured
     # evaluation, or a criterion that scores the current model again before a round. A predicted
@@ -48,28 +52,33 @@ class SearchContext:
     # weights and the data, so the result is the same and each round saves a pass over the data.
     after_round: Callable[[], None]
     progress: object                           # a tqdm-like bar
-    rounds: list
+    rounds: list                               # each round's record is appended here (report.json)
     latency_fraction: float | None = None      # a relative latency budget, confirmed against the original
-    stale: bool = False                        # channels went since after_round last ran
-
-    def refresh(self, before: str) -> bool:
-        """Run after_round if the model changed since it last ran and what comes next (`before`:
-        "evaluate" or "prepare") reads the model's values; whether it ran."""
-        if not self.stale:
-            return False
-        if before == "evaluate" and not self.evaluator.measured:
-            return False
-        if before == "prepare" and not _criterion_reads_model(self.pruner):
-            return False
-        self.after_round()
-        self.stale = False
-        return True
 
 
-def _criterion_reads_model(pruner) -> bool:
-    criterion = getattr(pruner, "criterion", None)
-    reads = getattr(criterion, "prepare_reads_model", None)
-    return True if reads is None else bool(reads())
+@dataclass(frozen=True)
+class SearchState:
+    """Where the search stands after a round: the pruner of the current model (a new one once residual
+    blocks go), the budget it is judged by (a paired measurement re-resolves a relative one), the last
+    evaluation, and whether channels went since `after_round` last ran."""
+
+    pruner: ChannelPruner
+    budget: Budget
+    evaluation: Evaluation
+    stale: bool = False
+
+
+def refreshed(setup: SearchSetup, state: SearchState, before: str) -> SearchState:
+    """The state after running after_round if the model changed since it last ran and what comes next
+    (`before`: "evaluate" or "prepare") reads the model's values."""
+    if not state.stale:
+        return state
+    if before == "evaluate" and not setup.evaluator.measured:
+        return state
+    if before == "prepare" and not setup.criterion.prepare_reads_model():
+        return state
+    setup.after_round()
+    return replace(state, stale=False)
 
 
 def full_evaluation(evaluator: Evaluator, model, budget: Budget,
@@ -86,10 +95,11 @@ def full_evaluation(evaluator: Evaluator, model, budget: Budget,
     return evaluator.evaluate(model, full=True), budget
 
 
-def confirm(ctx: SearchContext, ev: Evaluation) -> tuple[Evaluation, list[str]]:
-    """Re-measure a round that seems to meet the budget (full_evaluation); the budget it misses."""
-    ev, ctx.budget = full_evaluation(ctx.evaluator, ctx.pruner.model, ctx.budget, ctx.latency_fraction)
-    return ev, ctx.budget.misses(ev.metrics, ctx.margin)
+def confirm(setup: SearchSetup, state: SearchState) -> tuple[SearchState, list[str]]:
+    """Re-measure a round that seems to meet the budget (full_evaluation): the state with that evaluation
+    and the budget it was judged by, and what it misses."""
+    ev, budget = full_evaluation(setup.evaluator, state.pruner.model, state.budget, setup.latency_fraction)
+    return replace(state, evaluation=ev, budget=budget), budget.misses(ev.metrics, setup.margin)
 
 
 def binding(budget: Budget, ev: Evaluation, margin: float, measured: bool) -> tuple[str, float] | None:
@@ -108,54 +118,50 @@ def binding(budget: Budget, ev: Evaluation, margin: float, measured: bool) -> tu
     return worst
 
 
-def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
-    pruner, evaluator = ctx.pruner, ctx.evaluator
-    def block_of(info) -> int:
-        step = pruner.step_of(info)
-        return info.channels % step or step   # first realign a count that is off the multiple
-
-    floor_of = pruner.floor_of
-
-    ev = start
-    status = _Status(ctx.progress, ctx.budget, start)
+def knapsack_search(setup: SearchSetup, start: SearchState) -> SearchState:
+    """Knapsack rounds from `start` until the budget is met; the final state (BudgetError if unreachable)."""
+    evaluator, criterion = setup.evaluator, setup.criterion
+    state = start
+    status = _Status(setup.progress, start.budget, start.evaluation)
     for k in range(1, MAX_ROUNDS + 1):
-        need = binding(ctx.budget, ev, ctx.margin, evaluator.measured)
+        pruner = state.pruner
+        need = binding(state.budget, state.evaluation, setup.margin, evaluator.measured)
         if need is None:
-            return ev
+            return state
         resource, share = need
         priced = resource
         if resource == "latency_ms" and not evaluator.factors.usable:
             priced = "macs"   # no latency model for this target yet: MACs stand in, the measurement decides
-        if ctx.stale and _criterion_reads_model(pruner):
+        if state.stale and criterion.prepare_reads_model():
             status(k, "re-estimating BatchNorm")
-            ctx.refresh("prepare")
+            state = refreshed(setup, state, "prepare")
         status(k, "scoring channels")
-        ctx.prepare()
-        rm = ResourceModel(pruner, ev.layers, evaluator.factors, ev.metrics.params)
+        setup.prepare(pruner.view)
+        rm = ResourceModel(pruner.view, state.evaluation.layers, evaluator.factors, state.evaluation.metrics.params)
         now = rm.value(priced)
-        plan = plan_round(pruner, rm, priced, now * min(share, MAX_ROUND_SHARE), block_of, floor_of,
-                          pruner.depth_blocks())
+        plan = plan_round(pruner.view, criterion, rm, priced, now * min(share, MAX_ROUND_SHARE),
+                          lambda info: _first_block(pruner, info), pruner.floor_of, pruner.depth_blocks())
         if not plan.remove and not plan.blocks:
             break
         predicted_before = rm.value("latency_ms") if evaluator.factors.usable else None
         status(k, "removing channels")
-        removed = pruner.prune_counts(plan.remove)
+        removed = prune_lowest(pruner, criterion, plan.remove)
         if plan.blocks:
-            pruner = ctx.pruner = pruner.without_blocks(plan.blocks)
-            floor_of = pruner.floor_of
-        ctx.stale = True
+            pruner = pruner.without_blocks(plan.blocks)
+        state = replace(state, pruner=pruner, stale=True)
         if evaluator.measured:
             status(k, "re-estimating BatchNorm")
-            ctx.refresh("evaluate")
+            state = refreshed(setup, state, "evaluate")
         status(k, "measuring" if evaluator.measured else "predicting latency")
-        ev = evaluator.evaluate(pruner.model)
-        met = not ctx.budget.misses(ev.metrics, ctx.margin)
+        state = replace(state, evaluation=evaluator.evaluate(pruner.model))
+        met = not state.budget.misses(state.evaluation.metrics, setup.margin)
         if met and evaluator.measured:
             status(k, "confirming with a full measurement")
-            ev, misses = confirm(ctx, ev)
+            state, misses = confirm(setup, state)
             met = not misses
+        ev = state.evaluation
         predicted_after = predict_latency_ms(ev.layers, evaluator.factors) if evaluator.factors.usable else None
-        ctx.rounds.append({
+        setup.rounds.append({
             "selection": "knapsack", "binding": resource, "priced_by": priced, "share_asked": round(share, 4),
             "channels_removed": removed, "removed_per_group": plan.remove, "blocks_removed": plan.blocks,
             "priced_saving": plan.saving, "importance_removed": round(plan.value, 4),
@@ -169,35 +175,43 @@ def knapsack_search(ctx: SearchContext, start: Evaluation) -> Evaluation:
                  f", -{len(plan.blocks)} blocks ({', '.join(plan.blocks)})" if plan.blocks else "", _fmt(ev),
                  "  (budget met)" if met else "")
         if met:
-            return ev
-    raise _unreachable(ctx)
+            return state
+    raise _unreachable(setup)
 
 
-def uniform_search(ctx: SearchContext, step: float) -> Evaluation:
-    pruner, evaluator = ctx.pruner, ctx.evaluator
+def _first_block(pruner: ChannelPruner, info) -> int:
+    step = pruner.step_of(info)
+    return info.channels % step or step   # first realign a count that is off the multiple
+
+
+def uniform_search(setup: SearchSetup, start: SearchState, step: float) -> SearchState:
+    """Uniform rounds (every group to the same keep fraction, or the criterion's own shares) from `start`
+    until the budget is met; the final state (BudgetError if unreachable)."""
+    evaluator, state = setup.evaluator, start
+    pruner = state.pruner   # uniform rounds remove no blocks: one pruner throughout
     for k in range(1, int(np.ceil(1.0 / step)) + 1):
         keep = max(0.0, 1.0 - k * step)
-        ctx.refresh("prepare")
-        ctx.prepare()
-        removed = pruner.prune_to(keep)
-        ctx.progress.update(1)
+        state = refreshed(setup, state, "prepare")
+        setup.prepare(pruner.view)
+        removed = prune_to(pruner, setup.criterion, keep)
+        setup.progress.update(1)
         if removed == 0 and not pruner.at_minimum():
             continue  # rounding to the channel multiple left every group as it was
-        ctx.stale = True
-        ctx.refresh("evaluate")
-        ev = evaluator.evaluate(pruner.model)
-        misses = ctx.budget.misses(ev.metrics, ctx.margin)
+        state = refreshed(setup, replace(state, stale=True), "evaluate")
+        state = replace(state, evaluation=evaluator.evaluate(pruner.model))
+        misses = state.budget.misses(state.evaluation.metrics, setup.margin)
         if not misses and evaluator.measured:
-            ev, misses = confirm(ctx, ev)
-        ctx.rounds.append({"selection": "uniform", "keep_fraction": round(keep, 4), "channels_removed": removed,
-                           "metrics": ev.metrics.to_dict(), "meets_budget": not misses, **_paired(ev)})
-        ctx.progress.set_postfix_str(f"{ev.metrics.latency_ms:.3g} ms")
+            state, misses = confirm(setup, state)
+        ev = state.evaluation
+        setup.rounds.append({"selection": "uniform", "keep_fraction": round(keep, 4), "channels_removed": removed,
+                             "metrics": ev.metrics.to_dict(), "meets_budget": not misses, **_paired(ev)})
+        setup.progress.set_postfix_str(f"{ev.metrics.latency_ms:.3g} ms")
         log.info("round %d: keep %.2f, %s%s", k, keep, _fmt(ev), "" if misses else "  (budget met)")
         if not misses:
-            return ev
+            return state
         if pruner.at_minimum():
             break
-    raise _unreachable(ctx)
+    raise _unreachable(setup)
 
 
 class _Status:
@@ -230,10 +244,10 @@ def _paired(ev: Evaluation) -> dict:
             "speedup_measured": ev.reference.median_ms / ev.metrics.latency_ms}
 
 
-def _unreachable(ctx: SearchContext) -> BudgetError:
-    if not ctx.rounds:
+def _unreachable(setup: SearchSetup) -> BudgetError:
+    if not setup.rounds:
         return BudgetError("no channel could be removed; relax the budget")
-    best = min((r["metrics"] for r in ctx.rounds), key=lambda m: m["latency_ms"])
+    best = min((r["metrics"] for r in setup.rounds), key=lambda m: m["latency_ms"])
     return BudgetError(f"budget not met after pruning every layer as far as it goes; best reachable: latency "
                        f"{units.ms(best['latency_ms'])}, {units.count(best['macs'])} MACs, "
                        f"{units.count(best['params'])} params; relax the budget", best=best)

@@ -9,7 +9,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
-from .errors import InputError
+from ..errors import InputError
 
 _SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
 
@@ -146,6 +146,6 @@ _LABELS = {"latency_ms": "latency", "memory_mb": "memory", "macs": "MACs", "para
 
 
 def _human(name: str, value: float) -> str:
-    from . import units
+    from .. import units
 
     return {"latency_ms": units.ms, "memory_mb": units.mb}.get(name, units.count)(value)

@@ -20,8 +20,9 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from .cost_model import LayerCost, predict_latency_ms, predict_memory_mb
-from .criteria import mean_normalised
+from ..cost_model import LayerCost, predict_latency_ms, predict_memory_mb
+from ..criteria.base import Criterion, mean_normalised
+from ..pruning.view import GroupView
 
 RESOURCES = ("latency_ms", "macs", "params", "memory_mb")
 
@@ -50,13 +51,14 @@ def _scaled(c: LayerCost, out_keep: float = 1.0, in_keep: float = 1.0, depthwise
 class ResourceModel:
     """Prices removing n channels from a group, from the current model's layer costs."""
 
-    def __init__(self, pruner, costs: list[LayerCost], factors, total_params: int):
-        self.pruner, self.costs, self.factors, self.total_params = pruner, costs, factors, total_params
+    def __init__(self, view: GroupView, costs: list[LayerCost], factors, total_params: int):
+        self.view, self.costs, self.factors, self.total_params = view, costs, factors, total_params
         self.by_name = {c.name: i for i, c in enumerate(costs)}
-        modules = dict(pruner.model.named_modules())
+        modules = dict(view.model.named_modules())
         self.depthwise = {n for n, m in modules.items()
                           if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels}
-        self.members = pruner.member_map()   # root -> (producers, consumers) layer names
+        self.members = view.member_map()   # root -> (producers, consumers) layer names
+        self.groups = view.groups
 
     def value(self, resource: str, costs: list[LayerCost] | None = None, params: int | None = None) -> float:
         costs = self.costs if costs is None else costs
@@ -79,7 +81,7 @@ class ResourceModel:
         out_keep: dict[str, float] = {}
         in_keep: dict[str, float] = {}
         for root, n in removals.items():
-            info = self.pruner.groups[root]
+            info = self.groups[root]
             keep = (info.channels - n) / info.channels
             producers, consumers = self.members[root]
             for p in producers:
@@ -107,8 +109,9 @@ class ResourceModel:
         return self.value(resource) - self.value(resource, costs, params)
 
 
-def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: float, block_of: Callable[[object], int],
-               floor_of: Callable[[object], int], depth_blocks: dict[str, list[str]] | None = None) -> Plan:
+def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceModel, resource: str, needed: float,
+               block_of: Callable[[object], int], floor_of: Callable[[object], int],
+               depth_blocks: dict[str, list[str]] | None = None) -> Plan:
     """Blocks to remove so that the priced saving of `resource` reaches `needed` at the least importance.
 
     `depth_blocks` (residual block -> the prunable groups inside it) adds whole-block removal as an item
@@ -116,19 +119,20 @@ def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: flo
     its weight everything the block's layers cost (overhead included).
     """
     scores: dict[str, torch.Tensor] = {}
-    scales = pruner.criterion.group_scales()   # the criterion's own weighting across layers, if any
-    for root, group in pruner.root_groups_by_name().items():
-        info = pruner.groups.get(root)
+    groups = view.groups
+    weights = criterion.group_weights()   # the criterion's own weighting across layers, if any
+    for root, group in view.root_groups_by_name().items():
+        info = groups.get(root)
         if info is None or not info.prunable or info.channels <= floor_of(info):
             continue
-        scores[root] = torch.sort(mean_normalised(pruner.criterion.scores(pruner, info, group))).values
-        if scales:
-            scores[root] = scores[root] * scales.get(root, 1.0)
+        scores[root] = torch.sort(mean_normalised(criterion.scores(view, info, group))).values
+        if weights:
+            scores[root] = scores[root] * weights.get(root, 1.0)
     remove: dict[str, int] = {r: 0 for r in scores}
     priced: dict[str, tuple[float, float, int]] = {}
 
     def price(root: str) -> tuple[float, float, int] | None:
-        info = pruner.groups[root]
+        info = groups[root]
         n = remove[root]
         room = info.channels - floor_of(info) - n
         step = block_of(info)
@@ -140,7 +144,7 @@ def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: flo
             gain = resource_model.saving(resource, {**remove, root: n + block}) - before
             if gain > 0 or block >= room:
                 break
-            block = min(block + pruner.step_of(info), room)
+            block = min(block + view.step_of(info), room)
         # A thinner layer loses more per channel: scale by how far the group has already shrunk.
         thinning = info.original_channels / max(1, info.channels - n)
         return float(scores[root][n:n + block].sum()) * thinning, gain, block
@@ -150,7 +154,7 @@ def plan_round(pruner, resource_model: ResourceModel, resource: str, needed: flo
         if p:
             priced[r] = p
     for block, roots in (depth_blocks or {}).items():
-        infos = [pruner.groups[r] for r in roots if r in pruner.groups]
+        infos = [groups[r] for r in roots if r in groups]
         if infos and all(i.prunable and i.channels <= floor_of(i) for i in infos):
             # What goes: the inner channels (at their thinned value) and everything the block adds to
             # the stream (its other layers' outputs), each channel worth the average 1.
