@@ -31,7 +31,7 @@ from edge_compress.deploy import (
     trtexec_command,
     write_build_script,
 )
-from edge_compress.deploy.runner import measure_interleaved
+from edge_compress.deploy.runners.base import measure_interleaved
 
 # The command line of a real trtexec 8.2.1 run on a Jetson Nano, copied from the last line of
 # shared/fixtures/trtexec/jetson-nano-trt8201-summary.log (checked against the file when present).
@@ -246,8 +246,8 @@ def test_interleaved_measurement_keeps_the_ratio_under_drift() -> None:
     assert b.median_ms / a.median_ms == pytest.approx(2.0, rel=0.2)
     assert a.runs == b.runs == 60 and a.warmup_runs == 2
     assert "interleaved" in a.method and "blocks of 5" in b.method
-    with pytest.raises(ValueError, match="two or more runners"):
-        measure_interleaved([fast], [feed], 0, 10)
+    with pytest.raises(ValueError, match="each with its feed"):
+        measure_interleaved([fast, slow], [feed], 0, 10)
     with fast, slow:
         with pytest.raises(ValueError, match="block"):
             measure_interleaved([fast, slow], [feed, feed], 0, 10, block=0)

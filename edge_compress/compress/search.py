@@ -19,9 +19,9 @@ import numpy as np
 
 from . import units
 from .budget import Budget
-from .cost_model import predict_latency_ms
+from .costmodel.model import predict_latency_ms
 from .errors import BudgetError
-from .evaluate import Evaluation, Evaluator
+from .evaluate import Evaluation, LatencyEvaluator
 from .pruning import ChannelPruner
 from .selection import ResourceModel, plan_round
 
@@ -36,7 +36,7 @@ AIM = {True: 0.93, False: 0.98}   # target share of the budget, measured vs pred
 @dataclass
 class SearchContext:
     pruner: ChannelPruner
-    evaluator: Evaluator
+    evaluator: LatencyEvaluator
     budget: Budget
     margin: float                              # a measured latency must be under budget * margin
     prepare: Callable[[], None]                # scores for the round (criterion.prepare with calibration data)
@@ -72,7 +72,7 @@ def _criterion_reads_model(pruner) -> bool:
     return True if reads is None else bool(reads())
 
 
-def full_evaluation(evaluator: Evaluator, model, budget: Budget,
+def full_evaluation(evaluator: LatencyEvaluator, model, budget: Budget,
                     latency_fraction: float | None) -> tuple[Evaluation, Budget]:
     """A model's evaluation with the full run count, and the budget to judge it by.
 
