@@ -41,7 +41,7 @@ from edge_compress.compress.archs import get_arch  # noqa: E402
 from edge_compress.compress.bn_recalibration import recalibrate_batchnorm  # noqa: E402
 from edge_compress.compress.budget import Budget  # noqa: E402
 from edge_compress.compress.calib import load_calibration  # noqa: E402
-from edge_compress.compress.cost_model import factors_from_profile, layer_costs, predict_latency_ms  # noqa: E402
+from edge_compress.compress.costmodel.model import factors_from_profile, layer_costs, predict_latency_ms  # noqa: E402
 from edge_compress.compress.criteria import make_criterion  # noqa: E402
 from edge_compress.compress.evaluate import LatencyEvaluator  # noqa: E402
 from edge_compress.compress.model_io import load_model  # noqa: E402

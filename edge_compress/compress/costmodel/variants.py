@@ -4,6 +4,8 @@ variants are shaped exactly as pruned models are, whatever the network's layer n
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -48,23 +50,30 @@ def random_widths(pruner: ChannelPruner, rng: np.random.Generator) -> dict[str, 
 
 def random_variants(arch: str, count: int, seed: int, state_dict: dict | None = None, multiple: int = 4,
                     min_channels: int = 4) -> list[tuple[dict, nn.Module]]:
-    """`count` variants of the registered `arch` (with `state_dict` if given), each pruned to random widths
-    by a pruner that reuses one safety analysis of the architecture."""
+    """`count` variants of the registered architecture `arch` (see `variants_of`)."""
     from ..archs import get_arch
 
     info = get_arch(arch)
-    base = info.factory().eval()
+    variants = variants_of(info.factory, info.input_shape, count, seed, state_dict, multiple, min_channels)
+    return [({"arch": arch, **desc}, model) for desc, model in variants]
+
+
+def variants_of(factory: Callable[[], nn.Module], input_shape: tuple[int, ...], count: int, seed: int,
+                state_dict: dict | None = None, multiple: int = 4,
+                min_channels: int = 4) -> list[tuple[dict, nn.Module]]:
+    """`count` models from `factory` (with `state_dict` if given) for inputs of `input_shape` (CxHxW), each
+    pruned to random widths by a pruner that reuses one safety analysis of the network."""
+    base = factory().eval()
     if state_dict is not None:
         base.load_state_dict(state_dict)
-    example = torch.zeros(1, *info.input_shape)
-    analysed = ChannelPruner(base, example, RandomChannels(seed), multiple, min_channels)
+    analysed = ChannelPruner(base, torch.zeros(1, *input_shape), RandomChannels(seed), multiple, min_channels)
     rng = np.random.default_rng(seed)
     out = []
     for i in range(count):
-        model = info.factory().eval()
+        model = factory().eval()
         model.load_state_dict(base.state_dict())
         pruner = analysed.for_copy(model, RandomChannels(seed * 1000 + i))
         widths = random_widths(pruner, rng)
         pruner.prune_counts({root: pruner.groups[root].channels - w for root, w in widths.items()})
-        out.append(({"arch": arch, "seed": seed, "index": i, "widths": widths}, pruner.model))
+        out.append(({"seed": seed, "index": i, "widths": widths}, pruner.model))
     return out
