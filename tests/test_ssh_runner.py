@@ -340,6 +340,13 @@ def test_measure_onnx_removes_its_remote_folder(sshd, tiny_onnx):
     assert not Path(remote_dir).exists()  # the "device" is this machine
 
 
+def test_scratch_folders_go_in_the_profiles_workdir(sshd, tiny_onnx, tmp_path):
+    workdir = tmp_path / "bench dir" / "new"   # missing, with a space: made, and quoted
+    runner = sshd.runner(workdir=str(workdir))
+    result = runner.bench_onnx(tiny_onnx, warmup=0, runs=2, keep_remote=True)
+    assert Path(result["remote_dir"]).parent == workdir and Path(result["remote_dir"]).is_dir()
+
+
 def test_check_reports_tools(sshd):
     found = sshd.runner().check()
     assert found["python3"] == ".".join(map(str, sys.version_info[:3]))

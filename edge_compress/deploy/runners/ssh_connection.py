@@ -359,11 +359,17 @@ class SshConnection:
     # -- measurements --------------------------------------------------------------------------
 
     def _make_remote_dir(self) -> str:
+        # Inside the profile's workdir (created if missing), in one round trip.
         parent = self.target.workdir.rstrip("/") or "/"
-        self.run(["mkdir", "-p", "--", parent], self.connect_timeout_s + 30)
-        proc = self.run(["mktemp", "-d", f"{parent}/compress-bench.XXXXXX"], self.connect_timeout_s + 30)
-        remote_dir = proc.stdout.strip()
-        if not remote_dir.startswith("/"):
+        command = (f"{quote_command(['mkdir', '-p', '--', parent])} && "
+                   f"{quote_command(['mktemp', '-d', f'{parent}/compress-bench.XXXXXX'])}")
+        proc = self._ssh(command, self.connect_timeout_s + 30, what="making a scratch folder")
+        if proc.returncode != 0:
+            raise DeviceError(f"cannot make a scratch folder in {parent} on {self.address}: "
+                              f"{_last_line(proc.stderr.decode(errors='replace'))}")
+        remote_dir = proc.stdout.decode(errors="replace").strip()
+        # A relative workdir is relative to the login folder, where every ssh command starts.
+        if not remote_dir or "\n" in remote_dir:
             raise DeviceError(f"mktemp on {self.address} gave no folder: {proc.stdout!r}")
         return remote_dir
 
