@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from .measure import measure_layers_host, measure_reference_rates
-from .profile_block import cost_model_block
 from .model import LAYER_KINDS, CostFactors, factors_from_profile, layer_costs, layer_times_ms
+from .profile_block import cost_model_block
 from .published import NANO_PUBLISHED_MS, NANO_SOURCE, PUBLISHED, PUBLISHED_NETWORKS
 from .sample import Sample
 
