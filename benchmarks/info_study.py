@@ -40,9 +40,9 @@ from benchmarks.cifar_calib import load_split  # noqa: E402
 from edge_compress.compress.archs import get_arch  # noqa: E402
 from edge_compress.compress.bn_recalibration import recalibrate_batchnorm  # noqa: E402
 from edge_compress.compress.calib import load_calibration  # noqa: E402
-from edge_compress.compress.cost_model import factors_from_profile, layer_costs, predict_latency_ms  # noqa: E402
+from edge_compress.compress.costmodel.model import factors_from_profile, layer_costs, predict_latency_ms  # noqa: E402
 from edge_compress.compress.criteria.registry import make_criterion  # noqa: E402
-from edge_compress.compress.evaluate import Evaluator  # noqa: E402
+from edge_compress.compress.evaluate import LatencyEvaluator  # noqa: E402
 from edge_compress.compress.model_io import load_model  # noqa: E402
 from edge_compress.compress.pruning.pruner import ChannelPruner  # noqa: E402
 from edge_compress.compress.recovery import RecoveryOptions, recover  # noqa: E402
@@ -89,7 +89,7 @@ def prune_one(config, calib, budget: Budget, original, measured: bool = False, m
         raise SystemExit(f"labels_from={labels_from!r}: choose data or predicted")
     example = cx[:1].clone()
     pruner = ChannelPruner(model, example, profile.pruning.channel_multiple, profile.pruning.min_channels)
-    evaluator = Evaluator(profile, example)
+    evaluator = LatencyEvaluator(profile, example)
     evaluator.measured = measured   # False: MACs counted, latency predicted, no measurement noise in the loop
     timing = {"score": 0.0}
 

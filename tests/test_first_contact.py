@@ -193,7 +193,7 @@ def test_host_fit_is_compared_with_this_cpu():
     from edge_compress.device_profiles import load_profile
     from edge_compress.device_profiles.schema import FitMachine
 
-    from edge_compress.compress.host_fit import fitted_here, same_machine
+    from edge_compress.compress.costmodel.host import fitted_here, same_machine
 
     here = {"cpu": "AMD EPYC 7B13 64-Core Processor", "isa": "avx512", "cores": 2}
     assert same_machine(FitMachine(cpu="AMD EPYC", isa="avx512", cores=2), here)
@@ -209,7 +209,7 @@ def test_host_profile_on_another_cpu_is_labelled_not_fitted(monkeypatch):
     from edge_compress.device_profiles import load_profile
     from edge_compress.device_profiles.schema import FitMachine
 
-    from edge_compress.compress import host_fit
+    from edge_compress.compress.costmodel import host as host_fit
 
     profile = load_profile("host")
     other = profile.model_copy(update={"cost_model": profile.cost_model.model_copy(update={

@@ -389,7 +389,7 @@ def test_single_tensor_export_is_unchanged(tmp_path):
 
 
 def test_device_bench_reports_every_output(zoo, tmp_path):
-    from edge_compress.deploy import device_bench
+    from edge_compress.deploy.runners import device_bench
 
     model = zoo.DictHead(width=8).eval()
     export_onnx(model, torch.randn(1, 3, 32, 32), tmp_path / "m.onnx", 13)

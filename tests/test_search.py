@@ -14,7 +14,7 @@ from edge_compress.compress.pruning.depth import removable_blocks
 from edge_compress.compress.model_io import pruned_checkpoint, rebuild_pruned
 from edge_compress.compress.pruning.pruner import ChannelPruner
 from edge_compress.compress.search.knapsack import ResourceModel, plan_round
-from edge_compress.compress.cost_model import layer_costs
+from edge_compress.compress.costmodel.model import layer_costs
 
 TINY = dict(arch="example-cnn", arch_kwargs={"width": 8})
 

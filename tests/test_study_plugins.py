@@ -55,7 +55,7 @@ def test_kl_allocation_measures_what_pruning_the_weakest_channels_costs(coupled)
 
 def test_kl_allocation_steers_the_knapsack_toward_the_group_that_costs_least_information(coupled):
     from edge_compress.compress.search.knapsack import ResourceModel, plan_round
-    from edge_compress.compress.cost_model import layer_costs
+    from edge_compress.compress.costmodel.model import layer_costs
     model, base = coupled
     x, y = _data(model)
     plans = {}

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(name: str, argv: list[str]) -> int:
     if name in ("fit-cost-model", "cost-model"):
-        from .costfit import main as costfit_main
+        from .costmodel.commands import main as costfit_main
         return costfit_main([name, *argv])
     if name == "example":
         from .example import build_parser as example_parser, run as run_example
@@ -243,9 +243,9 @@ def _run_validate(args) -> int:
 
     device = None
     if args.device:
-        from edge_compress.deploy.ssh_runner import SshRunner
-        device = SshRunner(args.device, identity_file=args.ssh_key, known_hosts=args.known_hosts,
-                           remote_python=args.device_python or "python3")
+        from edge_compress.deploy import SshConnection
+        device = SshConnection.from_address(args.device, identity_file=args.ssh_key, known_hosts=args.known_hosts,
+                                            remote_python=args.device_python or "python3")
     result = validate(args.model, args.target, args.latency_ms, args.memory_mb, args.params,
                       _shape(args.input_shape), args.out, device)
     if args.json:
@@ -289,7 +289,7 @@ def _rerender(folder: Path) -> int:
         raise InputError(f"{folder} is not a folder compress wrote (no manifest.json listing its files); pass an "
                          "output folder of compress or compress validate")
     from .report_html import render_html
-    from edge_compress.deploy.atomic import atomic_write_text
+    from edge_compress.deploy import atomic_write_text
     atomic_write_text(folder / "report.html", render_html(report))
     print(folder / "report.html")
     return 0
@@ -312,7 +312,7 @@ def _stage_error_code(e: BaseException) -> int | None:
     if "edge_compress.deploy" not in sys.modules and "edge_compress.export" not in sys.modules:
         return None
     from edge_compress.deploy import DeployError, ProviderError
-    from edge_compress.deploy.errors import DeviceError
+    from edge_compress.deploy import DeviceError
     from edge_compress.export import ExportError, ParityError
 
     if isinstance(e, (ExportError, ProviderError, DeviceError)):
@@ -379,7 +379,7 @@ def _dispatch(args) -> int:
 def _list_targets(as_json: bool) -> int:
     from edge_compress.device_profiles import list_profiles
 
-    from .host_fit import fitted_here
+    from .costmodel.host import fitted_here
 
     rows = []
     for p in list_profiles():

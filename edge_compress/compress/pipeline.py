@@ -17,8 +17,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from edge_compress.deploy import build_ort_engine, environment_info, trtexec_command, write_build_script
-from edge_compress.deploy.bundle import write_device_bundle
+from edge_compress.deploy import (
+    build_ort_engine,
+    environment_info,
+    trtexec_command,
+    write_build_script,
+    write_device_bundle,
+)
 from edge_compress.device_profiles import load_profile
 from edge_compress.export import ExportError, check_parity, export_onnx, simplify_onnx, tolerance_for
 
@@ -27,12 +32,12 @@ from . import units
 from .bn_recalibration import recalibrate_batchnorm
 from .search.budget import Budget, BudgetSpec, Metrics
 from .calib import CalibData, load_calibration, synthetic_calibration
-from .cost_model import factors_from_profile, predict_layer_ms
+from .costmodel.model import factors_from_profile, predict_layer_ms
 from .criteria.defaults import DATA_FREE_DEFAULT, resolve_criterion
 from .criteria.registry import describe_criterion, make_criterion
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, BudgetError, InputError
-from .evaluate import Evaluation, Evaluator, measured_kind
-from .host_fit import for_this_machine
+from .evaluate import Evaluation, LatencyEvaluator, measured_kind
+from .costmodel.host import for_this_machine
 from .model_io import LoadedModel, load_model, save_pruned_bytes
 from .options import CompressOptions
 from .output import OutputDir, check_out_dir, sha256_file
@@ -158,7 +163,7 @@ class _Run:
         self.calib = calib
         # The example batch is real data; a batch larger than the calibration set repeats its samples.
         example = calib.x[torch.arange(shape[0]) % len(calib)].clone()
-        evaluator = Evaluator(profile, example, device=self.device)
+        evaluator = LatencyEvaluator(profile, example, device=self.device)
         try:
             with self.timer.stage("evaluate_original"):
                 log.info("%s the original model on %s ...", "measuring" if evaluator.measured else "predicting",
@@ -247,13 +252,13 @@ class _Run:
         return Evaluation(metrics, ref, original.layers), rebased
 
     def _device(self):
-        """An SshRunner for --device user@host[:port], or None (the profile may name its own device)."""
+        """An SshConnection for --device user@host[:port], or None (the profile may name its own device)."""
         o = self.o
         if not o.device:
             return None
-        from edge_compress.deploy.ssh_runner import SshRunner
-        return SshRunner(o.device, identity_file=o.ssh_key, known_hosts=o.known_hosts,
-                         remote_python=o.device_python or "python3")
+        from edge_compress.deploy import SshConnection
+        return SshConnection.from_address(o.device, identity_file=o.ssh_key, known_hosts=o.known_hosts,
+                                          remote_python=o.device_python or "python3")
 
     def _shape_and_calibration(self, loaded: LoadedModel, profile) -> tuple[tuple[int, int, int, int], CalibData]:
         """The input shape (from --input-shape, else the built-in architecture, else the calibration data; the
@@ -337,7 +342,7 @@ class _Run:
         if budget.macs is not None and original.metrics.macs is None:
             raise InputError("--macs needs a model whose layers can be counted (a state dict with --arch, not TorchScript)")
 
-    def _prune_to_budget(self, model, example, profile, evaluator: Evaluator, budget: Budget,
+    def _prune_to_budget(self, model, example, profile, evaluator: LatencyEvaluator, budget: Budget,
                          original: Evaluation, pruning: dict, latency_fraction: float | None) -> Evaluation:
         o = self.o
         pruner = ChannelPruner(model, example, profile.pruning.channel_multiple, profile.pruning.min_channels)
@@ -421,7 +426,7 @@ class _Run:
             if bar is not None:
                 bar.close()
 
-    def _export_and_deploy(self, od: OutputDir, model, example, calib: CalibData, profile, evaluator: Evaluator) -> dict:
+    def _export_and_deploy(self, od: OutputDir, model, example, calib: CalibData, profile, evaluator: LatencyEvaluator) -> dict:
         rt = profile.runtime
         out: dict = {}
         with self.timer.stage("export"):
@@ -446,7 +451,7 @@ class _Run:
         out["export"] = {"onnx": {**raw_record, "raw_export": "deleted after simplification"},
                          "simplify": simplified.to_dict(), "parity": parity.to_dict()}
         with self.timer.stage("engine"):
-            if rt.engine == "onnxruntime" and evaluator.measured and evaluator.remote is None:
+            if rt.engine == "onnxruntime" and evaluator.measured and evaluator.device is None:
                 source = od.path("model.onnx")
                 if rt.precision == "int8":
                     source = self._quantize(od, calib, example, out)
@@ -473,18 +478,18 @@ class _Run:
             with self.timer.stage("measure"):
                 log.info("measuring the final model on %s ...", profile.name)
                 # a device optimises model.onnx itself; the host's ORT-optimised file is specific to this CPU
-                final = od.path("model.onnx") if evaluator.remote is not None else od.path("model.ort.onnx")
+                final = od.path("model.onnx") if evaluator.device is not None else od.path("model.ort.onnx")
                 if evaluator.reference_onnx is not None:
                     out["stats"], out["reference_stats"] = evaluator.measure_paired(final)
                 else:
                     out["stats"] = evaluator.measure_onnx(final, full=True)
-            if evaluator.remote is not None:
-                out["engine"]["measured_on"] = str(evaluator.remote.target)
+            if evaluator.device is not None:
+                out["engine"]["measured_on"] = evaluator.device.address
         return out
 
     def _quantize(self, od: OutputDir, calib: CalibData, example, out: dict) -> Path:
         """Static INT8 (QDQ) for ONNX Runtime, calibrated on the calibration data; the accuracy change is recorded."""
-        from edge_compress.deploy.ort_quant import quantize_int8
+        from edge_compress.deploy import quantize_int8
 
         if calib.synthetic:
             raise InputError("INT8 quantization needs real calibration data to set its scales; pass --calib")

@@ -17,7 +17,7 @@ import torch
 
 from .search.budget import BudgetSpec, Metrics
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, InputError
-from .evaluate import Evaluator, measured_kind
+from .evaluate import LatencyEvaluator, measured_kind
 from .output import OutputDir, check_out_dir, sha256_file
 from .report import REPORT_SCHEMA_VERSION, versions
 
@@ -54,7 +54,7 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
     check_out_dir(Path(out) if out else Path("validated") / f"{path.stem}-{profile.name}", [path, Path(str(target))])
     if device is None:
         _check_loads(path)
-    evaluator = Evaluator(profile, example, device=device)
+    evaluator = LatencyEvaluator(profile, example, device=device)
     if not evaluator.measured:
         raise InputError(f"target {profile.name} cannot be measured from here (its latency would be a prediction, "
                          "which needs the PyTorch model); validate on host or pass --device user@host[:port]")

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..cost_model import LayerCost, predict_latency_ms, predict_memory_mb
+from ..costmodel.model import LayerCost, predict_latency_ms, predict_memory_mb
 from ..criteria.base import Criterion, mean_normalised
 from ..pruning.view import GroupView
 

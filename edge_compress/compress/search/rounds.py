@@ -18,10 +18,10 @@ from typing import Callable
 import numpy as np
 
 from .. import units
-from ..cost_model import predict_latency_ms
+from ..costmodel.model import predict_latency_ms
 from ..criteria.base import Criterion
 from ..errors import BudgetError
-from ..evaluate import Evaluation, Evaluator
+from ..evaluate import Evaluation, LatencyEvaluator
 from ..pruning.pruner import ChannelPruner
 from ..pruning.view import GroupView
 from .budget import Budget
@@ -41,7 +41,7 @@ class SearchSetup:
     """What every round of a search shares; nothing in it changes while the search runs."""
 
     criterion: Criterion
-    evaluator: Evaluator
+    evaluator: LatencyEvaluator
     margin: float                              # a measured latency must be under budget * margin
     prepare: Callable[[GroupView], None]       # scores for the round (criterion.prepare with calibration data)
     # What forward passes over the pruned model need after a round (BatchNorm re-estimation on the
@@ -81,7 +81,7 @@ def refreshed(setup: SearchSetup, state: SearchState, before: str) -> SearchStat
     return replace(state, stale=False)
 
 
-def full_evaluation(evaluator: Evaluator, model, budget: Budget,
+def full_evaluation(evaluator: LatencyEvaluator, model, budget: Budget,
                     latency_fraction: float | None) -> tuple[Evaluation, Budget]:
     """A model's evaluation with the full run count, and the budget to judge it by.
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_compress.deploy.errors import DeployError
-from edge_compress.deploy.stats import LatencyStats
+from edge_compress.deploy.runners.stats import LatencyStats
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 # Optional "[05/18/2023-21:52:15] " then optional "[I] "; lines piped without them still parse.

@@ -7,9 +7,9 @@ What differs by version (TensorRT release notes and API docs; docs/devices.md):
 - workspace: `config.max_workspace_size` below 8.4, `config.set_memory_pool_limit(WORKSPACE, ...)` from 8.4;
 - I/O: bindings (`num_bindings`, `execute_v2`) below 8.5, named tensors (`num_io_tensors`,
   `set_tensor_address`, `execute_async_v3`) from 8.5; bindings are gone in 10.
-The decisions are pure functions of the version (`build_plan`), tested without TensorRT; the build and
-the runner import TensorRT lazily and need it and a GPU (their tests skip with the reason otherwise).
-Buffers are torch CUDA tensors, so no pycuda is needed.
+The decisions are pure functions of the version (`build_plan`), tested without TensorRT; the build
+imports TensorRT lazily and needs it and a GPU (its tests skip with the reason otherwise). The runner
+that loads the engine is `deploy/runners/trt.py`.
 """
 from __future__ import annotations
 
@@ -18,12 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-
 from edge_compress.deploy.atomic import atomic_path, sha256_file
+from edge_compress.deploy.builders.trtexec import parse_trt_version
 from edge_compress.deploy.errors import DeployError
-from edge_compress.deploy.runner import Runner
-from edge_compress.deploy.trtexec import parse_trt_version
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -66,7 +63,7 @@ def build_plan(trt_version: str | tuple[int, int, int], precision: str = "fp16",
                      "bindings" if v < (8, 5, 0) else "named_tensors", flags, dla_core, workspace_mib)
 
 
-def _tensorrt():
+def import_tensorrt():
     try:
         import tensorrt as trt  # noqa: PLC0415 - optional dependency, the [tensorrt] extra
     except ImportError:
@@ -96,7 +93,7 @@ def build_engine(onnx_path: str | os.PathLike[str], out_path: str | os.PathLike[
 
     `input_shapes` maps dynamic inputs to (min, opt, max) shapes for an optimization profile.
     """
-    trt = _tensorrt()
+    trt = import_tensorrt()
     plan = build_plan(trt.__version__, precision, workspace_mib, dla_core)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -141,82 +138,3 @@ def build_engine(onnx_path: str | os.PathLike[str], out_path: str | os.PathLike[
         with atomic_path(timing_cache) as tmp:
             tmp.write_bytes(bytes(cache.serialize()))
     return TrtEngine(Path(out_path), plan, Path(timing_cache) if timing_cache else None, sha256_file(out_path))
-
-
-class TrtRunner(Runner):
-    """Runs a serialized engine on the GPU; the same interface and statistics as the ONNX Runtime runner."""
-
-    def __init__(self, engine_path: str | os.PathLike[str]):
-        super().__init__(f"TrtRunner({Path(engine_path).name})")
-        self.engine_path = Path(engine_path)
-        self._names: list[str] = []
-
-    def _activate_impl(self) -> None:
-        import torch  # noqa: PLC0415 - CUDA buffers without pycuda
-
-        trt = _tensorrt()
-        if not torch.cuda.is_available():
-            raise DeployError("TensorRT needs an NVIDIA GPU, and none is visible here")
-        self._trt, self._torch = trt, torch
-        self._plan = build_plan(trt.__version__)
-        logger = trt.Logger(trt.Logger.WARNING)
-        self._engine = trt.Runtime(logger).deserialize_cuda_engine(self.engine_path.read_bytes())
-        if self._engine is None:
-            raise DeployError(f"{self.engine_path.name} does not deserialize with TensorRT {trt.__version__} "
-                              "(engines are specific to the TensorRT version and the GPU)")
-        self._context = self._engine.create_execution_context()
-        if self._plan.io_api == "named_tensors":
-            names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
-            self._inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-            self._outputs = [n for n in names if n not in self._inputs]
-        else:
-            names = [self._engine.get_binding_name(i) for i in range(self._engine.num_bindings)]
-            self._inputs = [n for i, n in enumerate(names) if self._engine.binding_is_input(i)]
-            self._outputs = [n for n in names if n not in self._inputs]
-        self._names = names
-
-    def _infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch, trt = self._torch, self._trt
-        tensors = {n: torch.from_numpy(np.ascontiguousarray(feed[n])).cuda() for n in self._inputs}
-        outs = {}
-        if self._plan.io_api == "named_tensors":
-            for n, t in tensors.items():
-                self._context.set_input_shape(n, tuple(t.shape))
-                self._context.set_tensor_address(n, t.data_ptr())
-            for n in self._outputs:
-                shape = tuple(self._context.get_tensor_shape(n))
-                dtype = torch.from_numpy(np.zeros(1, dtype=trt.nptype(self._engine.get_tensor_dtype(n)))).dtype
-                outs[n] = torch.empty(shape, dtype=dtype, device="cuda")
-                self._context.set_tensor_address(n, outs[n].data_ptr())
-            stream = torch.cuda.current_stream()
-            self._context.execute_async_v3(stream.cuda_stream)
-            stream.synchronize()
-        else:
-            bindings = [0] * len(self._names)
-            for i, n in enumerate(self._names):
-                if n in tensors:
-                    self._context.set_binding_shape(i, tuple(tensors[n].shape))
-                    bindings[i] = tensors[n].data_ptr()
-            for i, n in enumerate(self._names):
-                if n in self._outputs:
-                    dtype = torch.from_numpy(np.zeros(1, dtype=trt.nptype(self._engine.get_binding_dtype(i)))).dtype
-                    outs[n] = torch.empty(tuple(self._context.get_binding_shape(i)), dtype=dtype, device="cuda")
-                    bindings[i] = outs[n].data_ptr()
-            self._context.execute_v2(bindings)
-            torch.cuda.synchronize()
-        return {n: t.cpu().numpy() for n, t in outs.items()}
-
-    def _deactivate_impl(self) -> None:
-        self._context = self._engine = None
-
-    @property
-    def input_names(self) -> list[str]:
-        return list(getattr(self, "_inputs", []))
-
-    @property
-    def runtime(self) -> str:
-        return f"tensorrt {self._trt.__version__}"
-
-    @property
-    def provider(self) -> str:
-        return f"TensorRT on {self._torch.cuda.get_device_name()}"

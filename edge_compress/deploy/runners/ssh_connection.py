@@ -11,20 +11,24 @@ quoting of a path with spaces is right for both; a stream through ssh has one ru
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import shlex
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_compress.deploy.atomic import atomic_path
 from edge_compress.deploy.errors import DeployError, DeviceError
-from edge_compress.deploy.stats import LatencyStats
+from edge_compress.deploy.runners.stats import LatencyStats
+from edge_compress.deploy.runners.trtexec_log import TrtexecResult, parse_trtexec_log
+
+if TYPE_CHECKING:
+    # The device profile's address (host, user, port, key_file, workdir, python). Only its fields are
+    # read, so importing deploy does not load the profiles package.
+    from edge_compress.device_profiles import SshTarget
 
 DEVICE_BENCH = Path(__file__).with_name("device_bench.py")
 
@@ -67,46 +71,33 @@ _INSTALL_HINTS = {
 }
 
 
-@dataclass(frozen=True)
-class SshTarget:
-    """A device address: ``user@host`` with an optional ``:port`` (IPv6 hosts in brackets)."""
+def parse_ssh_address(text: str) -> tuple[str, str, int]:
+    """``user@host[:port]`` (IPv6 hosts in brackets) -> (user, host, port); a bad address is one line."""
+    if not isinstance(text, str):
+        raise DeviceError(f"bad SSH target {text!r}: expected a string user@host[:port]")
+    match = _TARGET_RE.fullmatch(text.strip())
+    if match is None:
+        raise DeviceError(
+            f"bad SSH target {text!r}: expected user@host[:port], e.g. jetson@192.168.1.20 or "
+            f"jetson@nano.local:2222 (IPv6: user@[fe80::1]:22)"
+        )
+    user, port_text = match["user"], match["port"]
+    host = match["ipv6"] or match["host"]
+    if not _USER_RE.fullmatch(user):
+        raise DeviceError(f"bad SSH target {text!r}: user {user!r} is not a valid user name")
+    if match["host"] is not None and not _HOST_RE.fullmatch(host):
+        raise DeviceError(f"bad SSH target {text!r}: host {host!r} is not a host name or IP address")
+    if port_text is None:
+        return user, host, 22
+    if port_text.isdigit() and 1 <= int(port_text) <= 65535:
+        return user, host, int(port_text)
+    raise DeviceError(f"bad SSH target {text!r}: port {port_text!r} must be an integer 1-65535")
 
-    user: str
-    host: str
-    port: int = 22
 
-    @classmethod
-    def parse(cls, text: str) -> SshTarget:
-        if not isinstance(text, str):
-            raise DeviceError(f"bad SSH target {text!r}: expected a string user@host[:port]")
-        match = _TARGET_RE.fullmatch(text.strip())
-        if match is None:
-            raise DeviceError(
-                f"bad SSH target {text!r}: expected user@host[:port], e.g. jetson@192.168.1.20 or "
-                f"jetson@nano.local:2222 (IPv6: user@[fe80::1]:22)"
-            )
-        user, port_text = match["user"], match["port"]
-        host = match["ipv6"] or match["host"]
-        if not _USER_RE.fullmatch(user):
-            raise DeviceError(f"bad SSH target {text!r}: user {user!r} is not a valid user name")
-        if match["host"] is not None and not _HOST_RE.fullmatch(host):
-            raise DeviceError(f"bad SSH target {text!r}: host {host!r} is not a host name or IP address")
-        if port_text is None:
-            port = 22
-        elif port_text.isdigit() and 1 <= int(port_text) <= 65535:
-            port = int(port_text)
-        else:
-            raise DeviceError(f"bad SSH target {text!r}: port {port_text!r} must be an integer 1-65535")
-        return cls(user=user, host=host, port=port)
-
-    @property
-    def destination(self) -> str:
-        """``user@host`` as ssh takes it (the port goes in ``-p``)."""
-        return f"{self.user}@{self.host}"
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.user}@{host}:{self.port}"
+def describe_target(target: SshTarget) -> str:
+    """``user@host:port``, IPv6 hosts in brackets."""
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return f"{target.user}@{host}:{target.port}"
 
 
 def quote_command(argv: Sequence[str]) -> str:
@@ -121,43 +112,65 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no error output"
 
 
-class SshRunner:
-    """Runs commands and benchmarks on ``target`` through the system ``ssh`` client.
+class SshConnection:
+    """Runs commands and benchmarks on the device ``target`` through the system ``ssh`` client.
 
-    Host keys are checked by default (``StrictHostKeyChecking=yes``) against ``known_hosts`` when
-    given (then only that file is trusted), else the user's own. ``BatchMode=yes``: a password or
-    passphrase prompt would hang an unattended run, so key authentication must work on its own.
-    ``remote_python`` is the interpreter on the device that runs the benchmark script.
+    ``target`` is the device profile's ``SshTarget``: its ``key_file`` is the identity, its ``python``
+    the interpreter that runs the benchmark script, its ``workdir`` the folder the run's scratch
+    folders are made in. Host keys are checked by default (``StrictHostKeyChecking=yes``) against
+    ``known_hosts`` when given (then only that file is trusted), else the user's own.
+    ``BatchMode=yes``: a password or passphrase prompt would hang an unattended run, so key
+    authentication must work on its own.
     """
 
     def __init__(
         self,
-        target: SshTarget | str,
-        identity_file: str | Path | None = None,
+        target: SshTarget,
         known_hosts: str | Path | None = None,
         strict_host_key_checking: bool = True,
         connect_timeout_s: float = 10,
         command_timeout_s: float = 600,
-        remote_python: str = "python3",
         ssh: str = "ssh",
     ) -> None:
         self._probed: dict[str, dict[str, str | None]] = {}
-        self.target = target if isinstance(target, SshTarget) else SshTarget.parse(target)
-        self.identity_file = Path(identity_file) if identity_file is not None else None
+        self.target = target
+        self.identity_file = Path(target.key_file) if target.key_file is not None else None
         self.known_hosts = Path(known_hosts) if known_hosts is not None else None
         self.strict_host_key_checking = bool(strict_host_key_checking)
         if connect_timeout_s <= 0 or command_timeout_s <= 0:
             raise ValueError("connect_timeout_s and command_timeout_s must be > 0")
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
-        self.remote_python = remote_python
+        self.remote_python = target.python
         self.ssh = ssh
         # The raw device_bench result of the latest measure_onnx (checksum, versions, samples).
         self.last_result: dict[str, Any] | None = None
 
+    @classmethod
+    def from_address(
+        cls,
+        address: str,
+        identity_file: str | Path | None = None,
+        remote_python: str = "python3",
+        workdir: str = "/tmp",
+        **options: Any,
+    ) -> SshConnection:
+        """A connection to ``user@host[:port]`` (``--device``), as a profile's ``measurement.ssh`` would give."""
+        from edge_compress.device_profiles import SshTarget  # noqa: PLC0415 - only this entry point needs it
+
+        user, host, port = parse_ssh_address(address)
+        key = str(identity_file) if identity_file is not None else None
+        return cls(SshTarget(host=host, user=user, port=port, key_file=key, workdir=workdir, python=remote_python),
+                   **options)
+
+    @property
+    def address(self) -> str:
+        """``user@host:port`` of the device."""
+        return describe_target(self.target)
+
     @property
     def where(self) -> str:
-        return f"ssh: {self.target}"
+        return f"ssh: {self.address}"
 
     # -- transport -----------------------------------------------------------------------------
 
@@ -179,7 +192,7 @@ class SshRunner:
         if self.identity_file is not None:
             argv += ["-i", str(self.identity_file), "-o", "IdentitiesOnly=yes"]
         # "--" ends the options, so neither the destination nor the command can be read as one.
-        return argv + ["--", self.target.destination, remote_command]
+        return argv + ["--", f"{self.target.user}@{self.target.host}", remote_command]
 
     def _ssh(
         self, remote_command: str, timeout: float | None, stdin: bytes | None = None, what: str = ""
@@ -202,7 +215,7 @@ class SshRunner:
             ) from None
         except subprocess.TimeoutExpired:
             raise DeviceError(
-                f"{what or 'remote command'} on {self.target} timed out after {timeout:g} s "
+                f"{what or 'remote command'} on {self.address} timed out after {timeout:g} s "
                 f"(raise the timeout if the device is just slow)"
             ) from None
         if proc.returncode == 255:
@@ -215,19 +228,19 @@ class SshRunner:
         if any(p in stderr for p in _HOST_KEY_PATTERNS):
             where = self.known_hosts if self.known_hosts is not None else "~/.ssh/known_hosts"
             raise DeviceError(
-                f"host key of {self.target} is not in known_hosts ({where}) or does not match it "
+                f"host key of {self.address} is not in known_hosts ({where}) or does not match it "
                 f"({detail}): after checking its fingerprint, add it, e.g. "
                 f"ssh-keyscan -p {self.target.port} {self.target.host} >> {where}"
             )
         if "Permission denied" in stderr or "Too many authentication failures" in stderr:
             key = self.identity_file if self.identity_file is not None else "your default key"
             raise DeviceError(
-                f"cannot log in to {self.target} over SSH ({detail}): check the user name and that "
+                f"cannot log in to {self.address} over SSH ({detail}): check the user name and that "
                 f"the public key of {key} is in the device's ~/.ssh/authorized_keys"
             )
         if any(p in stderr for p in _UNREACHABLE_PATTERNS) or stderr.lstrip().startswith("ssh:"):
             raise DeviceError(
-                f"cannot reach {self.target} over SSH ({detail}): check the address, that sshd runs, "
+                f"cannot reach {self.address} over SSH ({detail}): check the address, that sshd runs, "
                 f"and the key"
             )
 
@@ -248,7 +261,7 @@ class SshRunner:
         stderr = proc.stderr.decode(errors="replace")
         if proc.returncode != 0:
             raise DeviceError(
-                f"{argv[0]!r} failed on {self.target} with exit status {proc.returncode}: "
+                f"{argv[0]!r} failed on {self.address} with exit status {proc.returncode}: "
                 f"{_last_line(stderr or stdout)}"
             )
         return subprocess.CompletedProcess(list(argv), proc.returncode, stdout, stderr)
@@ -264,7 +277,7 @@ class SshRunner:
         paths = [Path(f) for f in local_files]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
-            raise DeviceError(f"cannot copy to {self.target}: no such local file(s) {missing}")
+            raise DeviceError(f"cannot copy to {self.address}: no such local file(s) {missing}")
         self.run(["mkdir", "-p", "--", remote_dir], timeout)
         remote_paths = []
         for path in paths:
@@ -274,7 +287,7 @@ class SshRunner:
             proc = self._ssh(command, timeout, stdin=path.read_bytes(), what=f"copying {path.name}")
             if proc.returncode != 0:
                 raise DeviceError(
-                    f"copying {path} to {self.target}:{remote} failed: "
+                    f"copying {path} to {self.address}:{remote} failed: "
                     f"{_last_line(proc.stderr.decode(errors='replace'))}"
                 )
             remote_paths.append(remote)
@@ -285,7 +298,7 @@ class SshRunner:
         proc = self._ssh(f"cat -- {shlex.quote(remote_path)}", timeout, what=f"fetching {remote_path}")
         if proc.returncode != 0:
             raise DeviceError(
-                f"cannot fetch {self.target}:{remote_path}: {_last_line(proc.stderr.decode(errors='replace'))}"
+                f"cannot fetch {self.address}:{remote_path}: {_last_line(proc.stderr.decode(errors='replace'))}"
             )
         with atomic_path(local_path) as tmp:
             tmp.write_bytes(proc.stdout)
@@ -307,7 +320,7 @@ class SshRunner:
         for tool in require:
             if found[tool] is None:
                 name = self.remote_python if tool == "python3" else tool
-                raise DeviceError(f"{name} is missing on {self.target}: {_INSTALL_HINTS[tool]}")
+                raise DeviceError(f"{name} is missing on {self.address}: {_INSTALL_HINTS[tool]}")
         return dict(found)
 
     def _probe(self, trtexec_path: str) -> dict[str, str | None]:
@@ -333,7 +346,7 @@ class SshRunner:
         lines = proc.stdout.decode(errors="replace").splitlines()
         if "probe=done" not in lines:
             raise DeviceError(
-                f"checking the tools on {self.target} failed: "
+                f"checking the tools on {self.address} failed: "
                 f"{_last_line(proc.stderr.decode(errors='replace'))}"
             )
         for line in lines:
@@ -346,10 +359,18 @@ class SshRunner:
     # -- measurements --------------------------------------------------------------------------
 
     def _make_remote_dir(self) -> str:
-        proc = self.run(["mktemp", "-d", "/tmp/compress-bench.XXXXXX"], self.connect_timeout_s + 30)
-        remote_dir = proc.stdout.strip()
-        if not remote_dir.startswith("/"):
-            raise DeviceError(f"mktemp on {self.target} gave no folder: {proc.stdout!r}")
+        # Inside the profile's workdir (created if missing), in one round trip.
+        parent = self.target.workdir.rstrip("/") or "/"
+        command = (f"{quote_command(['mkdir', '-p', '--', parent])} && "
+                   f"{quote_command(['mktemp', '-d', f'{parent}/compress-bench.XXXXXX'])}")
+        proc = self._ssh(command, self.connect_timeout_s + 30, what="making a scratch folder")
+        if proc.returncode != 0:
+            raise DeviceError(f"cannot make a scratch folder in {parent} on {self.address}: "
+                              f"{_last_line(proc.stderr.decode(errors='replace'))}")
+        remote_dir = proc.stdout.decode(errors="replace").strip()
+        # A relative workdir is relative to the login folder, where every ssh command starts.
+        if not remote_dir or "\n" in remote_dir:
+            raise DeviceError(f"mktemp on {self.address} gave no folder: {proc.stdout!r}")
         return remote_dir
 
     def _remove_remote_dir(self, remote_dir: str) -> None:
@@ -433,14 +454,14 @@ class SshRunner:
         timeout: float | None = None,
         keep_remote: bool = False,
         **trtexec_options: Any,
-    ) -> Any:
-        """Build and time an engine with trtexec on the device; the parsed summary, else the log.
+    ) -> TrtexecResult:
+        """Build and time an engine with trtexec on the device; the parsed log.
 
-        The command comes from ``deploy.trtexec.trtexec_command`` for the device's TensorRT
+        The command comes from ``builders.trtexec.trtexec_command`` for the device's TensorRT
         version (``trtexec_options`` go there: workspace_mb, shapes, iterations, ...). The engine
         stays on the device: it only runs on the GPU and TensorRT version that built it.
         """
-        from edge_compress.deploy.trtexec import trtexec_command
+        from edge_compress.deploy.builders.trtexec import trtexec_command
 
         onnx_path = Path(onnx_path)
         if not onnx_path.is_file():
@@ -459,18 +480,14 @@ class SshRunner:
             log = proc.stdout.decode(errors="replace")
             if proc.returncode != 0:
                 if proc.returncode == 127:
-                    raise DeviceError(f"trtexec is missing on {self.target}: {_INSTALL_HINTS['trtexec']}")
+                    raise DeviceError(f"trtexec is missing on {self.address}: {_INSTALL_HINTS['trtexec']}")
                 raise DeviceError(
-                    f"trtexec failed on {self.target} with exit status {proc.returncode}: {_last_line(log)}"
+                    f"trtexec failed on {self.address} with exit status {proc.returncode}: {_last_line(log)}"
                 )
         finally:
             if not keep_remote:
                 self._remove_remote_dir(remote_dir)
-        try:
-            parser = importlib.import_module("edge_compress.deploy.trtexec_log")
-        except ImportError:
-            return log
-        return parser.parse_trtexec_log(log)
+        return parse_trtexec_log(log)
 
 
 def stats_from_result(result: Mapping[str, Any], where: str) -> LatencyStats:

@@ -29,7 +29,7 @@ def describe_machine(machine) -> str:
 
 def fitted_here(profile) -> bool | None:
     """None: not a locally measured target with a fitted cost model; else whether the fit is this CPU's."""
-    from edge_compress.deploy.environment import cpu_fingerprint
+    from edge_compress.deploy import cpu_fingerprint
 
     cm = profile.cost_model
     if profile.measurement.method != "local" or not cm.fitted:
@@ -42,10 +42,10 @@ def for_this_machine(profile):
     otherwise with re-measured reference rates, `fitted: false`, no fit record, and a note saying so."""
     if fitted_here(profile) is not False:
         return profile, None
-    from edge_compress.deploy.environment import cpu_fingerprint
+    from edge_compress.deploy import cpu_fingerprint
     from edge_compress.device_profiles.schema import Fact
 
-    from .costfit import measure_reference_rates
+    from .measure import measure_reference_rates
 
     cm = profile.cost_model
     here = cpu_fingerprint()

@@ -18,10 +18,10 @@ from edge_compress.deploy.ort_session import (
     session_options,
     unavailable_message,
 )
-from edge_compress.deploy.runner import Runner
+from edge_compress.deploy.runners.base import InferenceRunner
 
 
-class OrtRunner(Runner):
+class OrtRunner(InferenceRunner):
     """Runs ``onnx_path`` in an ``InferenceSession`` on explicitly named execution providers.
 
     If the first provider in ``providers`` cannot run here: with ``require_provider`` activation
