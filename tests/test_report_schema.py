@@ -9,8 +9,8 @@ import pytest
 
 jsonschema = pytest.importorskip("jsonschema")
 
-from edge_compress.compress.report import REPORT_SCHEMA_VERSION  # noqa: E402
-from edge_compress.compress.report_schema import SCHEMA_PATH, ReportSchemaError, load_schema, schema_errors, validate_report  # noqa: E402
+from edge_compress.compress.report.build import REPORT_SCHEMA_VERSION  # noqa: E402
+from edge_compress.compress.report.schema import SCHEMA_PATH, ReportSchemaError, load_schema, schema_errors, validate_report  # noqa: E402
 
 TINY = dict(arch="example-cnn", arch_kwargs={"width": 8}, progress=False)
 INT8_PROFILE = "extends: host\nname: host-int8\nruntime:\n  precision: int8\n"
@@ -44,8 +44,8 @@ def test_schema_file_is_package_data():
     tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     package_data = pyproject["tool"]["setuptools"].get("package-data", {})
-    assert SCHEMA_PATH.name in package_data.get("edge_compress.compress", []), \
-        "add compress = [\"report_schema.json\"] to [tool.setuptools.package-data], or installs lose the schema"
+    assert SCHEMA_PATH.name in package_data.get("edge_compress.compress.report", []), \
+        "add \"edge_compress.compress.report\" = [\"schema.json\"] to [tool.setuptools.package-data], or installs lose the schema"
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from edge_compress.device_profiles import load_profile
 from edge_compress.export import ExportError, check_parity, export_onnx, simplify_onnx, tolerance_for
 
 from . import accuracy as acc
-from . import units
+from .report import units
 from .bn_recalibration import recalibrate_batchnorm
 from .budget import Budget, BudgetSpec, Metrics
 from .calib import CalibData, load_calibration, synthetic_calibration
@@ -36,10 +36,10 @@ from .model_io import LoadedModel, load_model, save_pruned_bytes
 from .options import CompressOptions
 from .output import OutputDir, check_out_dir, sha256_file
 from .pruning import ChannelPruner
-from .report_html import render_html
-from .report_schema import printable_report, validate_report
+from .report.html import render_html
+from .report.schema import printable_report, validate_report
 from .search import SELECTIONS, SearchContext, full_evaluation, knapsack_search, uniform_search
-from .report import build_report, layer_table, versions
+from .report.build import build_report, layer_table, versions
 
 log = logging.getLogger("compress")
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import units
+from .report import units
 from .budget import Budget
 from .cost_model import predict_latency_ms
 from .errors import BudgetError

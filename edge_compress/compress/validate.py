@@ -19,7 +19,7 @@ from .budget import BudgetSpec, Metrics
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, InputError
 from .evaluate import Evaluator, measured_kind
 from .output import OutputDir, check_out_dir, sha256_file
-from .report import REPORT_SCHEMA_VERSION, versions
+from .report.build import REPORT_SCHEMA_VERSION, versions
 
 log = logging.getLogger("compress")
 
@@ -114,7 +114,7 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
         }
         od._close_log()   # the log is an artifact: its hash must be final
         report["artifacts"] = od.artifacts()
-        from .report_schema import printable_report, validate_report
+        from .report.schema import printable_report, validate_report
         report = printable_report(report)
         validate_report(report)
         od.write_json("report.json", report)
@@ -154,7 +154,7 @@ def _peak_activation_pair(model, shape: tuple[int, ...]) -> int:
 
 def _render(od: OutputDir, report: dict) -> None:
     try:
-        from .report_html import render_html
+        from .report.html import render_html
     except ImportError:  # the HTML renderer is optional in this version
         return
     od.path("report.html").write_text(render_html(report))

@@ -1,4 +1,4 @@
-"""The JSON Schema of report.json (`report_schema.json`, shipped as package data) and a validator for it.
+"""The JSON Schema of report.json (`schema.json`, shipped as package data) and a validator for it.
 
 Builds gate on report.json, so a report that drifts from the documented layout must fail loudly in the
 test suite, not in someone's CI script.
@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-SCHEMA_PATH = Path(__file__).with_name("report_schema.json")
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
 
 
 class ReportSchemaError(ValueError):
