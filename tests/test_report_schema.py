@@ -9,7 +9,7 @@ import pytest
 
 jsonschema = pytest.importorskip("jsonschema")
 
-from edge_compress.compress.report.build import REPORT_SCHEMA_VERSION  # noqa: E402
+from edge_compress.compress.report.model import REPORT_SCHEMA_VERSION  # noqa: E402
 from edge_compress.compress.report.schema import SCHEMA_PATH, ReportSchemaError, load_schema, schema_errors, validate_report  # noqa: E402
 
 TINY = dict(arch="example-cnn", arch_kwargs={"width": 8}, progress=False)
@@ -38,6 +38,27 @@ def test_every_top_level_key_is_documented():
     assert set(schema["required"]) == set(schema["properties"]) - {"mode"}   # mode: optional, "compress" if absent
     undocumented = [k for k, v in schema["properties"].items() if not v.get("description")]
     assert not undocumented
+
+
+def test_checked_in_schema_is_generated_from_the_types():
+    from edge_compress.compress.report.schema import schema_text
+
+    assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), \
+        "schema.json is stale: run python -m edge_compress.compress.report.schema --write"
+
+
+def test_typed_report_refuses_what_the_schema_refuses(reports):
+    from pydantic import ValidationError
+
+    from edge_compress.compress.report.model import Report
+
+    written = reports["host"][0]
+    assert Report.model_validate(written).model_dump(mode="json", exclude_unset=True) == written
+    for case in ("verdict ok", "negative latency", "unknown section", "bad sha256"):
+        with pytest.raises(ValidationError):
+            Report.model_validate(_broken(written, BROKEN[case][0]))
+    with pytest.raises(ValidationError):
+        Report.model_validate(_broken(written, _set("final/latency_ms", float("nan"))))
 
 
 def test_schema_file_is_package_data():
