@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from edge_compress.compress.cli import COMMANDS, main
-from edge_compress.compress.summary import summary_line
+from edge_compress.compress.report.summary import summary_line
 
 
 def run_cli(args, capsys):
@@ -134,7 +134,7 @@ def test_validate_without_a_budget_is_a_measured_report(onnx_model, tmp_path, ca
     # weights (15.9 k params) + the largest activation pair: more than the weights alone, as in compress
     weights_mb = (8 * 3 * 9 + 8 + 8 * 14 * 14 * 10 + 10) * 4 / 2**20
     assert report["final"]["memory_mb"] > weights_mb
-    from edge_compress.compress.report_schema import validate_report
+    from edge_compress.compress.report.schema import validate_report
     validate_report(report)
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from edge_compress.compress.cli import main
-from edge_compress.compress.report_schema import validate_report
+from edge_compress.compress.report.schema import validate_report
 from edge_compress.export import check_parity, export_onnx
 from edge_compress.export.onnx_export import flatten_outputs, output_names_for
 

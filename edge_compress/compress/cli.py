@@ -251,8 +251,8 @@ def _run_validate(args) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif not args.quiet:
-        from . import units
-        from .summary import verdict_label
+        from .report import units
+        from .report.summary import verdict_label
 
         m = result.metrics
         budget = result.report["budget"]
@@ -264,7 +264,7 @@ def _run_validate(args) -> int:
 
 
 def _rerender(folder: Path) -> int:
-    from .report_schema import schema_errors
+    from .report.schema import schema_errors
 
     path = folder / "report.json"
     if not path.is_file():
@@ -288,7 +288,7 @@ def _rerender(folder: Path) -> int:
     if not is_compress_output(folder):   # report.html is rewritten only in a folder compress wrote
         raise InputError(f"{folder} is not a folder compress wrote (no manifest.json listing its files); pass an "
                          "output folder of compress or compress validate")
-    from .report_html import render_html
+    from .report.html import render_html
     from edge_compress.deploy import atomic_write_text
     atomic_write_text(folder / "report.html", render_html(report))
     print(folder / "report.html")
@@ -368,7 +368,7 @@ def _dispatch(args) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     elif not args.quiet:
-        from .summary import summary_line
+        from .report.summary import summary_line
 
         print(summary_line(result.verdict, result.original.to_dict(), result.final.to_dict(),
                            result.budget.to_dict(), result.report))

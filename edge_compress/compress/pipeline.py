@@ -28,7 +28,7 @@ from edge_compress.device_profiles import load_profile
 from edge_compress.export import ExportError, check_parity, export_onnx, simplify_onnx, tolerance_for
 
 from . import accuracy as acc
-from . import units
+from .report import units
 from .bn_recalibration import recalibrate_batchnorm
 from .search.budget import Budget, BudgetSpec, Metrics
 from .calib import CalibData, load_calibration, synthetic_calibration
@@ -43,11 +43,9 @@ from .options import CompressOptions
 from .output import OutputDir, check_out_dir, sha256_file
 from .pruning.pruner import ChannelPruner
 from .pruning.view import GroupView
-from .report_html import render_html
-from .report_schema import printable_report, validate_report
 from .search.removal import prune_to
 from .search.rounds import SELECTIONS, SearchSetup, SearchState, full_evaluation, knapsack_search, uniform_search
-from .report import build_report, layer_table, versions
+from .report.build import build_report, layer_table, versions, write_report
 
 log = logging.getLogger("compress")
 
@@ -227,10 +225,7 @@ class _Run:
             report = self._report(od, profile, spec, budget, loaded, calib, original, final_eval, final_metrics,
                                   artifacts, pruning, accuracy, verdict, shape)
             log.debug("%s: %s -> %s (%s)", verdict.upper(), _fmt(original.metrics), _fmt(final_metrics), od.final)
-            report = printable_report(_relative_paths(report, od.tmp))
-            validate_report(report)   # a report that breaks its own schema is a bug: never written
-            od.write_json("report.json", report)
-            od.path("report.html").write_text(render_html(report), encoding="utf-8")
+            write_report(od, report)
             out_dir = od.commit()
             return CompressResult(verdict, EXIT_OK if verdict == "met" else EXIT_BUDGET_MISSED, out_dir, budget,
                                   original.metrics, final_metrics, report, model)
@@ -590,6 +585,7 @@ class _Run:
             environment={"versions": versions(), **environment_info()},
             artifacts=od.artifacts(),
             notes=self.notes,
+            relative_to=od.tmp,   # the temp folder is renamed: paths in the report are relative to it
         )
 
 
@@ -667,18 +663,6 @@ def _check_data_spec(spec, option: str) -> None:
     if not Path(text).exists():
         raise InputError(f"{option} {text[:80]} does not exist; pass an image folder, an .npz/.npy file or "
                          "package.module:callable")
-
-
-def _relative_paths(obj, root: Path):
-    """Artifact paths in the report are relative to the output folder (the temp folder is renamed)."""
-    prefix = str(root) + "/"
-    if isinstance(obj, dict):
-        return {k: _relative_paths(v, root) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_relative_paths(v, root) for v in obj]
-    if isinstance(obj, (str, Path)) and str(obj).startswith(prefix):
-        return str(obj)[len(prefix):]
-    return obj
 
 
 def _fmt(m: Metrics) -> str:

@@ -19,7 +19,7 @@ from .search.budget import BudgetSpec, Metrics
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, InputError
 from .evaluate import LatencyEvaluator, measured_kind
 from .output import OutputDir, check_out_dir, sha256_file
-from .report import REPORT_SCHEMA_VERSION, versions
+from .report.build import build_report, versions, write_report
 
 log = logging.getLogger("compress")
 
@@ -87,38 +87,33 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
     folder = Path(out) if out else Path("validated") / f"{path.stem}-{profile.name}"
     with OutputDir(folder, inputs=[path, Path(str(target))]) as od:
         od.attach_log("compress")
-        report = {
-            "schema_version": REPORT_SCHEMA_VERSION, "verdict": verdict, "mode": "validate",
-            "inputs": {"model": {"path": str(path), "sha256": sha256_file(path), "kind": "onnx", "arch": None,
-                                 "arch_kwargs": {}},
-                       "target": profile.to_dict(), "input_shape": list(shape),
-                       "budget_requested": {k: v for k, v in (("latency_ms", latency_ms), ("memory_mb", memory_mb),
-                                                              ("params", params)) if v is not None}
-                       or {"profile_defaults": profile.budget.__dict__},
-                       "criterion": None, "seed": seed, "calibration": None, "options": {}},
-            "budget": budget.to_dict(),
-            "original": {**metrics.to_dict(), "latency_stats": stats.to_dict()},
-            "final": {**metrics.to_dict(), "latency_stats": stats.to_dict(),
-                      "memory_kind": "predicted: weights (ONNX initializers) + largest layer input/output "
-                                     f"activations ({profile.runtime.precision}), runtime overhead not included"},
-            "accuracy": {"evaluated": False, "why": "validate measures latency only"},
-            "pruning": {"criterion": None, "rounds": [], "groups": []},
-            "layers": [],
-            "export": {"onnx": {"path": str(path), "opset": _opset(model), "sha256": sha256_file(path),
-                                "exporter": "none: the ONNX model was given"}},
-            "engine": {"kind": profile.runtime.engine, "measured_on": str(device.target) if device else "local"},
-            "timings_s": {"measure": round(time.perf_counter() - started, 3)},
-            "environment": {"versions": versions(), **environment_info()},
-            "artifacts": {},
-            "notes": notes,
-        }
         od._close_log()   # the log is an artifact: its hash must be final
-        report["artifacts"] = od.artifacts()
-        from .report_schema import printable_report, validate_report
-        report = printable_report(report)
-        validate_report(report)
-        od.write_json("report.json", report)
-        _render(od, report)
+        report = build_report(
+            verdict=verdict, mode="validate",
+            inputs={"model": {"path": str(path), "sha256": sha256_file(path), "kind": "onnx", "arch": None,
+                              "arch_kwargs": {}},
+                    "target": profile.to_dict(), "input_shape": list(shape),
+                    "budget_requested": {k: v for k, v in (("latency_ms", latency_ms), ("memory_mb", memory_mb),
+                                                           ("params", params)) if v is not None}
+                    or {"profile_defaults": profile.budget.__dict__},
+                    "criterion": None, "seed": seed, "calibration": None, "options": {}},
+            budget=budget.to_dict(),
+            original={**metrics.to_dict(), "latency_stats": stats.to_dict()},
+            final={**metrics.to_dict(), "latency_stats": stats.to_dict(),
+                   "memory_kind": "predicted: weights (ONNX initializers) + largest layer input/output "
+                                  f"activations ({profile.runtime.precision}), runtime overhead not included"},
+            accuracy={"evaluated": False, "why": "validate measures latency only"},
+            pruning={"criterion": None, "rounds": [], "groups": []},
+            layers=[],
+            export={"onnx": {"path": str(path), "opset": _opset(model), "sha256": sha256_file(path),
+                             "exporter": "none: the ONNX model was given"}},
+            engine={"kind": profile.runtime.engine, "measured_on": str(device.target) if device else "local"},
+            timings_s={"measure": round(time.perf_counter() - started, 3)},
+            environment={"versions": versions(), **environment_info()},
+            artifacts=od.artifacts(),
+            notes=notes,
+        )
+        write_report(od, report)
         out_dir = od.commit()
     log.debug("%s: %.3f ms (%s) against %s", verdict.upper(), metrics.latency_ms, metrics.latency_kind,
               budget.to_dict())
@@ -150,14 +145,6 @@ def _peak_activation_pair(model, shape: tuple[int, ...]) -> int:
         if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
             best = max(best, sizes.get(node.input[0], 0) + sum(sizes.get(o, 0) for o in node.output))
     return best
-
-
-def _render(od: OutputDir, report: dict) -> None:
-    try:
-        from .report_html import render_html
-    except ImportError:  # the HTML renderer is optional in this version
-        return
-    od.path("report.html").write_text(render_html(report))
 
 
 def _load_onnx(path: Path):

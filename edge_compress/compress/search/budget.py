@@ -146,6 +146,6 @@ _LABELS = {"latency_ms": "latency", "memory_mb": "memory", "macs": "MACs", "para
 
 
 def _human(name: str, value: float) -> str:
-    from .. import units
+    from ..report import units
 
     return {"latency_ms": units.ms, "memory_mb": units.mb}.get(name, units.count)(value)

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import units
+from ..report import units
 from ..costmodel.model import predict_latency_ms
 from ..criteria.base import Criterion
 from ..errors import BudgetError

@@ -1,17 +1,21 @@
-"""The JSON Schema of report.json (`report_schema.json`, shipped as package data) and a validator for it.
+"""The JSON Schema of report.json, generated from the typed report (model.py), and a validator for it.
 
-Builds gate on report.json, so a report that drifts from the documented layout must fail loudly in the
-test suite, not in someone's CI script.
+The generated document is checked in as `schema.json` (package data) so that users validate their reports
+with any JSON Schema tool; `python -m edge_compress.compress.report.schema --write` regenerates it, and a test
+fails when the checked-in file is not what the types generate. Builds gate on report.json, so a report that
+drifts from the documented layout must fail loudly in the test suite, not in someone's CI script.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 
-SCHEMA_PATH = Path(__file__).with_name("report_schema.json")
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
 
 
 class ReportSchemaError(ValueError):
@@ -21,6 +25,21 @@ class ReportSchemaError(ValueError):
 @lru_cache(maxsize=1)
 def load_schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def generate_schema() -> dict:
+    """The Draft 2020-12 schema of report.json, from report.model.Report."""
+    from .model import REPORT_SCHEMA_VERSION, Report
+
+    generated = Report.model_json_schema(mode="serialization")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://edge-compress.invalid/schemas/report-{REPORT_SCHEMA_VERSION}.json",
+            **generated,
+            "title": f"edge-compress report.json, schema version {REPORT_SCHEMA_VERSION}"}
+
+
+def schema_text() -> str:
+    return json.dumps(generate_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
 def _validator():
@@ -82,3 +101,21 @@ def validate_report(report: dict) -> None:
     error = best_match(_validator().iter_errors(report))
     if error is not None:
         raise ReportSchemaError(f"report.json does not match schema {load_schema()['$id']}: {_one_line(error)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edge_compress.compress.report.schema",
+                                     description="Print (or --write) the report.json schema generated from the types.")
+    parser.add_argument("--write", action="store_true", help=f"rewrite {SCHEMA_PATH.name} next to this module")
+    args = parser.parse_args(argv)
+    text = schema_text()
+    if args.write:
+        SCHEMA_PATH.write_text(text, encoding="utf-8")
+        print(SCHEMA_PATH)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

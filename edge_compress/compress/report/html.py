@@ -6,14 +6,15 @@ depends only on the report (no clock, no randomness): re-rendering an unchanged 
 """
 from __future__ import annotations
 
-import html
 import math
+from functools import lru_cache
 from typing import Any, Iterable
+
+from .fmt import FINAL, MET, MISSED, ORIG, PRED, _e, _is_num, _num
+from .svg import _PCTS, _bars_svg, _curve_svg, _latency_svg, _rounds_svg
 
 __all__ = ["render_html"]
 
-MET, MISSED, BAD = "#1a7f37", "#b42318", "#9a6700"
-ORIG, FINAL, PRED = "#8c959f", "#0969da", "#bf8700"
 
 # Budget quantities: label, unit, formatter key. Unknown keys still render, with their raw name.
 _QUANTITIES = {
@@ -23,104 +24,8 @@ _QUANTITIES = {
     "params": ("Parameters", ""),
 }
 
-_CSS = """
-*{box-sizing:border-box}
-html{-webkit-text-size-adjust:100%}
-body{margin:0;padding:0 12px 32px;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
-color:#1f2328;background:#fff;overflow-wrap:break-word}
-main{max-width:960px;margin:0 auto}
-h1{font-size:1.35em;margin:18px 0 4px}
-h2{font-size:1.12em;margin:28px 0 8px;padding-bottom:4px;border-bottom:1px solid #d0d7de}
-h3{font-size:1em;margin:14px 0 6px}
-p{margin:6px 0}
-svg{max-width:100%}
-.sub{color:#57606a;font-size:.9em}
-code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.88em}
-.hash{word-break:break-all}
-.banner{border:2px solid;border-radius:8px;padding:12px 14px;margin:12px 0}
-.banner .word{font-size:1.6em;font-weight:700;letter-spacing:.02em}
-.banner.met{border-color:#1a7f37;background:#dafbe1}
-.banner.missed{border-color:#b42318;background:#ffebe9}
-.banner.other{border-color:#9a6700;background:#fff8c5}
-.banner .cmp{font-size:.9em}
-.scroll{max-width:100%;overflow-x:auto;-webkit-overflow-scrolling:touch;margin:6px 0;
-background:linear-gradient(90deg,#fff 30%,rgba(255,255,255,0)),
-linear-gradient(90deg,rgba(255,255,255,0),#fff 70%) 100% 0,
-radial-gradient(farthest-side at 0 50%,rgba(0,0,0,.18),rgba(0,0,0,0)),
-radial-gradient(farthest-side at 100% 50%,rgba(0,0,0,.18),rgba(0,0,0,0)) 100% 0;
-background-repeat:no-repeat;background-size:40px 100%,40px 100%,12px 100%,12px 100%;
-background-attachment:local,local,scroll,scroll}
-.banner .scroll{background:none}
-table{border-collapse:collapse;font-size:.9em;min-width:100%}
-th,td{padding:4px 8px;border-bottom:1px solid #eaeef2;text-align:left;vertical-align:top}
-th{background:#f6f8fa;font-weight:600;white-space:nowrap}
-td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-table.kv th{width:1%;background:none;color:#57606a;font-weight:500}
-.ok{color:#1a7f37;font-weight:600}
-.bad{color:#b42318;font-weight:600}
-.warn{color:#9a6700;font-weight:600}
-.ok,.bad,.warn{white-space:nowrap}
-figure{margin:8px 0 14px;max-width:100%}
-figure svg{display:block;width:100%;height:auto;max-width:600px}
-figcaption{font-size:.85em;color:#57606a}
-.legend{font-size:.85em;color:#57606a;margin:2px 0}
-.sw{display:inline-block;width:.9em;height:.9em;border-radius:2px;vertical-align:-.1em;margin:0 .3em 0 .8em}
-.sw:first-child{margin-left:0}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(260px,100%),1fr));gap:10px}
-.card{border:1px solid #d0d7de;border-radius:6px;padding:6px 8px;min-width:0}
-.card svg{display:block;width:100%;height:auto;max-width:none}
-.lbars{display:grid;grid-template-columns:fit-content(45%) minmax(3em,1fr) max-content;gap:2px 8px;
-align-items:center;font-size:.85em}
-.lbars .nm{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere;min-width:0}
-.lbars .tr{position:relative;height:14px;background:#f6f8fa;border-radius:2px}
-.lbars .b0,.lbars .b1{position:absolute;left:0;top:0;bottom:0;border-radius:2px}
-.lbars .b0{background:#d0d7de}
-.lbars .b1{background:#0969da;top:3px;bottom:3px}
-.lbars .v{font-variant-numeric:tabular-nums;white-space:nowrap;text-align:right}
-ul{margin:6px 0;padding-left:1.3em}
-footer{margin-top:28px;font-size:.8em;color:#57606a}
-@media (max-width:560px){body{font-size:14px;padding:0 8px 24px}.banner{padding:10px}
-.banner .word{font-size:1.3em}th,td{padding:3px 6px}
-.lbars{gap:2px 6px}
-table.stack{min-width:0;width:100%}table.stack thead{display:none}
-table.stack tr{display:block;padding:4px 0;border-bottom:1px solid rgba(0,0,0,.15)}
-table.stack td{display:block;border:0;padding:1px 2px;text-align:right;white-space:normal}
-table.stack td:first-child{text-align:left;font-weight:600}
-table.stack td[data-label]::before{content:attr(data-label);float:left;margin-right:1em;color:#57606a;font-weight:400}
-table.stack td:empty{display:none}}
-@media print{body{padding:0;font-size:11pt}main{max-width:none}.scroll{overflow:visible;background:none}
-table{font-size:9pt}h2{break-after:avoid}figure,.card,.banner,tr{break-inside:avoid}
-.banner,.sw,.lbars .b0,.lbars .b1,th{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
-"""
-
 
 # -- formatting -------------------------------------------------------------------------------------
-
-def _e(v: Any) -> str:
-    return html.escape("" if v is None else str(v), quote=True)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _num(v: Any, unit: str = "", digits: int = 4) -> str:
-    """A number for people: 4 significant digits, thousands separators, M/G for counts; '-' when absent."""
-    if v is None:
-        return "&ndash;"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if not _is_num(v):
-        return _e(v)
-    if unit in ("", "count") and abs(v) >= 1e4:
-        for scale, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
-            if abs(v) >= scale:
-                return f"{v / scale:.{digits}g}{suffix}"
-    if isinstance(v, int):
-        s = f"{v:,}"
-    else:
-        s = f"{v:.{digits}g}"
-    return f"{s} {unit}".rstrip() if unit and unit != "count" else s
 
 
 def _pct(v: Any) -> str:
@@ -170,118 +75,10 @@ def _get(d: Any, *path, default=None):
     return d
 
 
-def _f(v: float) -> str:
-    """SVG coordinate: short and deterministic."""
-    return f"{v:.1f}".rstrip("0").rstrip(".")
-
-
-def _axis(lo: float, hi: float, most: int = 5) -> tuple[float, float, list[float], Any]:
-    """A value axis covering lo..hi with round ends: (start, end, ticks, tick formatter)."""
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        hi = lo + (abs(lo) * 0.1 or 1.0)
-    step = _nice_step(hi - lo, most)
-    a = math.floor(lo / step + 1e-9) * step
-    b = math.ceil(hi / step - 1e-9) * step
-    ticks = [a + step * i for i in range(int(round((b - a) / step)) + 1)]
-    return a, b, ticks, _step_fmt(step)
-
-
-def _x_ticks(ticks: list[float], x, y: float, fmt, size: float = 11, width: float = 10000.0) -> list[str]:
-    """Tick labels centred under x(t), thinned until they keep apart and kept inside 0..width."""
-    texts = [fmt(t) for t in ticks]
-    xs = [x(t) for t in ticks]
-    ws = [_tw(t, size) for t in texts]
-    out = []
-    for i in _spaced(xs, ws):
-        cx = min(max(xs[i], ws[i] / 2 + 1), width - ws[i] / 2 - 1)
-        out.append(_label(cx, y, texts[i], size, "middle"))
-    return out
-
-
-def _svg(w: int, h: int, body: str, label: str) -> str:
-    # No xmlns: the HTML parser puts inline <svg> in the SVG namespace, and the page stays free of URLs.
-    # width 100% and a viewBox: the chart scales to its box (a phone's width) and never widens the page.
-    return (f'<svg viewBox="0 0 {w} {h}" width="100%" preserveAspectRatio="xMinYMin meet" role="img" '
-            f'aria-label="{_e(label)}" font-family="system-ui,sans-serif" font-size="12">{body}</svg>')
-
-
 # -- SVG labels that cannot collide ------------------------------------------------------------------
 # Text width is estimated, not measured (no script): 0.6 x font size per character is a little wider than the
 # average glyph of the sans-serif system fonts, so labels laid out with it keep apart in any of them.
-CHAR_W = 0.6
 # A white outline under a label drawn over lines keeps it legible.
-HALO = ' stroke="#fff" stroke-width="3" stroke-linejoin="round" paint-order="stroke"'
-ELLIPSIS = "\u2026"
-
-
-def _tw(text: str, size: float) -> float:
-    """Estimated width of `text` at font size `size`."""
-    return CHAR_W * size * len(text)
-
-
-def _fit(text: str, width: float, size: float) -> str:
-    """`text`, cut to fit `width` at `size` with an ellipsis; '' when not even one character and the ellipsis fit."""
-    if _tw(text, size) <= width + 1e-6:
-        return text
-    n = int(width / (CHAR_W * size)) - 1
-    return text[:n].rstrip() + ELLIPSIS if n >= 1 else ""
-
-
-def _label(x: float, y: float, text: str, size: float = 12, anchor: str = "start", fill: str = "#57606a",
-           width: float | None = None, extra: str = "") -> str:
-    """One SVG text. Cut to `width` (estimated) when given; a cut label keeps its full text in a <title> (the
-    browser's tooltip), so nothing is lost, only folded away."""
-    text = str(text)
-    shown = text if width is None else _fit(text, width, size)
-    if not shown:
-        return ""
-    a = "" if anchor == "start" else f' text-anchor="{anchor}"'
-    el = (f'<text x="{_f(x)}" y="{_f(y)}"{a} font-size="{_f(size)}" fill="{fill}"{extra}>{_e(shown)}</text>')
-    return f"<g><title>{_e(text)}</title>{el}</g>" if shown != text else el
-
-
-def _spaced(positions: list[float], widths: list[float], gap: float = 6.0, keep_last: bool = True) -> list[int]:
-    """Indices of the centred labels to draw, evenly thinned (every k-th) so that no two overlap; the last one is
-    kept too when it fits (replacing its neighbour when it does not)."""
-    n = len(positions)
-    if n <= 1:
-        return list(range(n))
-
-    def clear(i: int, j: int) -> bool:
-        return abs(positions[j] - positions[i]) >= (widths[i] + widths[j]) / 2 + gap
-
-    for k in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 2500, 5000, 10000):
-        idx = list(range(0, n, k))
-        if all(clear(a, b) for a, b in zip(idx, idx[1:])):
-            break
-    else:
-        idx = [0]
-    if keep_last and idx[-1] != n - 1:
-        if clear(idx[-1], n - 1):
-            idx.append(n - 1)
-        elif len(idx) > 1 and clear(idx[-2], n - 1):
-            idx[-1] = n - 1
-    return idx
-
-
-def _nice_step(span: float, most: int) -> float:
-    """A step on the 1-2-2.5-5 ladder giving at most `most` intervals over `span`."""
-    if not (span > 0 and math.isfinite(span)):
-        return 1.0
-    raw = span / max(1, most)
-    p = 10 ** math.floor(math.log10(raw))
-    for m in (1, 2, 2.5, 5, 10):
-        if m * p >= raw * (1 - 1e-9):
-            return m * p
-    return 10 * p
-
-
-def _step_fmt(step: float):
-    """A formatter showing as many decimals as `step` needs (so 2.655 and 2.66 never both print as 2.66)."""
-    if step >= 1e4:
-        return lambda v: _num(v, digits=3)
-    d = next((d for d in range(13) if abs(round(step, d) - step) <= step * 1e-6), 12)
-    return lambda v: "0" if abs(v) < step * 1e-6 else f"{v:,.{d}f}"
 
 
 # -- sections ---------------------------------------------------------------------------------------
@@ -425,95 +222,6 @@ def _summary(r: dict) -> str:
     return _section("summary", "Original vs final", body)
 
 
-_PCTS = (("min_ms", "min"), ("median_ms", "median"), ("p90_ms", "p90"), ("p95_ms", "p95"), ("p99_ms", "p99"),
-         ("max_ms", "max"))
-
-
-def _latency_svg(series: list[tuple[str, str, dict]], limit: float | None) -> str:
-    """One row per model: a min..max whisker, a box from median to p95, ticks at p90/p99, median bold."""
-    # The axis ends just past p99: a single slow run (max) would otherwise squash the distribution into a line;
-    # a clipped whisker ends in an arrow and says its value.
-    values = [s.get(k) for _, _, s in series for k in ("p99_ms", "p95_ms", "median_ms") if _is_num(s.get(k))]
-    vmax = max(values) * 1.15 if values else 1.0
-    show_limit = _is_num(limit) and limit <= vmax * 1.5
-    if show_limit:
-        vmax = max(vmax, limit)
-    _, vmax, ticks, fmt = _axis(0.0, vmax, 5)
-    W, R, row, top = 480, 20, 50, 20
-    L = max(48.0, min(140.0, 12 + max(_tw(str(n), 12) for n, _, _ in series)))
-    H = top + row * len(series) + 30
-    x = lambda v: L + (W - L - R) * v / vmax  # noqa: E731
-    out = [f'<line x1="{_f(x(t))}" y1="{top - 4}" x2="{_f(x(t))}" y2="{H - 26}" stroke="#eaeef2"/>' for t in ticks]
-    out += _x_ticks(ticks, x, H - 10, fmt, 11, W)
-    # The unit sits left of the axis, under the row names, where no tick label goes.
-    out.append(_label(L - 6 - _tw(fmt(ticks[0]), 11) / 2, H - 10, "ms", 11, "end"))
-    if show_limit:  # under the boxes and labels
-        out.append(f'<line x1="{_f(x(limit))}" y1="4" x2="{_f(x(limit))}" y2="{H - 26}" stroke="{MISSED}" '
-                   f'stroke-dasharray="5 3" stroke-width="1.5"/>')
-    for i, (name, color, s) in enumerate(series):
-        cy = top + row * i + row / 2 + 6
-        out.append(_label(L - 8, cy + 4, name, 12, "end", "#1f2328", width=L - 12))
-        g = {k: s.get(k) for k, _ in _PCTS}
-        clipped = _is_num(g["max_ms"]) and g["max_ms"] > vmax
-        if clipped:
-            g["max_ms"] = None
-            xe = x(vmax)
-            out.append(f'<path d="M{_f(xe)},{_f(cy)} l-7,-4 v8 z" fill="{color}"/>'
-                       + _label(xe, cy + 17, f'max {_num(s.get("max_ms"))}', 10, "end"))
-        if _is_num(g["min_ms"]):
-            xe = x(vmax) if clipped else x(g["max_ms"]) if _is_num(g["max_ms"]) else x(g["min_ms"])
-            out.append(f'<line x1="{_f(x(g["min_ms"]))}" y1="{_f(cy)}" x2="{_f(xe)}" y2="{_f(cy)}" '
-                       f'stroke="{color}" stroke-width="1.5"/>')
-        if _is_num(g["median_ms"]) and _is_num(g["p95_ms"]):
-            out.append(f'<rect x="{_f(x(g["median_ms"]))}" y="{_f(cy - 9)}" '
-                       f'width="{_f(max(1.0, x(g["p95_ms"]) - x(g["median_ms"])))}" height="18" fill="{color}" '
-                       f'fill-opacity=".25" stroke="{color}"/>')
-        for k, w, hgt in (("p90_ms", 1.5, 9), ("p99_ms", 1.5, 9), ("median_ms", 3.5, 12), ("min_ms", 1.5, 5),
-                          ("max_ms", 1.5, 5)):
-            if _is_num(g[k]):
-                out.append(f'<line x1="{_f(x(g[k]))}" y1="{_f(cy - hgt)}" x2="{_f(x(g[k]))}" y2="{_f(cy + hgt)}" '
-                           f'stroke="{color}" stroke-width="{w}"/>')
-        if _is_num(g["median_ms"]):
-            t = _num(g["median_ms"])
-            cx = min(max(x(g["median_ms"]), L + _tw(t, 11) / 2), W - _tw(t, 11) / 2 - 1)
-            out.append(_label(cx, cy - 15, t, 11, "middle", "#1f2328", extra=HALO))
-    if show_limit:
-        # The budget's label has the band above the rows to itself (the medians' labels are inside the rows).
-        text = f"budget {_num(limit)} ms"
-        xl = x(limit)
-        right = xl - 4 - _tw(text, 11) >= 0
-        out.append(_label(xl - 4 if right else xl + 4, 12, text, 11, "end" if right else "start", MISSED,
-                          extra=HALO))
-    return _svg(W, H, "".join(out), "latency distribution, original and final")
-
-
-def _bars_svg(items: list[tuple[str, float, str, str]], unit: str, label: str, limit: float | None = None) -> str:
-    """Simple horizontal bars: (name, value, colour, value text). Long names are cut (full text in a tooltip)."""
-    vals = [v for _, v, _, _ in items if _is_num(v)]
-    vmax = max(vals + ([limit] if _is_num(limit) and vals and limit <= max(vals) * 1.5 else [])) if vals else 1.0
-    _, vmax, ticks, fmt = _axis(0.0, vmax if vmax > 0 else 1.0, 5)
-    W, row = 480, 26
-    L = max(60.0, min(W * 0.4, 12 + max([_tw(str(n), 12) for n, _, _, _ in items] or [0])))
-    R = max(30.0, min(W * 0.25, 10 + max([_tw(str(t), 12) for _, _, _, t in items] or [0])))
-    H = 10 + row * len(items) + 24
-    x = lambda v: L + (W - L - R) * v / vmax  # noqa: E731
-    out = [f'<line x1="{_f(x(t))}" y1="6" x2="{_f(x(t))}" y2="{H - 22}" stroke="#eaeef2"/>' for t in ticks]
-    out += _x_ticks(ticks, x, H - 8, fmt, 11, W - (_tw(unit, 11) + 10 if unit else 0))
-    for i, (name, v, color, text) in enumerate(items):
-        y = 10 + row * i
-        out.append(_label(L - 8, y + 14, name, 12, "end", "#1f2328", width=L - 12))
-        if _is_num(v):
-            out.append(f'<rect x="{_f(L)}" y="{y + 2}" width="{_f(max(0.5, x(v) - L))}" height="{row - 8}" '
-                       f'fill="{color}"/>' + _label(x(v) + 4, y + 14, text, 12, fill="#1f2328",
-                                                    width=W - x(v) - 6))
-    if _is_num(limit) and limit <= vmax:
-        out.append(f'<line x1="{_f(x(limit))}" y1="4" x2="{_f(x(limit))}" y2="{H - 22}" stroke="{MISSED}" '
-                   f'stroke-dasharray="5 3" stroke-width="1.5"/>')
-    if unit:
-        out.append(_label(W - 4, H - 8, unit, 11, "end"))
-    return _svg(W, H, "".join(out), label)
-
-
 def _latency(r: dict) -> str:
     o, f = r.get("original") or {}, r.get("final") or {}
     limit = _get(r, "budget", "latency_ms")
@@ -634,47 +342,6 @@ def _rounds(r: dict) -> str:
     return _section("rounds", "Pruning rounds: predicted vs measured latency", _criterion_line(r) + "".join(parts))
 
 
-def _rounds_svg(pred: list, meas: list, limit: Any) -> str:
-    vals = [v for v in pred + meas if _is_num(v)]
-    hi = max(vals)
-    show_limit = _is_num(limit) and limit <= hi * 1.5
-    lo = min(vals + ([limit] if show_limit else []))
-    hi = max(vals + ([limit] if show_limit else []))
-    # Latency moves by a few percent per round; a zero-based axis would flatten it, so zoom to the data.
-    pad = (hi - lo) * 0.08 or hi * 0.05 or 1.0
-    lo, hi, yt, fmt = _axis(max(0.0, lo - pad), hi + pad, 5)
-    n = len(pred)
-    W, R, T, B = 480, 14, 22, 40
-    L = max(40.0, 12 + max(_tw(fmt(v), 11) for v in yt))
-    H = 230
-    x = lambda i: L + (W - L - R) * (i / max(1, n - 1))  # noqa: E731
-    y = lambda v: T + (H - T - B) * (1 - (v - lo) / (hi - lo))  # noqa: E731
-    out = []
-    for v in yt:
-        out.append(f'<line x1="{_f(L)}" y1="{_f(y(v))}" x2="{W - R}" y2="{_f(y(v))}" stroke="#eaeef2"/>'
-                   + _label(L - 6, y(v) + 4, fmt(v), 11, "end"))
-    # The unit heads the value axis; the round numbers below are thinned to every k-th when they would touch.
-    out.append(_label(L - 6, 11, "ms", 11, "end"))
-    names = ["orig." if i == 0 else str(i) for i in range(n)]
-    for i in _spaced([x(i) for i in range(n)], [_tw(t, 11) for t in names]):
-        out.append(_label(x(i), H - B + 16, names[i], 11, "middle"))
-    out.append(_label((L + W - R) / 2, H - 4, "round", 11, "middle"))
-    if show_limit:
-        out.append(f'<line x1="{_f(L)}" y1="{_f(y(limit))}" x2="{W - R}" y2="{_f(y(limit))}" stroke="{MISSED}" '
-                   f'stroke-dasharray="5 3"/>')
-    for vals_, color, dash in ((pred, PRED, ' stroke-dasharray="6 3"'), (meas, FINAL, "")):
-        pts = [(x(i), y(v)) for i, v in enumerate(vals_) if _is_num(v)]
-        if len(pts) > 1:
-            out.append(f'<polyline points="{" ".join(f"{_f(a)},{_f(b)}" for a, b in pts)}" fill="none" '
-                       f'stroke="{color}" stroke-width="2"{dash}/>')
-        r = 3.5 if n <= 40 else 2.5 if n <= 120 else 0
-        if r:
-            out.extend(f'<circle cx="{_f(a)}" cy="{_f(b)}" r="{r}" fill="{color}"/>' for a, b in pts)
-    if show_limit:  # over the lines
-        out.append(_label(W - R, y(limit) - 4, "budget", 11, "end", MISSED, extra=HALO))
-    return _svg(W, H, "".join(out), "predicted and measured latency per pruning round")
-
-
 def _accuracy(r: dict) -> str:
     a = r.get("accuracy")
     if not isinstance(a, dict) or not a:
@@ -761,37 +428,6 @@ def _accuracy_outputs(a: dict) -> str:
         body += ('<p class="sub">The data\'s labels were not used: with these outputs there is no single class '
                  "prediction to compare them with.</p>")
     return body
-
-
-def _curve_svg(name: str, d: dict) -> str:
-    curve = [v for v in d.get("curve") or [] if _is_num(v)]
-    keep = d.get("keep")
-    W, H, R, T, B = 300, 150, 10, 24, 26
-    lo, hi, yt, fmt = _axis(min(curve + [0.0]), max(curve + [1e-12]), 3)
-    L = max(28.0, 8 + max(_tw(fmt(v), 10) for v in yt))
-    n = len(curve)
-    x = lambda i: L + (W - L - R) * i / max(1, n - 1)  # noqa: E731
-    y = lambda v: T + (H - T - B) * (1 - (v - lo) / (hi - lo))  # noqa: E731
-    # The layer's name heads the card: cut to the card's width, the full name in the tooltip.
-    # (Bold glyphs run about a tenth wider: the name is fitted to a tenth less room.)
-    out = [_label(4, 14, name, 12, fill="#1f2328", width=(W - 8) / 1.1, extra=' font-weight="600"')]
-    for v in yt:
-        out.append(f'<line x1="{_f(L)}" y1="{_f(y(v))}" x2="{W - R}" y2="{_f(y(v))}" stroke="#eaeef2"/>'
-                   + _label(L - 4, y(v) + 4, fmt(v), 10, "end"))
-    if n > 1:
-        out.append(f'<polyline points="{" ".join(f"{_f(x(i))},{_f(y(v))}" for i, v in enumerate(curve))}" '
-                   f'fill="none" stroke="{FINAL}" stroke-width="2"/>')
-    if isinstance(keep, int) and not isinstance(keep, bool) and 0 <= keep < n:
-        out.append(f'<line x1="{_f(x(keep))}" y1="{T - 2}" x2="{_f(x(keep))}" y2="{H - B}" stroke="{MISSED}" '
-                   f'stroke-dasharray="4 3" stroke-width="1.5"/><circle cx="{_f(x(keep))}" cy="{_f(y(curve[keep]))}" '
-                   f'r="3.5" fill="{MISSED}"/>')
-        text = f"keep {keep}"
-        right = x(keep) + 4 + _tw(text, 11) <= W - R
-        out.append(_label(x(keep) + 4 if right else x(keep) - 4, T + 10, text, 11, "start" if right else "end",
-                          MISSED, extra=HALO))
-    last = f"{n - 1} channels chosen"
-    out.append(_label(L, H - 8, "0", 10) + _label(W - R, H - 8, last, 10, "end", width=W - R - L - 16))
-    return _svg(W, H, "".join(out), f"CMI curve of {name}")
 
 
 def _curves(r: dict) -> str:
@@ -1006,25 +642,19 @@ def render_html(report: dict) -> str:
     verdict = str(r.get("verdict") or "unknown").upper()
     how = _verdict_basis(r) if verdict in ("MET", "MISSED") else ""
     verdict += f" ({how})" if how else ""
-    body = "".join([
-        f"<h1>{_e(title)}</h1>",
-        _banner(r),
-        _summary(r),
-        _latency(r),
-        _layers(r),
-        _rounds(r),
-        _accuracy(r),
-        _curves(r),
-        _export(r),
-        _timings(r),
-        _environment(r),
-        _artifacts(r),
-        _notes(r),
-        f'<footer>report.json schema {_e(r.get("schema_version"))}'
-        f'{" &middot; edge-compress " + _e(_get(r, "environment", "versions", "edge-compress")) if _get(r, "environment", "versions", "edge-compress") else ""}'
-        "</footer>",
-    ])
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            '<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>{_e(verdict)} &middot; {_e(title)}</title><style>{_CSS}</style></head>"
-            f"<body><main>{body}</main></body></html>\n")
+    # Each section escapes what it takes from the report (_e) as it builds its markup, so the template marks it
+    # safe; everything else the template prints is autoescaped.
+    sections = [build(r) for build in (_banner, _summary, _latency, _layers, _rounds, _accuracy, _curves,
+                                               _export, _timings, _environment, _artifacts, _notes)]
+    page = _templates().get_template("report.html.j2")
+    return page.render(title=title, verdict=verdict, sections=sections, schema_version=r.get("schema_version"),
+                       version=_get(r, "environment", "versions", "edge-compress"))
+
+
+@lru_cache(maxsize=1)
+def _templates():
+    # Imported lazily: `compress --help` should not pay for Jinja2.
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    return Environment(loader=PackageLoader("edge_compress.compress.report", "templates"), autoescape=True,
+                       undefined=StrictUndefined, keep_trailing_newline=True)
