@@ -1,8 +1,8 @@
 """`compress validate model.onnx --target T --latency-ms N`: latency validation of any ONNX model, no pruning.
 
-The model is measured on the target exactly as the pipeline measures its final model (the profile's
-warm-up and run counts, threads and execution provider; over SSH with --device), and the same
-report.json / report.html come out, with the same verdict and exit codes (0 met, 1 missed, 2 bad input).
+The model is measured on the target exactly as the pipeline measures its final model (the measure pass's
+`measure_onnx`: the profile's warm-up and run counts, threads and execution provider; over SSH with --device),
+and the same report.json / report.html come out (the report pass's `write_report`), with the same verdict and exit codes (0 met, 1 missed, 2 bad input).
 Targets that cannot be measured from here are refused: a prediction needs the PyTorch layers.
 """
 from __future__ import annotations
@@ -19,6 +19,8 @@ from .budget import BudgetSpec, Metrics
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, InputError
 from .evaluate import Evaluator, measured_kind
 from .output import OutputDir, check_out_dir, sha256_file
+from .passes.measure import measure_onnx
+from .passes.report import write_report
 from .report import REPORT_SCHEMA_VERSION, versions
 
 log = logging.getLogger("compress")
@@ -69,7 +71,7 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
                          f"--{relative[0].replace('_', '-')} must be a number, e.g. --latency-ms 2.5")
     started = time.perf_counter()
     try:
-        stats = evaluator.measure_onnx(path, full=True)
+        stats = measure_onnx(evaluator, path)
     finally:
         evaluator.close()
     memory = (params_count + _peak_activation_pair(model, shape)) * bytes_per / 2**20
@@ -114,11 +116,7 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
         }
         od._close_log()   # the log is an artifact: its hash must be final
         report["artifacts"] = od.artifacts()
-        from .report_schema import printable_report, validate_report
-        report = printable_report(report)
-        validate_report(report)
-        od.write_json("report.json", report)
-        _render(od, report)
+        report = write_report(od, report)
         out_dir = od.commit()
     log.debug("%s: %.3f ms (%s) against %s", verdict.upper(), metrics.latency_ms, metrics.latency_kind,
               budget.to_dict())
@@ -150,14 +148,6 @@ def _peak_activation_pair(model, shape: tuple[int, ...]) -> int:
         if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
             best = max(best, sizes.get(node.input[0], 0) + sum(sizes.get(o, 0) for o in node.output))
     return best
-
-
-def _render(od: OutputDir, report: dict) -> None:
-    try:
-        from .report_html import render_html
-    except ImportError:  # the HTML renderer is optional in this version
-        return
-    od.path("report.html").write_text(render_html(report))
 
 
 def _load_onnx(path: Path):
