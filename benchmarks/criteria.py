@@ -68,7 +68,7 @@ def main() -> None:
             try:
                 name, opts = parse_criterion_config(crit, "+")   # e.g. cmi:weight=none
                 r = compress(str(MODELS[args.arch]), target="host", arch=args.arch, calib=str(calib), criterion=name,
-                             criterion_options=opts, selection=args.selection, out=str(tmp / f"arm{len(result['rows'])}"),
+                             criterion_option=opts, selection=args.selection, out=str(tmp / f"arm{len(result['rows'])}"),
                              progress=False, seed=args.seed, **{key: value})
             except BudgetError as e:
                 row.update(verdict="unreachable", message=str(e))

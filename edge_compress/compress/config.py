@@ -40,13 +40,14 @@ def checked(ok: Callable[[Any], bool], rule: str):
     return BeforeValidator(check)
 
 
-def option(default: Any = None, help: str = "", *, flag: str | None = None, metavar: str | None = None,
+def option(default: Any = None, help: str = "", *, flag: str | None = None, short: str | None = None,
+           metavar: str | None = None,
            group: str | None = None, parse: str | None = None, choices: tuple | None = None, cli: bool = True,
-           api: bool = True, positional: bool = False, alias: str | None = None, rule: str | None = None) -> Any:
+           api: bool = True, show_default: bool = True, positional: bool | str = False, alias: str | None = None, rule: str | None = None) -> Any:
     """A config field with its command-line form; `parse` names a text parser of cli/options.py. `cli=False`:
     a Python API keyword only; `api=False`: set by the run, not by a keyword (the recovery's seed is the run's)."""
-    extra = {k: v for k, v in dict(flag=flag, metavar=metavar, group=group, parse=parse, choices=choices, cli=cli,
-                                   api=api, positional=positional, rule=rule).items() if v is not None}
+    extra = {k: v for k, v in dict(flag=flag, short=short, metavar=metavar, group=group, parse=parse, choices=choices, cli=cli,
+                                   api=api, show_default=show_default, positional=positional, rule=rule).items() if v is not None}
     return Field(default, description=help, alias=alias, json_schema_extra=extra)
 
 
@@ -112,7 +113,7 @@ class LoadConfig(Config):
     group: ClassVar[str] = "model"
     model: Any = option(None, "model file: a state dict / checkpoint (with --arch), a pruned model written by "
                         "compress, TorchScript (measure/export only) or a pickled module (with --trust-model)",
-                        positional=True)
+                        positional="optional")
     arch: str | None = option(None, "architecture for a state dict: a built-in name (see --list-archs) or "
                               "package.module:callable")
     arch_kwargs: dict = option({}, "keyword arguments for --arch, as JSON", metavar="JSON", parse="json")
@@ -158,7 +159,7 @@ class PruneConfig(Config):
         "knapsack", "knapsack: remove the least important channels per unit of the binding resource, priced by the "
         "target's cost model and corrected by each measurement; uniform: the same share of every layer per round")
     step: Annotated[float, checked(lambda v: _real(v) and 0 < v < 1, "")] = option(
-        0.05, "uniform selection: fraction of the original channels removed per round",
+        0.05, "uniform selection: fraction of the original channels removed per round", metavar="X",
         rule="between 0 and 1 (a fraction of the channels per round)")
 
 
@@ -174,20 +175,20 @@ class RecoveryOptions(Config):
     error_prefix: ClassVar[str] = "recovery option "
 
     epochs: Annotated[float, checked(lambda v: _real(v) and v > 0, "a number > 0 (0.5 is half an epoch)")] = option(
-        1.0, "epochs (fractions allowed)", rule="a number > 0 (0.5 is half an epoch)")
+        1.0, "epochs (fractions allowed)", metavar="N", rule="a number > 0 (0.5 is half an epoch)")
     lr: Annotated[float, checked(lambda v: _real(v) and v > 0, "a number > 0")] = option(
-        0.01, "learning rate (SGD with cosine decay)", rule="a number > 0")
+        0.01, "learning rate (SGD with cosine decay)", metavar="X", rule="a number > 0")
     batch_size: Annotated[int, checked(lambda v: _integer(v) and v >= 2, "")] = option(
-        64, "batch size per process", alias="train_batch_size",
+        64, "batch size per process", metavar="N", alias="train_batch_size",
         rule="an integer >= 2 (BatchNorm in train mode needs two samples per batch)")
     weight_decay: Annotated[float, checked(lambda v: _real(v) and v >= 0, "")] = option(
-        1e-4, "weight decay", rule="a number >= 0")
+        1e-4, "weight decay", metavar="X", rule="a number >= 0")
     momentum: Annotated[float, checked(lambda v: _real(v) and 0 <= v < 1, "")] = option(
-        0.9, "SGD momentum", rule="a number in [0, 1)")
+        0.9, "SGD momentum", metavar="X", rule="a number in [0, 1)")
     temperature: Annotated[float, checked(lambda v: _real(v) and v > 0, "")] = option(
-        4.0, "distillation temperature", alias="kd_temperature", rule="a number > 0")
+        4.0, "distillation temperature", metavar="T", alias="kd_temperature", rule="a number > 0")
     alpha: Annotated[float, checked(lambda v: _real(v) and 0 <= v <= 1, "")] = option(
-        0.0, "with labels: weight of distillation against cross-entropy", alias="kd_alpha",
+        0.0, "with labels: weight of distillation against cross-entropy", metavar="X", alias="kd_alpha",
         rule="a number in [0, 1] (the share of the distillation term when labels are used)")
     mode: Annotated[str, checked(lambda v: isinstance(v, str) and v in MODES, "")] = option(
         "auto", "auto: fine-tune when the data has labels, distil from the original otherwise",
@@ -198,7 +199,7 @@ class RecoveryOptions(Config):
     seed: Annotated[int, checked(lambda v: _integer(v) and v >= 0, "")] = option(
         0, "the run's --seed", flag="--seed", cli=False, api=False, rule="an integer >= 0")
     num_workers: Annotated[int, checked(lambda v: _integer(v) and v >= 0, "")] = option(
-        0, "data loader workers", alias="train_workers", rule="an integer >= 0")
+        0, "data loader workers", metavar="N", alias="train_workers", rule="an integer >= 0")
     max_steps: Annotated[int | None, checked(lambda v: v is None or (_integer(v) and v >= 1), "")] = option(
         None, "stop after this many steps", metavar="N", rule="an integer >= 1, or None for no cap")
 
@@ -267,8 +268,8 @@ class RunConfig(Config):
 
 class CompressConfig(RunConfig):
     target: str = option("host", "device profile: a built-in name (see --list-targets) or your own YAML file",
-                         metavar="NAME|FILE.yaml", group="target")
-    seed: int = option(0, "random seed", group="pruning")
+                         metavar="NAME|FILE.yaml", group="target", show_default=False)
+    seed: int = option(0, "random seed", metavar="N", group="pruning")
     load: LoadConfig = LoadConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     budget: BudgetConfig = BudgetConfig()
@@ -296,7 +297,7 @@ class ValidateConfig(RunConfig):
     group: ClassVar[str] = "model"
     model: Any = option(None, "ONNX model", positional=True)
     target: str = option("host", "built-in name or profile YAML; must be measurable (host, or --device)",
-                         metavar="NAME|FILE.yaml")
+                         metavar="NAME|FILE.yaml", show_default=False)
     input_shape: tuple[int, ...] | None = option(None, "for models with dynamic input dimensions", metavar="NxCxHxW",
                                                  parse="shape")
     budget: ValidateBudgetConfig = ValidateBudgetConfig()
