@@ -6,7 +6,6 @@ import copy
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
