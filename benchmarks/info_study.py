@@ -46,7 +46,8 @@ from edge_compress.compress.criteria import make_criterion  # noqa: E402
 from edge_compress.compress.evaluate import Evaluator  # noqa: E402
 from edge_compress.compress.model_io import load_model  # noqa: E402
 from edge_compress.compress.pruning import ChannelPruner  # noqa: E402
-from edge_compress.compress.recovery import RecoveryOptions, recover  # noqa: E402
+from edge_compress.compress.config import RecoveryOptions  # noqa: E402
+from edge_compress.compress.recovery import recover  # noqa: E402
 from edge_compress.compress.search import SearchContext, knapsack_search, uniform_search  # noqa: E402
 from edge_compress.device_profiles import load_profile  # noqa: E402
 import benchmarks.study_plugins  # noqa: E402,F401 - registers the experimental fisher and combo criteria
@@ -135,8 +136,8 @@ def main() -> None:
     p.add_argument("--train-samples", type=int, default=5000)
     p.add_argument("--recover", action="store_true")
     p.add_argument("--recover-only", help="';'-separated configurations that get the recovery (default: all)")
-    p.add_argument("--recover-lr", type=float, default=RecoveryOptions.lr, help="learning rate of the recovery")
-    p.add_argument("--recover-epochs", type=float, default=RecoveryOptions.epochs)
+    p.add_argument("--recover-lr", type=float, default=RecoveryOptions().lr, help="learning rate of the recovery")
+    p.add_argument("--recover-epochs", type=float, default=RecoveryOptions().epochs)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json")
     args = p.parse_args()

@@ -31,7 +31,8 @@ from edge_compress.compress.calib import CalibData  # noqa: E402
 from edge_compress.compress.criteria import make_criterion  # noqa: E402
 from edge_compress.compress.model_io import load_model  # noqa: E402
 from edge_compress.compress.pruning import ChannelPruner  # noqa: E402
-from edge_compress.compress.recovery import RecoveryOptions, load_training_data, recover  # noqa: E402
+from edge_compress.compress.config import RecoveryOptions  # noqa: E402
+from edge_compress.compress.recovery import load_training_data, recover  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 FILES = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}

@@ -8,7 +8,10 @@ __all__ = ["compress", "validate", "load_pruned", "CompressConfig", "CompressRes
 
 
 def __getattr__(name: str):
-    if name in ("compress", "validate", "load_pruned", "CompressConfig", "CompressResult"):
+    if name in ("compress", "validate", "load_pruned", "CompressConfig"):
         from . import api
         return getattr(api, name)
+    if name == "CompressResult":
+        from .passes.report import CompressResult
+        return CompressResult
     raise AttributeError(f"module 'compress' has no attribute {name!r}")

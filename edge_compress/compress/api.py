@@ -3,13 +3,15 @@ the dashes (`--train-batch-size 32` -> `train_batch_size=32`); an unknown one is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import CompressConfig, ValidateConfig
-from .model_io import load_pruned
-from .passes.report import CompressResult
+from .model_io import load_pruned   # reloading a pruned model needs neither the pruner nor the passes
 
-__all__ = ["compress", "validate", "load_pruned", "CompressConfig", "CompressResult"]
+if TYPE_CHECKING:
+    from .passes.report import CompressResult
+
+__all__ = ["compress", "validate", "load_pruned", "CompressConfig"]
 
 
 def compress(model: Any, **options) -> CompressResult:
