@@ -45,7 +45,8 @@ from edge_compress.compress.criteria.registry import make_criterion  # noqa: E40
 from edge_compress.compress.evaluate import LatencyEvaluator  # noqa: E402
 from edge_compress.compress.model_io import load_model  # noqa: E402
 from edge_compress.compress.pruning.pruner import ChannelPruner  # noqa: E402
-from edge_compress.compress.recovery import RecoveryOptions, recover  # noqa: E402
+from edge_compress.compress.config import RecoveryOptions  # noqa: E402
+from edge_compress.compress.recovery import recover  # noqa: E402
 from edge_compress.compress.search.budget import Budget  # noqa: E402
 from edge_compress.compress.search.rounds import SearchSetup, SearchState, knapsack_search, uniform_search  # noqa: E402
 from edge_compress.device_profiles import load_profile  # noqa: E402
@@ -135,8 +136,8 @@ def main() -> None:
     p.add_argument("--train-samples", type=int, default=5000)
     p.add_argument("--recover", action="store_true")
     p.add_argument("--recover-only", help="';'-separated configurations that get the recovery (default: all)")
-    p.add_argument("--recover-lr", type=float, default=RecoveryOptions.lr, help="learning rate of the recovery")
-    p.add_argument("--recover-epochs", type=float, default=RecoveryOptions.epochs)
+    p.add_argument("--recover-lr", type=float, default=RecoveryOptions().lr, help="learning rate of the recovery")
+    p.add_argument("--recover-epochs", type=float, default=RecoveryOptions().epochs)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json")
     args = p.parse_args()

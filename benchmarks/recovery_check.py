@@ -32,7 +32,8 @@ from edge_compress.compress.criteria.registry import make_criterion  # noqa: E40
 from edge_compress.compress.model_io import load_model  # noqa: E402
 from edge_compress.compress.pruning.pruner import ChannelPruner  # noqa: E402
 from edge_compress.compress.search.removal import prune_to  # noqa: E402
-from edge_compress.compress.recovery import RecoveryOptions, load_training_data, recover  # noqa: E402
+from edge_compress.compress.config import RecoveryOptions  # noqa: E402
+from edge_compress.compress.recovery import load_training_data, recover  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 FILES = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}

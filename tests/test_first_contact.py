@@ -219,3 +219,31 @@ def test_host_profile_on_another_cpu_is_labelled_not_fitted(monkeypatch):
     assert adapted.cost_model.fitted is False and adapted.cost_model.fit is None
     assert "NOT fitted on this machine" in adapted.cost_model.source and "Some Other CPU" in note
     assert adapted.cost_model.reference_gflops.confidence == "measured" and adapted.cost_model.reference_gflops.value > 0
+
+
+def test_help_is_generated_from_the_configs_and_api_keywords_are_the_long_options(capsys):
+    """Every option of every pass's config is on the command line under the name the Python API takes."""
+    from edge_compress.compress.config import CompressConfig, extra_of, leaves
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for _, keyword, info, group in leaves(CompressConfig):
+        if extra_of(info).get("cli", True) and not extra_of(info).get("positional"):
+            assert f"--{keyword.replace('_', '-')}" in out and group.split(" (")[0] in out, keyword
+
+
+def test_unknown_keys_are_input_errors_naming_them(tmp_path, capsys):
+    from edge_compress.compress import compress
+    from edge_compress.compress.config import RecoveryOptions
+    from edge_compress.compress.errors import InputError
+
+    with pytest.raises(InputError, match="'lattency_ms'"):
+        compress(tmp_path / "m.pt", target="host", lattency_ms=2)
+    with pytest.raises(InputError, match="'epoch'"):
+        RecoveryOptions(epoch=2)
+    code, _, err = run_cli(["--target", "jetson-nano", "--criterion", "l1", "--criterion-option", "nosuch=1",
+                            "--macs", "50%", tmp_path / "m.pt"], capsys)
+    errors = [line for line in err.strip().splitlines() if not line.startswith("[compress]")]
+    assert code == 2 and len(errors) == 1 and "nosuch" in errors[0]
+    assert not list(tmp_path.iterdir())

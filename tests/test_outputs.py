@@ -448,7 +448,8 @@ def _rel_error(student, teacher, x) -> float:
 
 def test_recovery_distils_every_output_with_mse(zoo, inputs):
     from edge_compress.compress.calib import CalibData
-    from edge_compress.compress.recovery import RecoveryError, RecoveryOptions, recover
+    from edge_compress.compress.config import RecoveryOptions
+    from edge_compress.compress.recovery import RecoveryError, recover
 
     x = torch.from_numpy(inputs)
     teacher = _with_statistics(zoo.DictHead(width=8), inputs)
@@ -468,7 +469,8 @@ def test_recovery_distils_every_output_with_mse(zoo, inputs):
 
 def test_recovery_of_a_segmentation_model(zoo, inputs):
     from edge_compress.compress.calib import CalibData
-    from edge_compress.compress.recovery import RecoveryOptions, distillation_loss, recover
+    from edge_compress.compress.config import RecoveryOptions
+    from edge_compress.compress.recovery import distillation_loss, recover
 
     x = torch.from_numpy(inputs)
     teacher = _with_statistics(zoo.TinyUNet(), inputs)

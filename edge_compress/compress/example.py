@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from .report import units
     from .model_io import load_pruned
-    from .pipeline import compress
+    from .api import compress
     from .report.summary import summary_line
 
     quiet = args.quiet or args.json

@@ -1,8 +1,8 @@
 """`compress validate model.onnx --target T --latency-ms N`: latency validation of any ONNX model, no pruning.
 
-The model is measured on the target exactly as the pipeline measures its final model (the profile's
-warm-up and run counts, threads and execution provider; over SSH with --device), and the same
-report.json / report.html come out, with the same verdict and exit codes (0 met, 1 missed, 2 bad input).
+The model is measured on the target exactly as the pipeline measures its final model (the measure pass's
+`measure_onnx`: the profile's warm-up and run counts, threads and execution provider; over SSH with --device),
+and the same report.json / report.html come out (report/build.py's `build_report` and `write_report`), with the same verdict and exit codes (0 met, 1 missed, 2 bad input).
 Targets that cannot be measured from here are refused: a prediction needs the PyTorch layers.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .search.budget import BudgetSpec, Metrics
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, InputError
 from .evaluate import LatencyEvaluator, measured_kind
 from .output import OutputDir, check_out_dir, sha256_file
+from .passes.measure import measure_onnx
 from .report.build import build_report, versions, write_report
 
 log = logging.getLogger("compress")
@@ -69,7 +70,7 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
                          f"--{relative[0].replace('_', '-')} must be a number, e.g. --latency-ms 2.5")
     started = time.perf_counter()
     try:
-        stats = evaluator.measure_onnx(path, full=True)
+        stats = measure_onnx(evaluator, path)
     finally:
         evaluator.close()
     memory = (params_count + _peak_activation_pair(model, shape)) * bytes_per / 2**20
@@ -107,7 +108,7 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
             layers=[],
             export={"onnx": {"path": str(path), "opset": _opset(model), "sha256": sha256_file(path),
                              "exporter": "none: the ONNX model was given"}},
-            engine={"kind": profile.runtime.engine, "measured_on": str(device.target) if device else "local"},
+            engine={"kind": profile.runtime.engine, "measured_on": device.address if device else "local"},
             timings_s={"measure": round(time.perf_counter() - started, 3)},
             environment={"versions": versions(), **environment_info()},
             artifacts=od.artifacts(),
