@@ -4,7 +4,7 @@ calibration data timed in the same run (issue 21, item 1).
     python benchmarks/compile_time.py [--configs resnet56-host,resnet18-nano,...] [--samples 256]
         [--json benchmarks/results/compile_time.json]
 
-Each configuration runs `python -m compress ...` in a fresh subprocess (so peak memory is that run's own:
+Each configuration runs `python -m edge_compress ...` in a fresh subprocess (so peak memory is that run's own:
 ru_maxrss of the child), reads the stage timings from its report.json, and is preceded by a subprocess that
 loads the same model and data and times one forward pass over all calibration samples (batches of 64,
 after one warm-up batch) with the same thread settings. Ratios cancel most of the machine's speed and load;

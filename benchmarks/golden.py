@@ -147,7 +147,7 @@ def main() -> int:
     p.add_argument("mode", choices=("record", "compare"))
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "golden.json")
     p.add_argument("--compress", default=str(Path(sys.executable).parent / "compress"),
-                   help="the compress command to run, e.g. 'python -m compress' (default: the one beside this Python)")
+                   help="the compress command to run, e.g. 'python -m edge_compress' (default: the one beside this Python)")
     args = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     results = run_all(shlex.split(args.compress))

@@ -165,7 +165,7 @@ def test_summary_line_is_for_people():
 
 
 def test_list_criteria_into_a_closed_pipe_ends_quietly():
-    proc = subprocess.run(f"{sys.executable} -m compress --list-criteria | head -1", shell=True,
+    proc = subprocess.run(f"{sys.executable} -m edge_compress --list-criteria | head -1", shell=True,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr and "internal error" not in proc.stderr
 

@@ -169,7 +169,7 @@ def test_a_non_utf8_model_name_gives_a_valid_report(tmp_path, tiny_model_file, c
 
 
 def test_list_criteria_into_head_is_not_an_internal_error():
-    proc = subprocess.run(f"{sys.executable} -m compress --list-criteria | head -1", shell=True,
+    proc = subprocess.run(f"{sys.executable} -m edge_compress --list-criteria | head -1", shell=True,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "internal error" not in proc.stderr and "Traceback" not in proc.stderr
 

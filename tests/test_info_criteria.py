@@ -304,7 +304,12 @@ def test_list_criteria_shows_options(capsys):
     assert code == 0
     for name in criterion_names():
         assert name in out
-    assert "cutoff=permutation" in out and "conditioning=per-layer" in out
+    # generated from each criterion's option model: every option with its accepted values and default
+    from edge_compress.compress.criteria.registry import criterion_options
+    for name in criterion_names():
+        for key, field in criterion_options(name).model_fields.items():
+            assert f"--criterion-option {key}=... (" in out and f"default {field.default})" in out, (name, key)
+    assert "(one of permutation" in out or "permutation" in out
 
 
 def test_weight_based_capacity_needs_no_data(coupled):

@@ -11,17 +11,17 @@ MAX_REPORT_BYTES = 64 * 2**20
 
 
 def list_criteria() -> int:
+    """Every criterion with its options, generated from each criterion's option model."""
     from ..criteria.defaults import DATA_FREE_DEFAULT, ONE_SHOT_DEFAULT, WITH_RECOVERY_DEFAULT
-    from ..criteria.registry import criterion_names, describe_criterion
-    from ..info_criteria import criterion_option_defaults
+    from ..criteria.registry import accepted_values, criterion_names, criterion_options, describe_criterion
 
     print(f"{'auto':22} the default: with --calib, {ONE_SHOT_DEFAULT}, or {WITH_RECOVERY_DEFAULT} when --train-data "
           f"is given too; {DATA_FREE_DEFAULT} without --calib")
     for name in criterion_names():
         print(f"{name:22} {describe_criterion(name)}")
-        opts = criterion_option_defaults(name)
-        if opts:
-            print(" " * 23 + "options: " + ", ".join(f"{k}={v}" for k, v in opts.items()))
+        for key, field in criterion_options(name).model_fields.items():
+            about = f": {field.description}" if field.description else ""
+            print(" " * 25 + f"--criterion-option {key}=... ({accepted_values(field)}; default {field.default}){about}")
     return 0
 
 
