@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .registry import register_arch
-from .resnet_imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .registry import IMAGENET_MEAN, IMAGENET_STD
 
 # (expansion t, output channels c, repeats n, first stride s), as in the paper's table 2.
 IMAGENET_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from .registry import register_arch
-from .resnet_imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .registry import IMAGENET_MEAN, IMAGENET_STD
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from .registry import register_arch
-from .resnet_imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .registry import IMAGENET_MEAN, IMAGENET_STD
 
 VGG13_CFG = (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
