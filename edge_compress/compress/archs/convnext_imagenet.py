@@ -70,13 +70,13 @@ _IMAGENET = dict(input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD
 
 
 @register_arch("convnext_tiny", description="ImageNet ConvNeXt-T, torchvision layout (28.6 M params)",
-               contract_kwargs={"num_classes": 10, "depths": (1, 1, 2, 1), "dims": (16, 32, 64, 128)},
+               contract_kwargs={"num_classes": 10, "depths": (1, 1, 1, 1), "dims": (32, 64, 128, 256)},
                contract_shape=(3, 64, 64), **_IMAGENET)
 def convnext_tiny(num_classes: int = 1000, depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)) -> ConvNeXt:
     return ConvNeXt(depths, dims, num_classes)
 
 
 @register_arch("convnext_pico", description="ConvNeXt-pico sizes (timm), torchvision layout (9.0 M params)",
-               contract_kwargs={"num_classes": 10, "dims": (8, 16, 32, 64)}, contract_shape=(3, 64, 64), **_IMAGENET)
+               contract_kwargs={"num_classes": 10, "dims": (16, 32, 64, 128)}, contract_shape=(3, 64, 64), **_IMAGENET)
 def convnext_pico(num_classes: int = 1000, dims=(64, 128, 256, 512)) -> ConvNeXt:
     return ConvNeXt((2, 2, 6, 2), dims, num_classes)

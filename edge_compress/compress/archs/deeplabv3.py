@@ -84,14 +84,14 @@ _SEGMENTATION = dict(task="segmentation", input_shape=(3, 520, 520), mean=IMAGEN
 
 
 @register_arch("deeplabv3_resnet50", description="DeepLabV3, dilated ResNet-50, torchvision layout (39.6 M params)",
-               contract_kwargs={"num_classes": 3, "width": 8, "head": 16}, **_SEGMENTATION)
+               contract_kwargs={"num_classes": 3, "width": 16, "head": 32}, **_SEGMENTATION)
 def deeplabv3_resnet50(num_classes: int = VOC_CLASSES, aux_loss: bool = False, width: int = 64,
                        head: int = 256) -> DeepLabV3:
     return DeepLabV3(Bottleneck, (3, 4, 6, 3), num_classes, width, head, aux_loss)
 
 
 @register_arch("deeplabv3_resnet18", description="DeepLabV3, dilated ResNet-18 backbone (15.9 M params)",
-               contract_kwargs={"num_classes": 3, "width": 8, "head": 16}, **_SEGMENTATION)
+               contract_kwargs={"num_classes": 3, "width": 16, "head": 32}, **_SEGMENTATION)
 def deeplabv3_resnet18(num_classes: int = VOC_CLASSES, aux_loss: bool = False, width: int = 64,
                        head: int = 256) -> DeepLabV3:
     return DeepLabV3(BasicBlock, (2, 2, 2, 2), num_classes, width, head, aux_loss)

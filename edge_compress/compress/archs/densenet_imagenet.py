@@ -76,8 +76,8 @@ class DenseNet(nn.Module):
 
 @register_arch("densenet121", description="ImageNet DenseNet-121, torchvision layout (8.0 M params)",
                input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000,
-               contract_kwargs={"num_classes": 10, "growth_rate": 8, "block_config": (2, 2, 2, 2),
-                                "num_init_features": 16}, contract_shape=(3, 64, 64))
+               contract_kwargs={"num_classes": 10, "growth_rate": 16, "block_config": (2, 2, 2, 2),
+                                "num_init_features": 32}, contract_shape=(3, 64, 64))
 def densenet121(num_classes: int = 1000, growth_rate: int = 32, block_config=(6, 12, 24, 16),
                 num_init_features: int = 64) -> DenseNet:
     return DenseNet(growth_rate, block_config, num_init_features, 4, num_classes)

@@ -66,6 +66,6 @@ class EfficientNet(nn.Module):
 
 @register_arch("efficientnet_b0", description="ImageNet EfficientNet-B0, torchvision layout (5.3 M params)",
                input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000,
-               contract_kwargs={"num_classes": 10, "width_mult": 0.25}, contract_shape=(3, 64, 64))
+               contract_kwargs={"num_classes": 10, "width_mult": 0.5}, contract_shape=(3, 64, 64))
 def efficientnet_b0(num_classes: int = 1000, width_mult: float = 1.0) -> EfficientNet:
     return EfficientNet(B0, num_classes, width_mult)

@@ -75,6 +75,7 @@ class ImageNetMobileNetV2(nn.Module):
 
 
 @register_arch("mobilenet_v2", description="ImageNet MobileNetV2, torchvision layout (3.5 M params)",
-               input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000)
+               input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000,
+               contract_kwargs={"num_classes": 10, "width_mult": 0.5}, contract_shape=(3, 64, 64))
 def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0) -> ImageNetMobileNetV2:
     return ImageNetMobileNetV2(num_classes, width_mult)

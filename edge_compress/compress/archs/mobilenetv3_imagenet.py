@@ -102,7 +102,7 @@ class MobileNetV3(nn.Module):
 
 
 _IMAGENET = dict(input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000,
-                 contract_kwargs={"num_classes": 10, "width_mult": 0.25}, contract_shape=(3, 64, 64))
+                 contract_kwargs={"num_classes": 10, "width_mult": 0.5}, contract_shape=(3, 64, 64))
 
 
 @register_arch("mobilenet_v3_small", description="ImageNet MobileNetV3-small, torchvision layout (2.5 M params)",

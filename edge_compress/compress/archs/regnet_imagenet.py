@@ -87,7 +87,7 @@ class RegNet(nn.Module):
 
 
 _IMAGENET = dict(input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000,
-                 contract_kwargs={"num_classes": 10, "width_mult": 0.25}, contract_shape=(3, 64, 64))
+                 contract_kwargs={"num_classes": 10, "width_mult": 0.5}, contract_shape=(3, 64, 64))
 
 
 @register_arch("regnet_x_400mf", description="ImageNet RegNetX-400MF, torchvision layout (5.5 M params)", **_IMAGENET)

@@ -97,7 +97,7 @@ class ImageNetResNet(nn.Module):
 
 
 _IMAGENET = dict(input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000,
-                 contract_kwargs={"num_classes": 10, "width": 8}, contract_shape=(3, 32, 32))
+                 contract_kwargs={"num_classes": 10, "width": 16}, contract_shape=(3, 32, 32))
 
 
 @register_arch("resnet18", description="ImageNet ResNet-18, torchvision layout (11.7 M params)", **_IMAGENET)

@@ -55,6 +55,6 @@ class SqueezeNet(nn.Module):
 
 @register_arch("squeezenet1_1", description="ImageNet SqueezeNet 1.1, torchvision layout (1.2 M params)",
                input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000,
-               contract_kwargs={"num_classes": 10, "width_mult": 0.25}, contract_shape=(3, 64, 64))
+               contract_kwargs={"num_classes": 10, "width_mult": 0.5}, contract_shape=(3, 64, 64))
 def squeezenet1_1(num_classes: int = 1000, width_mult: float = 1.0) -> SqueezeNet:
     return SqueezeNet(num_classes, width_mult)

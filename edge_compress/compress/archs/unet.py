@@ -56,6 +56,6 @@ class UNet(nn.Module):
 
 @register_arch("unet", description="U-Net, per-pixel class logits, bilinear upsampling (17.3 M params)",
                task="segmentation", input_shape=(3, 256, 256), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=2,
-               contract_kwargs={"num_classes": 3, "width": 8}, contract_shape=(3, 32, 32))
+               contract_kwargs={"num_classes": 3, "width": 16}, contract_shape=(3, 32, 32))
 def unet(num_classes: int = 2, width: int = 64) -> UNet:
     return UNet(num_classes, width)

@@ -114,7 +114,7 @@ class YoloV8(nn.Module):
 
 @register_arch("yolov8n", description="YOLOv8-n style detector: C2f, SPPF, PAN neck, 3 outputs (3.2 M params)",
                task="detection", input_shape=(3, 640, 640), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-               num_classes=COCO_CLASSES, contract_kwargs={"num_classes": 4, "width": 0.125},
+               num_classes=COCO_CLASSES, contract_kwargs={"num_classes": 4, "width": 0.25},
                contract_shape=(3, 64, 64))
 def yolov8n(num_classes: int = COCO_CLASSES, width: float = 0.25, depth: float = 1 / 3) -> YoloV8:
     """YOLOv8 inputs are RGB scaled to [0, 1] with no mean/std: hence mean 0, std 1."""
