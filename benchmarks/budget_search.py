@@ -33,7 +33,8 @@ from edge_compress.compress.archs import get_arch  # noqa: E402
 from edge_compress.compress.calib import load_calibration  # noqa: E402
 from edge_compress.compress.errors import BudgetError  # noqa: E402
 from edge_compress.compress.model_io import load_model  # noqa: E402
-from edge_compress.compress.recovery import RecoveryOptions, recover  # noqa: E402
+from edge_compress.compress.config import RecoveryOptions  # noqa: E402
+from edge_compress.compress.recovery import recover  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MODEL = SHARED / "models" / "resnet56-4bfd9763.th"

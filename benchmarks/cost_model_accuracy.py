@@ -36,16 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from edge_compress.compress.archs import get_arch  # noqa: E402
-from edge_compress.compress.cost_model import factors_from_profile, layer_costs, predict_latency_ms  # noqa: E402
-from edge_compress.compress.costfit import (  # noqa: E402
-    HOST_ALIGNMENTS,
-    HOST_FREE,
-    NANO_PUBLISHED_MS,
-    NANO_SOURCE,
-    fit_factors,
-    measure_models,
-    random_variants,
-)
+from edge_compress.compress.costmodel.fit import HOST_ALIGNMENTS, HOST_FREE, fit_factors  # noqa: E402
+from edge_compress.compress.costmodel.measure import measure_models  # noqa: E402
+from edge_compress.compress.costmodel.model import factors_from_profile, layer_costs, predict_latency_ms  # noqa: E402
+from edge_compress.compress.costmodel.published import NANO_PUBLISHED_MS, NANO_SOURCE  # noqa: E402
+from edge_compress.compress.costmodel.variants import random_variants  # noqa: E402
 from edge_compress.compress.model_io import load_model  # noqa: E402
 from edge_compress.deploy import environment_info  # noqa: E402
 from edge_compress.device_profiles import load_profile  # noqa: E402

@@ -27,7 +27,8 @@ from benchmarks.budget_search import _top1, datasets, parse_criterion_config  # 
 from edge_compress.compress import compress, load_pruned  # noqa: E402
 from edge_compress.compress.errors import BudgetError  # noqa: E402
 from edge_compress.compress.model_io import load_model  # noqa: E402
-from edge_compress.compress.recovery import RecoveryOptions, recover  # noqa: E402
+from edge_compress.compress.config import RecoveryOptions  # noqa: E402
+from edge_compress.compress.recovery import recover  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MODELS = {"resnet56": SHARED / "models" / "resnet56-4bfd9763.th", "resnet20": SHARED / "models" / "resnet20-12fca82f.th"}
@@ -68,7 +69,7 @@ def main() -> None:
             try:
                 name, opts = parse_criterion_config(crit, "+")   # e.g. cmi:weight=none
                 r = compress(str(MODELS[args.arch]), target="host", arch=args.arch, calib=str(calib), criterion=name,
-                             criterion_options=opts, selection=args.selection, out=str(tmp / f"arm{len(result['rows'])}"),
+                             criterion_option=opts, selection=args.selection, out=str(tmp / f"arm{len(result['rows'])}"),
                              progress=False, seed=args.seed, **{key: value})
             except BudgetError as e:
                 row.update(verdict="unreachable", message=str(e))

@@ -39,17 +39,18 @@ from benchmarks.budget_search import _top1, parse_criterion_config  # noqa: E402
 from benchmarks.cifar_calib import load_split  # noqa: E402
 from edge_compress.compress.archs import get_arch  # noqa: E402
 from edge_compress.compress.bn_recalibration import recalibrate_batchnorm  # noqa: E402
-from edge_compress.compress.budget import Budget  # noqa: E402
 from edge_compress.compress.calib import load_calibration  # noqa: E402
-from edge_compress.compress.cost_model import factors_from_profile, layer_costs, predict_latency_ms  # noqa: E402
-from edge_compress.compress.criteria import make_criterion  # noqa: E402
-from edge_compress.compress.evaluate import Evaluator  # noqa: E402
+from edge_compress.compress.costmodel.model import factors_from_profile, layer_costs, predict_latency_ms  # noqa: E402
+from edge_compress.compress.criteria.registry import make_criterion  # noqa: E402
+from edge_compress.compress.evaluate import LatencyEvaluator  # noqa: E402
 from edge_compress.compress.model_io import load_model  # noqa: E402
-from edge_compress.compress.pruning import ChannelPruner  # noqa: E402
-from edge_compress.compress.recovery import RecoveryOptions, recover  # noqa: E402
-from edge_compress.compress.search import SearchContext, knapsack_search, uniform_search  # noqa: E402
+from edge_compress.compress.pruning.pruner import ChannelPruner  # noqa: E402
+from edge_compress.compress.config import RecoveryOptions  # noqa: E402
+from edge_compress.compress.recovery import recover  # noqa: E402
+from edge_compress.compress.search.budget import Budget  # noqa: E402
+from edge_compress.compress.search.rounds import SearchSetup, SearchState, knapsack_search, uniform_search  # noqa: E402
 from edge_compress.device_profiles import load_profile  # noqa: E402
-import benchmarks.study_plugins  # noqa: E402,F401 - registers the experimental fisher and combo criteria
+import benchmarks.study_plugins  # noqa: E402,F401 - registers the study's criteria (fisher, combo, ..., <criterion>-study)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MODELS = {"resnet56": SHARED / "models" / "resnet56-4bfd9763.th", "resnet20": SHARED / "models" / "resnet20-12fca82f.th"}
@@ -88,33 +89,33 @@ def prune_one(config, calib, budget: Budget, original, measured: bool = False, m
     elif labels_from != "data":
         raise SystemExit(f"labels_from={labels_from!r}: choose data or predicted")
     example = cx[:1].clone()
-    pruner = ChannelPruner(model, example, crit, profile.pruning.channel_multiple, profile.pruning.min_channels)
-    evaluator = Evaluator(profile, example)
+    pruner = ChannelPruner(model, example, profile.pruning.channel_multiple, profile.pruning.min_channels)
+    evaluator = LatencyEvaluator(profile, example)
     evaluator.measured = measured   # False: MACs counted, latency predicted, no measurement noise in the loop
     timing = {"score": 0.0}
 
-    def prepare():
+    def prepare(view):
         t = time.perf_counter()
-        ctx.pruner.prepare_criterion(cx, cy)
+        crit.prepare(view, cx, cy)
         timing["score"] += time.perf_counter() - t
 
-    ctx = SearchContext(pruner, evaluator, budget, 1.0, prepare, lambda: recalibrate_batchnorm(model, cx),
-                        tqdm(disable=True), [])
+    setup = SearchSetup(crit, evaluator, 1.0, prepare, lambda: recalibrate_batchnorm(model, cx), tqdm(disable=True), [])
     try:
-        start = evaluator.evaluate(model)
+        start = SearchState(pruner, budget, evaluator.evaluate(model))
         if selection == "knapsack":
-            ev = knapsack_search(ctx, start)
+            final = knapsack_search(setup, start)
         elif selection == "uniform":
-            ev = uniform_search(ctx, 0.02)
+            final = uniform_search(setup, start, 0.02)
         else:
             raise SystemExit(f"selection={selection!r}: choose knapsack or uniform")
+        ev = final.evaluation
         recalibrate_batchnorm(model, cx)
         if measure_final:
             evaluator.measured = True
             ev = evaluator.evaluate(model, full=True)
     finally:
         evaluator.close()
-    return model, ev, ctx, timing["score"]
+    return model, ev, (setup.rounds, final.pruner), timing["score"]
 
 
 def main() -> None:
@@ -135,8 +136,8 @@ def main() -> None:
     p.add_argument("--train-samples", type=int, default=5000)
     p.add_argument("--recover", action="store_true")
     p.add_argument("--recover-only", help="';'-separated configurations that get the recovery (default: all)")
-    p.add_argument("--recover-lr", type=float, default=RecoveryOptions.lr, help="learning rate of the recovery")
-    p.add_argument("--recover-epochs", type=float, default=RecoveryOptions.epochs)
+    p.add_argument("--recover-lr", type=float, default=RecoveryOptions().lr, help="learning rate of the recovery")
+    p.add_argument("--recover-epochs", type=float, default=RecoveryOptions().epochs)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json")
     args = p.parse_args()
@@ -181,14 +182,14 @@ def main() -> None:
             t = time.perf_counter()
             if seed in references:
                 budget = Budget(latency_ms=references[seed])
-            model, ev, ctx, score_s = prune_one(config, (data.x, data.y), budget, original, measured,
+            model, ev, (rounds, pruner), score_s = prune_one(config, (data.x, data.y), budget, original, measured,
                                                 measured or bool(references))
             row = {"config": config, "seed": seed, "top1": _top1(model, test), "macs": ev.metrics.macs,
                    "latency_ms": ev.metrics.latency_ms, "latency_kind": ev.metrics.latency_kind,
                    "predicted_ms": predict_latency_ms(ev.layers, HOST_FACTORS),
                    "params": ev.metrics.params,
-                   "rounds": len(ctx.rounds), "blocks_removed": list(getattr(ctx.pruner, "removed_blocks", [])),
-                   "channels": {g.root: g.channels for g in ctx.pruner.groups.values() if g.prunable},
+                   "rounds": len(rounds), "blocks_removed": list(getattr(pruner, "removed_blocks", [])),
+                   "channels": {g.root: g.channels for g in pruner.groups.values() if g.prunable},
                    "score_s": round(score_s, 2), "prune_s": round(time.perf_counter() - t, 1)}
             accs.append(row["top1"])
             if args.recover and (not args.recover_only or config in args.recover_only.split(";")):

@@ -6,9 +6,9 @@ the straightforward reference implementation (rebuild every Gram for every candi
 
 1. Pretrained ResNet-56 (../shared/models), N seeded CIFAR-10 *train* images normalised with the arch's
    mean/std by compress.calib.load_calibration, labels from the data; fixed seed.
-2. Per criterion: wall time of `prepare_criterion(x, y)` (feature capture and scoring) plus reading the
+2. Per criterion: wall time of `criterion.prepare(view, x, y)` (feature capture and scoring) plus reading the
    scores of every prunable group, on a fresh copy of the model; the pruner's analysis is done once.
-3. `naive_greedy_cmi` (below) against `compress.info.cmi.greedy_cmi` on the first prunable layer of each
+3. `naive_greedy_cmi` (below) against `compress.metrics.cmi.greedy_cmi` on the first prunable layer of each
    stage (16, 32, 64 channels): same distances, sigma and alpha, so the orders must agree.
 4. With --device cuda and a GPU: greedy_cmi on the GPU for the same layers, order checked against CPU.
 Timings are wall-clock seconds on whatever else the machine is doing; quote them with the machine info.
@@ -33,12 +33,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from cifar_calib import load_split  # noqa: E402
 from edge_compress.compress.calib import load_calibration  # noqa: E402
-from edge_compress.compress.criteria import make_criterion  # noqa: E402
-from edge_compress.compress.info.cmi import CmiConfig, greedy_cmi, layer_distances  # noqa: E402
-from edge_compress.compress.info.features import collect_features  # noqa: E402
-from edge_compress.compress.info.renyi import entropy, gram_from_sq_dist, label_gram  # noqa: E402
+from edge_compress.compress.criteria.registry import make_criterion  # noqa: E402
+from edge_compress.compress.metrics.cmi import CmiConfig, greedy_cmi, layer_distances  # noqa: E402
+from edge_compress.compress.metrics.features import collect_features  # noqa: E402
+from edge_compress.compress.metrics.renyi import entropy, gram_from_sq_dist, label_gram  # noqa: E402
 from edge_compress.compress.model_io import load_model  # noqa: E402
-from edge_compress.compress.pruning import ChannelPruner  # noqa: E402
+from edge_compress.compress.pruning.pruner import ChannelPruner  # noqa: E402
 
 MODEL = ROOT.parent / "shared" / "models" / "resnet56-4bfd9763.th"
 SEED = 0
@@ -65,14 +65,14 @@ def load_data(n: int, arch_info) -> tuple[torch.Tensor, torch.Tensor]:
 
 def time_criterion(pruner: ChannelPruner, model, name: str, opts: dict, x, y) -> tuple[float, int]:
     """Seconds to prepare criterion `name` and read the scores of every prunable group; groups scored."""
-    p = pruner.for_copy(copy.deepcopy(model), make_criterion(name, opts))
+    p, crit = pruner.for_copy(copy.deepcopy(model)), make_criterion(name, opts)
     prunable = {g.root: g for g in p.prunable_groups}
     t0 = time.perf_counter()
-    p.prepare_criterion(x, y)
+    crit.prepare(p.view, x, y)
     scored = 0
     for root, group in p._root_groups():  # noqa: SLF001 - the Torch-Pruning groups the baselines score
         if root in prunable:
-            s = p.criterion.scores(p, prunable[root], group)
+            s = crit.scores(p.view, prunable[root], group)
             scored += int(s is not None and len(s) == prunable[root].channels and bool(torch.isfinite(s).all()))
     return time.perf_counter() - t0, scored
 
@@ -178,7 +178,7 @@ def main() -> None:
     loaded = load_model(MODEL, "resnet56")
     model, info = loaded.module.eval(), loaded.arch_info
     x, y = load_data(args.samples, info)
-    pruner = ChannelPruner(model, x[:1].clone(), make_criterion("l1", {}), 1, 1)
+    pruner = ChannelPruner(model, x[:1].clone(), 1, 1)
     mach = machine()
     print(f"resnet56, {len(x)} CIFAR-10 train samples, {len(pruner.prunable_groups)} prunable groups; "
           f"{mach['cpu']}, {mach['torch_threads']} threads, torch {mach['torch']}")

@@ -28,10 +28,12 @@ from cifar_calib import load_split  # noqa: E402
 
 from edge_compress.compress.bn_recalibration import recalibrate_batchnorm  # noqa: E402
 from edge_compress.compress.calib import CalibData  # noqa: E402
-from edge_compress.compress.criteria import make_criterion  # noqa: E402
+from edge_compress.compress.criteria.registry import make_criterion  # noqa: E402
 from edge_compress.compress.model_io import load_model  # noqa: E402
-from edge_compress.compress.pruning import ChannelPruner  # noqa: E402
-from edge_compress.compress.recovery import RecoveryOptions, load_training_data, recover  # noqa: E402
+from edge_compress.compress.pruning.pruner import ChannelPruner  # noqa: E402
+from edge_compress.compress.search.removal import prune_to  # noqa: E402
+from edge_compress.compress.config import RecoveryOptions  # noqa: E402
+from edge_compress.compress.recovery import load_training_data, recover  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 FILES = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
@@ -72,7 +74,7 @@ def main() -> int:
     train = split_data("train", args.train_samples, 1, info)
     test = split_data("test", args.test_samples, 0, info)
     pruned = copy.deepcopy(original)
-    ChannelPruner(pruned, train.x[:2], make_criterion("l1")).prune_to(args.keep)
+    prune_to(ChannelPruner(pruned, train.x[:2]), make_criterion("l1"), args.keep)
     recalibrate_batchnorm(pruned, train.x[:256])
     rows = {"original": top1(original, test), "pruned_bn_recalibrated": top1(pruned, test)}
     runs = []

@@ -16,9 +16,10 @@ the recovery. Compare with the same arms' recovered top-1 without equalising in 
 import sys, copy, json, torch
 sys.path.insert(0, '.')
 from benchmarks.info_study import _tensors, MODELS, prune_one, _top1
-from edge_compress.compress.budget import Budget
+from edge_compress.compress.search.budget import Budget
 from edge_compress.compress.model_io import load_model
-from edge_compress.compress.recovery import RecoveryOptions, recover
+from edge_compress.compress.config import RecoveryOptions
+from edge_compress.compress.recovery import recover
 
 
 def equalise(model):

@@ -1,23 +1,38 @@
-"""Experimental criteria for benchmarks/info_study.py (registered on import)."""
+"""Experimental criteria for benchmarks/info_study.py, registered on import through the public plugin
+interface (compress.criteria.registry.register_criterion): fisher, combo, consumer, refit, curve, and
+`<criterion>-study` for every information criterion, which adds the study's losing options
+`allocation=kl` (benchmarks/output_kl_weights.py) and `widths=l1` (BENCHMARKS.md, "Information criteria
+study", for how they measured)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, create_model, field_validator
 
-from edge_compress.compress.criteria import criterion_names, make_criterion, mean_normalised, register_criterion
-from edge_compress.compress.info.features import FeatureCapture
-from edge_compress.compress.info import consumer_mi
-from edge_compress.compress.info_criteria import (ConsumerMiCriterion, ConsumerMiOptions, InformationCriterion, _Common, _L1, _options,
-                                    in_order_of)
+from benchmarks.output_kl_weights import output_information_scales
+from edge_compress.compress.criteria.base import mean_normalised
+from edge_compress.compress.criteria.information.common import InformationCriterion, InformationOptions, l1_scores
+from edge_compress.compress.criteria.information.consumer_mi import ConsumerMiCriterion, ConsumerMiOptions
+from edge_compress.compress.criteria.registry import (criterion_names, criterion_options, make_criterion,
+                                                      register_criterion)
+from edge_compress.compress.metrics import consumer_mi
+from edge_compress.compress.metrics.features import FeatureCapture
 
 
-@dataclass
-class FisherOptions(_Common):
-    target: str = "predicted"   # predicted (KL to the model's own output), true, sampled, kl
+def in_order_of(order: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """`values` re-assigned so that they rank like `order`: the k-th lowest of `order` gets the k-th
+    lowest value. The set of values (what the knapsack weighs layers by) is unchanged."""
+    out = torch.empty_like(values, dtype=torch.float64)
+    out[torch.argsort(order.to(torch.float64), stable=True)] = torch.sort(values.to(torch.float64)).values
+    return out
+
+
+class FisherOptions(InformationOptions):
+    target: Literal["predicted", "true", "sampled", "kl"] = "predicted"   # predicted: KL to the model's own output
     batch_size: int = 64
-    stat: str = "fisher"        # fisher: mean_n (sum a g)^2 ; abs: |sum_n sum a g|; absmean: mean_n |sum a g|
+    stat: Literal["fisher", "abs", "absmean"] = "fisher"   # fisher: mean_n (sum a g)^2 ; abs: |sum_n sum a g|; absmean: mean_n |sum a g|
 
 
 class FisherCriterion(InformationCriterion):
@@ -66,17 +81,19 @@ class FisherCriterion(InformationCriterion):
         return {k: v / len(x) for k, v in tot.items()}
 
 
-register_criterion("fisher", "Fisher")(lambda o: FisherCriterion(_options(FisherOptions, "fisher", o)))
+register_criterion("fisher", "Fisher", FisherOptions)(FisherCriterion)
 
 
-@dataclass
-class ComboOptions(_Common):
+class ComboOptions(InformationOptions):
     info: str = "fisher"
     weight: str = "l1"   # any registered criterion (options as for info): score = weight_norm * info_norm ** power
 
-    def _check_weight(self) -> None:
-        if self.weight.partition("/")[0] not in criterion_names():
-            raise ValueError(f"unknown weight criterion {self.weight!r}; choose one of {', '.join(criterion_names())}")
+    @field_validator("weight")
+    @classmethod
+    def _known_weight(cls, weight: str) -> str:
+        if weight.partition("/")[0] not in criterion_names():
+            raise ValueError(f"unknown weight criterion {weight!r}; choose one of {', '.join(criterion_names())}")
+        return weight
 
 
 def _inner(text: str) -> tuple[str, dict]:
@@ -97,33 +114,27 @@ class ComboCriterion(InformationCriterion):
         kv.setdefault("weight", "none")   # the inner criterion alone (cmi and capacity-independence default to l1)
         self.i = make_criterion(name, kv)
 
-    def prepare(self, pruner, x, y):
+    def prepare(self, view, x, y):
         self.i._scores = {} if self.opts.rescore else self.i._scores
-        self.i.prepare(pruner, x, y)
+        self.i.prepare(view, x, y)
         if getattr(self.w, "needs_data", False):   # a data-driven weight criterion is scored too
-            self.w.prepare(pruner, x, y)
+            self.w.prepare(view, x, y)
 
     def scores(self, pruner, info, group):
         w = mean_normalised(self.w.scores(pruner, info, group))
         return w * mean_normalised(self.i.scores(pruner, info, group)).clamp_min(1e-12) ** self.opts.power
 
 
-register_criterion("combo", "combo")(lambda o: ComboCriterion(_options(ComboOptions, "combo", o)))
+register_criterion("combo", "combo", ComboOptions)(ComboCriterion)
 
 
-@dataclass
 class ConsumerOptions(ConsumerMiOptions):
     # What a removal costs, from the same sampled contributions as consumer-mi (which is mode=r2):
     # r2: sum_o (1 - rho_o^2); corr: sum_o (1 - rho_o); gmi: -sum_o I_o, the Gaussian MI itself;
     # greedy: the squared reconstruction error (ThiNet); energy: each channel's own contribution energy.
-    mode: str = "r2"
+    mode: Literal["r2", "corr", "gmi", "greedy", "energy"] = "r2"
     gamma: bool = False      # weight output channel o by the next BatchNorm's gamma_o^2 (r2, corr, gmi)
     tie: float = 0.0         # the variants were measured before consumer-mi's tie rule (r2, corr, gmi)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.mode not in _LOSSES and self.mode not in ("greedy", "energy"):
-            raise ValueError(f"unknown mode {self.mode!r}")
 
 
 _LOSSES = {
@@ -187,23 +198,17 @@ def _following_gamma(pruner, name: str, outputs) -> torch.Tensor:
     return gamma if outputs is None else gamma[outputs]
 
 
-register_criterion("consumer", "consumer")(lambda o: ConsumerCriterion(_options(ConsumerOptions, "consumer", o)))
+register_criterion("consumer", "consumer", ConsumerOptions)(ConsumerCriterion)
 
 
 # -- refit: what the consumer keeps when its weights are re-fitted ---------------------------------
 
-@dataclass
 class RefitOptions(ConsumerMiOptions):
     # loss = (1 - mix) * sum_o w_o (1 - rho_o^2) [the consumer's weights as they are, consumer-mi]
     #      + mix * sum_o w_o (1 - R_o^2)          [the consumer's weights re-fitted by least squares]
     samples: int = 4096
-    mix: float = 1.0
+    mix: float = Field(1.0, ge=0, le=1)
     ridge: float = 1e-4      # times the mean feature variance, on the Gram matrix's diagonal
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0 <= self.mix <= 1:
-            raise ValueError("mix must be in [0, 1]")
 
 
 class _RefitTracker:
@@ -258,7 +263,7 @@ class RefitCriterion(ConsumerMiCriterion):
     def compute(self, pruner, groups, x, y):
         model = pruner.model
         modules = dict(model.named_modules())
-        reads = pruner.consumer_map()
+        reads = pruner.readers()
         usable = {g.root: [(n, i, r) for n, i, r in reads.get(g.root, []) if n in modules and consumer_mi.dense(modules[n])]
                   for g in groups}
         usable = {k: v for k, v in usable.items() if v}
@@ -274,7 +279,7 @@ class RefitCriterion(ConsumerMiCriterion):
         tp_groups = pruner.root_groups_by_name()
         for g in groups:
             if g.root not in usable:
-                out[g.root] = _L1(tp_groups[g.root]).to(torch.float64)
+                out[g.root] = l1_scores(tp_groups[g.root]).to(torch.float64)
                 continue
             trackers = []
             for n, idxs, root_idxs in usable[g.root]:
@@ -307,24 +312,18 @@ class RefitCriterion(ConsumerMiCriterion):
         return out
 
 
-register_criterion("refit", "refit")(lambda o: RefitCriterion(_options(RefitOptions, "refit", o)))
+register_criterion("refit", "refit", RefitOptions)(RefitCriterion)
 
 
 # -- consumer-mi with another width curve (experimental) -------------------------------------------
 
-@dataclass
 class CurveOptions(ConsumerMiOptions):
     # How many channels each layer keeps, from consumer-mi's order: the knapsack reads the sorted curve
     # sort(l1)^blend x sort(consumer-mi)^(1 - blend) (each divided by its layer mean) re-assigned in
     # consumer-mi's order; blend 0 is consumer-mi, blend 1 is widths=l1.
-    blend: float = 0.5
+    blend: float = Field(0.5, ge=0, le=1)
     # diagnostic: groups whose root starts with this prefix are ordered by L1 instead ("" none)
     l1_prefix: str = ""
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0 <= self.blend <= 1:
-            raise ValueError("blend must be in [0, 1]")
 
 
 class CurveCriterion(ConsumerMiCriterion):
@@ -332,7 +331,7 @@ class CurveCriterion(ConsumerMiCriterion):
     name = "curve"
 
     def scores(self, pruner, info, group):
-        l1 = _L1(group).to(torch.float64)
+        l1 = l1_scores(group).to(torch.float64)
         s = self._scores[info.root][info.kept].to(torch.float64)
         if self.opts.l1_prefix and info.root.startswith(self.opts.l1_prefix):
             s = l1
@@ -342,4 +341,50 @@ class CurveCriterion(ConsumerMiCriterion):
         return in_order_of(s, curve).to(torch.float32)
 
 
-register_criterion("curve", "curve")(lambda o: CurveCriterion(_options(CurveOptions, "curve", o)))
+register_criterion("curve", "curve", CurveOptions)(CurveCriterion)
+
+
+# -- the product's information criteria with the study's losing options ---------------------------
+
+# Options the study measured and the product dropped (BENCHMARKS.md, "Information criteria study"):
+# allocation=kl weighs each group in the knapsack by the output information its weakest channels carry,
+# measured before every round (benchmarks/output_kl_weights.py); widths=l1 hands the knapsack the layer's
+# L1 scores re-assigned in the criterion's order, so magnitude sets each layer's width.
+STUDY_OPTIONS = {"allocation": (Literal["none", "kl"], "none"), "widths": (Literal["own", "l1"], "own")}
+
+
+def _study_variant(name: str):
+    """Register `<name>-study`: criterion `name` plus STUDY_OPTIONS."""
+    base_class = type(make_criterion(name))
+    options = create_model(f"{base_class.__name__}StudyOptions", __base__=criterion_options(name), **STUDY_OPTIONS)
+
+    class Variant(base_class):
+        def __init__(self, opts):
+            super().__init__(opts)
+            self._weights, self._weight_details = None, {}
+
+        def prepare(self, view, x, y):
+            super().prepare(view, x, y)
+            if self.opts.allocation == "kl":   # every round: the weight depends on what is left of each layer
+                self._weights, self._weight_details = output_information_scales(view, self, x)
+
+        def group_weights(self):
+            return self._weights
+
+        def scores(self, view, info, group):
+            if self.opts.widths != "l1":
+                return super().scores(view, info, group)
+            return in_order_of(self.weighted_scores(info, group), l1_scores(group)).to(torch.float32)
+
+        def details(self):
+            out = super().details()
+            if self._weight_details:
+                out["allocation"] = self._weight_details   # the last round's weights
+            return out
+
+    Variant.__name__ = Variant.__qualname__ = f"{base_class.__name__}Study"
+    register_criterion(f"{name}-study", f"{name} with the study's allocation and widths options", options)(Variant)
+
+
+for _name in ("cmi", "mipp", "mi-gradient", "capacity-independence", "consumer-mi"):
+    _study_variant(_name)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_compress.compress.budget import Budget, BudgetSpec, Metrics, Quantity, parse_quantity
+from edge_compress.compress.search.budget import Budget, BudgetSpec, Metrics, Quantity, parse_quantity
 from edge_compress.compress.errors import InputError
 from helpers_units import one_line
 

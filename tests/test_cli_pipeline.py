@@ -188,7 +188,7 @@ def test_resnet56_host_speedup_1_5(shared_dir, tmp_path, capsys):
 
 
 def test_python_api_matches_cli(tiny_model_file, calib_file, tmp_path, capsys):
-    from edge_compress.compress import CompressOptions, compress
+    from edge_compress.compress import CompressConfig, compress
 
     result = compress(tiny_model_file, target="jetson-nano", arch="example-cnn", arch_kwargs={"width": 8},
                       calib=str(calib_file), params="50%", out=tmp_path / "api", seed=1)
@@ -198,7 +198,7 @@ def test_python_api_matches_cli(tiny_model_file, calib_file, tmp_path, capsys):
     assert json.loads(stdout)["final"] == result.final.to_dict()
     assert (tmp_path / "api" / "model.onnx").read_bytes() == (tmp_path / "cli" / "model.onnx").read_bytes()
     with pytest.raises(TypeError):
-        compress(CompressOptions(model=tiny_model_file), target="host")
+        compress(CompressConfig.from_keywords(model=tiny_model_file), target="host")
 
 
 @pytest.mark.slow

@@ -2,7 +2,6 @@
 and the factors it reads from device profiles."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from edge_compress.compress.cost_model import (
+from edge_compress.compress.costmodel.model import (
     BYTES_PER_ELEMENT,
     CostFactors,
     LayerCost,
@@ -21,16 +20,12 @@ from edge_compress.compress.cost_model import (
     predict_layer_ms,
     predict_memory_mb,
 )
-from edge_compress.compress.costfit import (
-    NANO_PUBLISHED_MS,
-    Sample,
-    explain,
-    fit_factors,
-    profile_layers_ort,
-    prune_inner_channels,
-    random_variants,
-    write_cost_model,
-)
+from edge_compress.compress.costmodel.explain import explain, profile_layers_ort
+from edge_compress.compress.costmodel.fit import fit_factors
+from edge_compress.compress.costmodel.profile_block import write_cost_model
+from edge_compress.compress.costmodel.published import NANO_PUBLISHED_MS
+from edge_compress.compress.costmodel.sample import Sample
+from edge_compress.compress.costmodel.variants import random_variants, variants_of
 from edge_compress.device_profiles import ProfileError, load_profile
 
 
@@ -346,7 +341,8 @@ def test_profile_loader_rejects_malformed_cost_model_keys(tmp_path, change, frag
 
 
 def test_write_cost_model_replaces_the_block_and_keeps_the_rest(tmp_path):
-    from edge_compress.compress.costfit import FitResult, cost_model_block
+    from edge_compress.compress.costmodel.fit import FitResult
+    from edge_compress.compress.costmodel.profile_block import cost_model_block
 
     path = tmp_path / "mine.yaml"
     path.write_text("# my device\nextends: host\nname: mine\n")
@@ -366,20 +362,38 @@ def test_write_cost_model_replaces_the_block_and_keeps_the_rest(tmp_path):
 
 # ---- variants and explain ------------------------------------------------------------------------
 
-def test_prune_inner_channels_keeps_the_model_working():
-    from edge_compress.compress.archs import get_arch
-
-    model = get_arch("resnet20").factory().eval()
+def test_resnet_variants_narrow_the_inner_convs_to_random_widths():
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        full = model(x)
-        same = prune_inner_channels(copy.deepcopy(model), {})(x)  # no widths given: nothing removed
-    assert torch.allclose(full, same)
     (desc, small), = random_variants("resnet20", 1, seed=3)
     widths = desc["widths"]
-    assert len(widths) == 9 and all(w % 4 == 0 and w >= 4 for w in widths.values())
-    assert small.layer2[1].conv1.out_channels == widths["layer2.1"] == small.layer2[1].conv2.in_channels
+    assert desc["arch"] == "resnet20" and len(widths) == 9
+    assert all(w % 4 == 0 and w >= 4 for w in widths.values())
+    assert small.layer2[1].conv1.out_channels == widths["layer2.1.conv1"] == small.layer2[1].conv2.in_channels
     assert small(x).shape == (2, 10)
+
+
+class _Renamed(nn.Module):
+    """Layer names unlike ResNet's conv1/bn1/conv2: variants must not depend on names."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.mix = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 5))
+
+    def forward(self, x):
+        return self.head(self.mix(self.stem(x)))
+
+
+def test_variants_prune_any_network_by_its_groups():
+    variants = variants_of(_Renamed, (3, 8, 8), count=3, seed=0)
+    x = torch.randn(1, 3, 8, 8)
+    for desc, model in variants:
+        assert set(desc["widths"]) == {"stem.0", "mix.0"}
+        assert model.stem[0].out_channels == desc["widths"]["stem.0"] == model.mix[0].in_channels
+        assert model.mix[0].out_channels == desc["widths"]["mix.0"] == model.head[2].in_features
+        assert model(x).shape == (1, 5)
+    assert len({tuple(d["widths"].values()) for d, _ in variants}) > 1   # random, not all alike
 
 
 def test_explain_has_one_row_per_conv_and_linear_layer():

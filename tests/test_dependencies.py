@@ -1,6 +1,6 @@
 """What the installed packages import is what pyproject.toml declares, and nothing declared goes unused.
 
-The packages are those of [tool.setuptools] packages (compress, compress.archs, compress.info, export,
+The packages are those of [tool.setuptools] packages (compress, compress.archs, compress.metrics, export,
 deploy, device_profiles): every .py file directly in each of their folders is parsed with `ast` (nothing
 is imported). An import is `import x`, `from x import y` (at module level or inside a function or class),
 or `importlib.import_module("x")` with a literal name; `importlib.util.find_spec("x")` is a probe (it
@@ -24,7 +24,7 @@ The rules:
    exercise, which are then declared in another extra too; nothing the packages import is only there.
 
 Before jsonschema moved from `dev` to [project].dependencies, rules 1 and 4 failed on
-compress/report_schema.py, which imports it unguarded inside its validation functions
+compress/report/schema.py, which imports it unguarded inside its validation functions
 (test_jsonschema_only_in_dev_would_fail checks exactly that configuration).
 """
 from __future__ import annotations
@@ -245,7 +245,7 @@ def test_the_walk_sees_every_package_and_the_imports_that_matter(pyproject, file
     for u in uses:
         by_module.setdefault(u.module, []).append(u)
     # jsonschema is imported inside functions, tensorrt inside a try, onnxscript only probed
-    assert any(u.where.startswith("edge_compress/compress/report_schema.py:") for u in by_module["jsonschema"])
+    assert any(u.where.startswith("edge_compress/compress/report/schema.py:") for u in by_module["jsonschema"])
     assert all(u.guarded for u in by_module["tensorrt"])
     assert by_module["onnxscript"] and all(u.probe for u in by_module["onnxscript"])
 
@@ -259,7 +259,7 @@ def test_jsonschema_only_in_dev_would_fail(pyproject, files):
     problems = dependency_problems(before, files)
     assert problems, "a package import declared only in the dev extra went unnoticed"
     assert all("jsonschema" in p for p in problems), problems
-    assert any(p.startswith("edge_compress/compress/report_schema.py:") and "only in the dev extra" in p for p in problems)
+    assert any(p.startswith("edge_compress/compress/report/schema.py:") and "only in the dev extra" in p for p in problems)
     assert any(p.startswith("the dev extra holds 'jsonschema'") for p in problems)
 
 

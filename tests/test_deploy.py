@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edge_compress.deploy import (
     DeployError,
+    InferenceRunner,
     LatencyStats,
     OrtEngine,
     OrtRunner,
@@ -28,10 +29,10 @@ from edge_compress.deploy import (
     RunnerStateError,
     build_ort_engine,
     environment_info,
+    measure_interleaved,
     trtexec_command,
     write_build_script,
 )
-from edge_compress.deploy.runner import measure_interleaved
 
 # The command line of a real trtexec 8.2.1 run on a Jetson Nano, copied from the last line of
 # shared/fixtures/trtexec/jetson-nano-trt8201-summary.log (checked against the file when present).
@@ -188,7 +189,7 @@ def test_measure_excludes_and_counts_warmup(model_path: Path, feed) -> None:
     assert stats.throughput_ips == pytest.approx(1000.0 / stats.mean_ms)
 
 
-class _CountingRunner(Runner):
+class _CountingRunner(InferenceRunner):
     """A minimal backend: proves measure() calls infer exactly warmup + timed times."""
 
     def __init__(self) -> None:
@@ -208,7 +209,7 @@ class _CountingRunner(Runner):
     provider = "none"  # type: ignore[assignment]
 
 
-class _DriftingRunner(Runner):
+class _DriftingRunner(InferenceRunner):
     """Sleeps ``base_ms`` times a machine slowdown that grows with every call any runner makes."""
 
     machine_calls = 0
@@ -246,8 +247,8 @@ def test_interleaved_measurement_keeps_the_ratio_under_drift() -> None:
     assert b.median_ms / a.median_ms == pytest.approx(2.0, rel=0.2)
     assert a.runs == b.runs == 60 and a.warmup_runs == 2
     assert "interleaved" in a.method and "blocks of 5" in b.method
-    with pytest.raises(ValueError, match="two or more runners"):
-        measure_interleaved([fast], [feed], 0, 10)
+    with pytest.raises(ValueError, match="each with its feed"):
+        measure_interleaved([fast, slow], [feed], 0, 10)
     with fast, slow:
         with pytest.raises(ValueError, match="block"):
             measure_interleaved([fast, slow], [feed, feed], 0, 10, block=0)
@@ -270,7 +271,8 @@ def test_runner_base_contract() -> None:
             runner.measure(x, warmup_runs=0, timed_runs=0)
     assert runner.calls == 11
     assert (stats.runs, stats.warmup_runs, stats.batch_size) == (7, 4, 2)
-    assert not runner.is_active
+    assert len(runner.cpu_samples_ms) == 7 and all(t >= 0 for t in runner.cpu_samples_ms)
+    assert isinstance(runner, Runner) and not runner.is_active
 
 
 @pytest.mark.skipif(CUDA in ort.get_available_providers(), reason="CUDA EP is available here")
@@ -512,3 +514,17 @@ def test_deploy_imports_no_torch_or_project_packages() -> None:
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compress_uses_deploy_only_through_its_public_names() -> None:
+    """`compress` imports `edge_compress.deploy` (its __init__), never a module inside it."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "edge_compress" / "compress"
+    inner = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            inner += [f"{path.name}: {n}" for n in names if n.startswith("edge_compress.deploy.")]
+    assert inner == []

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from edge_compress.device_profiles import (
     CostModel,
@@ -83,7 +83,7 @@ def test_list_profiles_is_sorted_by_name():
 @pytest.mark.parametrize("name", EXPECTED)
 def test_every_fact_carries_source_and_confidence(name):
     hardware = load_profile(name).hardware
-    facts = [getattr(hardware, f.name) for f in dataclasses.fields(hardware)]
+    facts = [getattr(hardware, name) for name in type(hardware).model_fields]
     numeric = [f for f in facts if f is not None and not isinstance(f.value, str)]
     assert len(numeric) >= 6
     for fact in facts:
@@ -135,7 +135,7 @@ def test_dla_cores_of_the_jetsons():
 
 def test_profiles_are_frozen_and_hashable():
     nano = load_profile("jetson-nano")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(ValidationError, match="frozen"):
         nano.runtime.opset = 17
     assert hash(nano) == hash(load_profile("jetson-nano"))
 
@@ -360,3 +360,17 @@ def test_cost_model_says_whether_and_how_it_was_fitted():
         else:
             assert cm.fit is None and "not fitted" in cm.source
     assert {"host", "jetson-nano"} <= fitted
+
+
+def test_ssh_workdir_is_optional(tmp_path):
+    path = write(tmp_path, {"extends": "jetson-nano",
+                            "measurement": {"method": "ssh", "ssh": {"host": "fe80::1", "user": "me", "port": 2222}}})
+    ssh = load_profile(str(path)).measurement.ssh
+    assert ssh.workdir is None and ssh.python == "python3"
+    assert (ssh.destination, str(ssh)) == ("me@fe80::1", "me@[fe80::1]:2222")
+
+
+def test_source_file_is_not_a_yaml_key(tmp_path):
+    data = nano_dict()
+    data["source_file"] = "elsewhere.yaml"
+    assert_error(write(tmp_path, data), "unknown key 'source_file'")

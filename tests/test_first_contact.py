@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from edge_compress.compress.cli import COMMANDS, main
-from edge_compress.compress.summary import summary_line
+from edge_compress.compress.report.summary import summary_line
 
 
 def run_cli(args, capsys):
@@ -134,7 +134,7 @@ def test_validate_without_a_budget_is_a_measured_report(onnx_model, tmp_path, ca
     # weights (15.9 k params) + the largest activation pair: more than the weights alone, as in compress
     weights_mb = (8 * 3 * 9 + 8 + 8 * 14 * 14 * 10 + 10) * 4 / 2**20
     assert report["final"]["memory_mb"] > weights_mb
-    from edge_compress.compress.report_schema import validate_report
+    from edge_compress.compress.report.schema import validate_report
     validate_report(report)
 
 
@@ -193,7 +193,7 @@ def test_host_fit_is_compared_with_this_cpu():
     from edge_compress.device_profiles import load_profile
     from edge_compress.device_profiles.schema import FitMachine
 
-    from edge_compress.compress.host_fit import fitted_here, same_machine
+    from edge_compress.compress.costmodel.host import fitted_here, same_machine
 
     here = {"cpu": "AMD EPYC 7B13 64-Core Processor", "isa": "avx512", "cores": 2}
     assert same_machine(FitMachine(cpu="AMD EPYC", isa="avx512", cores=2), here)
@@ -206,18 +206,44 @@ def test_host_fit_is_compared_with_this_cpu():
 
 
 def test_host_profile_on_another_cpu_is_labelled_not_fitted(monkeypatch):
-    import dataclasses
-
     from edge_compress.device_profiles import load_profile
     from edge_compress.device_profiles.schema import FitMachine
 
-    from edge_compress.compress import host_fit
+    from edge_compress.compress.costmodel import host as host_fit
 
     profile = load_profile("host")
-    other = dataclasses.replace(profile, cost_model=dataclasses.replace(
-        profile.cost_model, fit=dataclasses.replace(profile.cost_model.fit,
-                                                    machine=FitMachine(cpu="Some Other CPU", isa="sse4.2", cores=64))))
+    other = profile.model_copy(update={"cost_model": profile.cost_model.model_copy(update={
+        "fit": profile.cost_model.fit.model_copy(update={
+            "machine": FitMachine(cpu="Some Other CPU", isa="sse4.2", cores=64)})})})
     adapted, note = host_fit.for_this_machine(other)
     assert adapted.cost_model.fitted is False and adapted.cost_model.fit is None
     assert "NOT fitted on this machine" in adapted.cost_model.source and "Some Other CPU" in note
     assert adapted.cost_model.reference_gflops.confidence == "measured" and adapted.cost_model.reference_gflops.value > 0
+
+
+def test_help_is_generated_from_the_configs_and_api_keywords_are_the_long_options(capsys):
+    """Every option of every pass's config is on the command line under the name the Python API takes."""
+    from edge_compress.compress.config import CompressConfig, extra_of, leaves
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for _, keyword, info, group in leaves(CompressConfig):
+        if extra_of(info).get("cli", True) and not extra_of(info).get("positional"):
+            assert f"--{keyword.replace('_', '-')}" in out and group.split(" (")[0] in out, keyword
+
+
+def test_unknown_keys_are_input_errors_naming_them(tmp_path, capsys):
+    from edge_compress.compress import compress
+    from edge_compress.compress.config import RecoveryOptions
+    from edge_compress.compress.errors import InputError
+
+    with pytest.raises(InputError, match="'lattency_ms'"):
+        compress(tmp_path / "m.pt", target="host", lattency_ms=2)
+    with pytest.raises(InputError, match="'epoch'"):
+        RecoveryOptions(epoch=2)
+    code, _, err = run_cli(["--target", "jetson-nano", "--criterion", "l1", "--criterion-option", "nosuch=1",
+                            "--macs", "50%", tmp_path / "m.pt"], capsys)
+    errors = [line for line in err.strip().splitlines() if not line.startswith("[compress]")]
+    assert code == 2 and len(errors) == 1 and "nosuch" in errors[0]
+    assert not list(tmp_path.iterdir())

@@ -364,7 +364,7 @@ def test_leftovers_of_dead_runs_are_cleaned_and_nothing_else(tmp_path, monkeypat
 
 
 def test_evaluator_temp_dirs_of_dead_runs_are_cleaned(tmp_path, monkeypatch):
-    from edge_compress.compress.evaluate import Evaluator
+    from edge_compress.compress.evaluate import LatencyEvaluator
 
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -377,7 +377,7 @@ def test_evaluator_temp_dirs_of_dead_runs_are_cleaned(tmp_path, monkeypatch):
     foreign = tmp / "compress-eval-mine"
     foreign.mkdir()
     (foreign / "data.txt").write_text("not compress's")
-    evaluator = Evaluator(load_profile("jetson-nano"), torch.zeros(1, 3, 32, 32))
+    evaluator = LatencyEvaluator(load_profile("jetson-nano"), torch.zeros(1, 3, 32, 32))
     ours = evaluator.workdir
     assert (ours / MARKER).is_file() and not dead.exists()
     assert live.is_dir() and (foreign / "data.txt").read_text() == "not compress's"

@@ -98,7 +98,7 @@ def test_mean_with_two_values_for_three_channels(work, capsys):
     ("--device", "bad@@host:x", "bad SSH target"),
 ])
 def test_bad_options_are_refused_before_the_model_loads(work, capsys, monkeypatch, option, value, words):
-    import edge_compress.compress.pipeline as pipeline
+    import edge_compress.compress.passes.load as pipeline
 
     def no_load(*a, **k):
         raise AssertionError("the model was loaded before the options were checked")
@@ -114,7 +114,7 @@ def test_bad_options_are_refused_before_the_model_loads(work, capsys, monkeypatc
 
 
 def test_out_that_is_a_file_and_missing_train_data_are_found_before_the_model_loads(work, capsys, monkeypatch):
-    import edge_compress.compress.pipeline as pipeline
+    import edge_compress.compress.passes.load as pipeline
 
     monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
     before = snapshot(work)

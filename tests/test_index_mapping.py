@@ -23,9 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edge_compress.compress.search.removal import prune_to
 from edge_compress.compress.archs.resnet_cifar import BasicBlock, PadShortcut
-from edge_compress.compress.criteria import Criterion
-from edge_compress.compress.pruning import ChannelPruner
+from edge_compress.compress.criteria.base import Criterion
+from edge_compress.compress.pruning.pruner import ChannelPruner
 
 X = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))   # the pruner's example input
 XS = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))  # the inputs compared
@@ -340,7 +341,7 @@ class Targeted(Criterion):
         target = self.target.get(info.root, set())
         return torch.tensor([0.0 if k in target else 1.0 for k in info.kept])
 
-    def allocation(self):
+    def own_keep_fractions(self):
         return {root: 1 - len(self.target.get(root, ())) / n for root, n in self.original.items()}
 
 
@@ -370,7 +371,7 @@ def _build(arch, dead=None, seed=0):
 @functools.lru_cache(maxsize=None)
 def _analysed(arch) -> ChannelPruner:
     """The safety analysis (trial prunes) of each architecture, done once and reused through for_copy."""
-    return ChannelPruner(_build(arch), X, Targeted({}, {}), channel_multiple=1, min_channels=1)
+    return ChannelPruner(_build(arch), X, channel_multiple=1, min_channels=1)
 
 
 def _roots(pruner, keys):
@@ -396,13 +397,13 @@ def _prune(arch, target, dead=None):
     model = _build(arch, dead)
     before = copy.deepcopy(model)
     crit = Targeted({}, {})
-    pruner = _analysed(arch).for_copy(model, crit)
+    pruner = _analysed(arch).for_copy(model)
     roots = _roots(pruner, ARCHS[arch].DEAD)
     crit.target = {roots[k]: set(v) for k, v in target.items()}
     crit.original = {g.root: g.original_channels for g in pruner.prunable_groups}
     if crit.original:
-        own = sum(f * crit.original[r] for r, f in crit.allocation().items()) / sum(crit.original.values())
-        pruner.prune_to(own)
+        own = sum(f * crit.original[r] for r, f in crit.own_keep_fractions().items()) / sum(crit.original.values())
+        prune_to(pruner, crit, own)
     key_of = {r: k for k, r in roots.items()}
     removed = {}
     for info in pruner.groups.values():

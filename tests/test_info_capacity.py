@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from edge_compress.compress.info import capacity as cap
+from edge_compress.compress.metrics import capacity as cap
 
 
 def _randn(*shape, seed=0):

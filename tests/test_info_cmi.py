@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from edge_compress.compress.info import cmi, renyi
-from edge_compress.compress.info.kmeans import xmeans_cut
+from edge_compress.compress.metrics import cmi, renyi
+from edge_compress.compress.metrics.kmeans import xmeans_cut
 
 N_CLASSES = 8
 

@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from edge_compress.compress.info import renyi
-from edge_compress.compress.info.features import FeatureCapture, collect_features
-from edge_compress.compress.info.mi_gradient import mi_gradient_scores, renyi_mi
+from edge_compress.compress.metrics import renyi
+from edge_compress.compress.metrics.features import FeatureCapture, collect_features
+from edge_compress.compress.metrics.mi_gradient import mi_gradient_scores, renyi_mi
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from edge_compress.compress.info import renyi
-from edge_compress.compress.info.mipp import MippResult, _visit_order, mipp_select
+from edge_compress.compress.metrics import renyi
+from edge_compress.compress.metrics.mipp import MippResult, _visit_order, mipp_select
 
 HW = 4              # 4x4 feature maps
 N_LABEL = 3         # label-carrying channels 0..2, their exact copies 3..5

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from edge_compress.compress.info import renyi
+from edge_compress.compress.metrics import renyi
 
 ALPHAS = (0.5, 1, 1.01, 2, 3)
 

@@ -10,9 +10,9 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from edge_compress.compress.criteria import make_criterion
-from edge_compress.compress.info.residual_share import BranchShares, branch_ends
-from edge_compress.compress.pruning import ChannelPruner
+from edge_compress.compress.criteria.registry import make_criterion
+from edge_compress.compress.metrics.residual_share import BranchShares, branch_ends
+from edge_compress.compress.pruning.pruner import ChannelPruner
 
 
 def branch_shares(model, x, consumers, batch_size=64):
@@ -106,9 +106,9 @@ def _scores(residual: bool):
     net = _TwoWay().init()
     x = torch.randn(64, 4, 6, 6)
     crit = make_criterion("consumer-mi", {"residual": residual})
-    pruner = ChannelPruner(net, x[:1], crit, 1, 1)
-    crit.prepare(pruner, x, None)
-    return crit.scores(pruner, pruner.groups["conv1"], pruner.root_groups_by_name()["conv1"]), crit.details()
+    pruner = ChannelPruner(net, x[:1], 1, 1)
+    crit.prepare(pruner.view, x, None)
+    return crit.scores(pruner.view, pruner.groups["conv1"], pruner.root_groups_by_name()["conv1"]), crit.details()
 
 
 def test_the_weighting_removes_the_channel_whose_output_a_strong_shortcut_carries_first():
@@ -136,9 +136,9 @@ def test_untraceable_models_still_rank_and_say_why(caplog):
     net = Branchy().init()
     x = torch.randn(32, 4, 6, 6)
     crit = make_criterion("consumer-mi")
-    pruner = ChannelPruner(net, x[:1], crit, 1, 1)
+    pruner = ChannelPruner(net, x[:1], 1, 1)
     with caplog.at_level(logging.WARNING, logger="compress"):
-        crit.prepare(pruner, x, None)
+        crit.prepare(pruner.view, x, None)
     assert "torch.fx cannot trace" in caplog.text and "residual=false" in caplog.text
     assert "torch.fx cannot trace" in crit.details()["layers"]["conv1"]["residual_untraced"]
 

@@ -16,8 +16,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from edge_compress.compress.search.removal import prune_to
 from edge_compress.compress.archs import get_arch
-from edge_compress.compress.criteria import make_criterion
+from edge_compress.compress.criteria.registry import make_criterion
 from edge_compress.compress.errors import InputError, ModelLoadError
 from edge_compress.compress.model_io import (
     PRUNED_FORMAT,
@@ -27,7 +28,7 @@ from edge_compress.compress.model_io import (
     rebuild_pruned,
     save_pruned_bytes,
 )
-from edge_compress.compress.pruning import ChannelPruner
+from edge_compress.compress.pruning.pruner import ChannelPruner
 from helpers_units import REPO, forget_module, one_line, randomise_bn
 
 
@@ -288,8 +289,9 @@ def test_user_callable_arch_bad_kwargs_and_not_callable(tmp_path, user_package):
 def _pruned(arch: str, kwargs: dict) -> nn.Module:
     torch.manual_seed(0)
     model = randomise_bn(get_arch(arch).factory(**kwargs)).eval()
-    pruner = ChannelPruner(model, torch.randn(1, 3, 32, 32), make_criterion("l1"), channel_multiple=4, min_channels=4)
-    assert pruner.prune_to(0.5) > 0
+    pruner_crit = make_criterion("l1")
+    pruner = ChannelPruner(model, torch.randn(1, 3, 32, 32), channel_multiple=4, min_channels=4)
+    assert prune_to(pruner, pruner_crit, 0.5) > 0
     return model
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from edge_compress.deploy.errors import DeployError
-from edge_compress.deploy.ort_quant import quantize_int8
-from edge_compress.deploy.ort_runner import OrtRunner
+from edge_compress.deploy.builders.ort_quant import quantize_int8
+from edge_compress.deploy.runners.ort import OrtRunner
 from edge_compress.export import export_onnx
 
 

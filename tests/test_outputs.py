@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from edge_compress.compress.cli import main
-from edge_compress.compress.report_schema import validate_report
+from edge_compress.compress.report.schema import validate_report
 from edge_compress.export import check_parity, export_onnx
 from edge_compress.export.onnx_export import flatten_outputs, output_names_for
 
@@ -389,7 +389,7 @@ def test_single_tensor_export_is_unchanged(tmp_path):
 
 
 def test_device_bench_reports_every_output(zoo, tmp_path):
-    from edge_compress.deploy import device_bench
+    from edge_compress.deploy.runners import device_bench
 
     model = zoo.DictHead(width=8).eval()
     export_onnx(model, torch.randn(1, 3, 32, 32), tmp_path / "m.onnx", 13)
@@ -448,7 +448,8 @@ def _rel_error(student, teacher, x) -> float:
 
 def test_recovery_distils_every_output_with_mse(zoo, inputs):
     from edge_compress.compress.calib import CalibData
-    from edge_compress.compress.recovery import RecoveryError, RecoveryOptions, recover
+    from edge_compress.compress.config import RecoveryOptions
+    from edge_compress.compress.recovery import RecoveryError, recover
 
     x = torch.from_numpy(inputs)
     teacher = _with_statistics(zoo.DictHead(width=8), inputs)
@@ -468,7 +469,8 @@ def test_recovery_distils_every_output_with_mse(zoo, inputs):
 
 def test_recovery_of_a_segmentation_model(zoo, inputs):
     from edge_compress.compress.calib import CalibData
-    from edge_compress.compress.recovery import RecoveryOptions, distillation_loss, recover
+    from edge_compress.compress.config import RecoveryOptions
+    from edge_compress.compress.recovery import distillation_loss, recover
 
     x = torch.from_numpy(inputs)
     teacher = _with_statistics(zoo.TinyUNet(), inputs)

@@ -9,11 +9,14 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from edge_compress.compress.search.removal import prune_to
 from edge_compress.compress.archs import get_arch
 from edge_compress.compress.archs.resnet_cifar import BasicBlock, PadShortcut
-from edge_compress.compress.criteria import criterion_names, make_criterion
+from edge_compress.compress.criteria.baselines import TorchPruningCriterion
+from edge_compress.compress.criteria.registry import criterion_names, make_criterion
 from edge_compress.compress.errors import PruningError
-from edge_compress.compress.pruning import ChannelPruner, GroupInfo
+from edge_compress.compress.pruning.groups import GroupInfo
+from edge_compress.compress.pruning.pruner import ChannelPruner
 from helpers_units import randomise_bn
 
 X = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -30,7 +33,7 @@ def _model(arch: str, seed: int = 0) -> nn.Module:
 
 
 def _pruner(model, criterion="l1", multiple=4, minimum=4) -> ChannelPruner:
-    return ChannelPruner(model, X, make_criterion(criterion), channel_multiple=multiple, min_channels=minimum)
+    return ChannelPruner(model, X, channel_multiple=multiple, min_channels=minimum)
 
 
 def _blocks(model) -> dict[str, BasicBlock]:
@@ -95,7 +98,7 @@ def test_resnet20_every_block_inner_conv_is_prunable(resnet20_pruner):
 def test_resnet20_prune_half_rounds_and_stays_valid(resnet20_pruner):
     model, pruner = resnet20_pruner
     params_before = sum(p.numel() for p in model.parameters())
-    removed = pruner.prune_to(0.5)
+    removed = prune_to(pruner, make_criterion("l1"), 0.5)
     assert removed == 3 * (8 + 16 + 32)
     for name, block in _blocks(model).items():
         info = pruner.groups[f"{name}.conv1"]
@@ -106,16 +109,16 @@ def test_resnet20_prune_half_rounds_and_stays_valid(resnet20_pruner):
     assert model.linear.in_features == 64 and model.linear.out_features == 10
     assert sum(p.numel() for p in model.parameters()) < params_before
     _assert_valid_resnet(model)
-    assert pruner.prune_to(0.5) == 0  # already there
+    assert prune_to(pruner, make_criterion("l1"), 0.5) == 0  # already there
 
 
 def test_resnet20_prune_to_zero_leaves_exactly_min_channels(resnet20_pruner):
     model, pruner = resnet20_pruner
-    pruner.prune_to(0.0)
+    prune_to(pruner, make_criterion("l1"), 0.0)
     for name, block in _blocks(model).items():
         assert block.conv1.out_channels == 4 == pruner.groups[f"{name}.conv1"].channels
     assert pruner.at_minimum()
-    assert pruner.prune_to(0.0) == 0
+    assert prune_to(pruner, make_criterion("l1"), 0.0) == 0
     _assert_valid_resnet(model)
 
 
@@ -123,13 +126,13 @@ def test_prune_in_steps_matches_multiple_and_minimum():
     model = _model("resnet20")
     pruner = _pruner(model, multiple=8, minimum=8)
     assert not pruner.at_minimum()
-    pruner.prune_to(0.7)
+    prune_to(pruner, make_criterion("l1"), 0.7)
     for info in pruner.prunable_groups:
         if info.channels < info.original_channels:
             assert info.channels % 8 == 0 and info.channels >= 8
     # 16 * 0.7 = 11.2 -> 8; 32 * 0.7 = 22.4 -> 24; 64 * 0.7 = 44.8 -> 48
     assert sorted({g.channels for g in pruner.prunable_groups}) == [8, 24, 48]
-    pruner.prune_to(0.3)
+    prune_to(pruner, make_criterion("l1"), 0.3)
     assert sorted({g.channels for g in pruner.prunable_groups}) == [8, 16]  # 16*0.3 -> 8 (min), 9.6 -> 8, 19.2 -> 16
     _assert_valid_resnet(model)
 
@@ -141,7 +144,8 @@ def test_prune_in_steps_matches_multiple_and_minimum():
 ])
 def test_target_channels(original, keep, multiple, minimum, expected):
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
-    pruner = ChannelPruner(model, torch.randn(1, 3, 5, 5), make_criterion("l1"), multiple, minimum)
+    pruner_crit = make_criterion("l1")
+    pruner = ChannelPruner(model, torch.randn(1, 3, 5, 5), multiple, minimum)
     info = GroupInfo("x", original, original, ["x"])
     assert pruner.target_channels(info, keep) == expected
 
@@ -159,9 +163,10 @@ def test_a_criterion_without_scores_is_a_pruning_error():
             return None
 
     model = _model("example-cnn")
-    pruner = ChannelPruner(model, X, NoScores(), 4, 4)
+    pruner_crit = TorchPruningCriterion("custom", NoScores())
+    pruner = ChannelPruner(model, X, 4, 4)
     with pytest.raises(PruningError) as exc:
-        pruner.prune_to(0.5)
+        prune_to(pruner, pruner_crit, 0.5)
     assert "no usable scores" in str(exc.value)
 
 
@@ -183,7 +188,7 @@ def test_mobilenetv2_prunes_and_stays_valid():
     pruner = _pruner(model)
     assert pruner.groups["classifier"].prunable is False
     assert len(pruner.prunable_groups) > 10
-    assert pruner.prune_to(0.5) > 0
+    assert prune_to(pruner, make_criterion("l1"), 0.5) > 0
     _assert_valid_mobilenet(model)
     changed = 0
     for info in pruner.prunable_groups:
@@ -195,7 +200,7 @@ def test_mobilenetv2_prunes_and_stays_valid():
     assert changed > 10
     after = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     assert sum(after.values()) < sum(convs_before.values())
-    pruner.prune_to(0.0)
+    prune_to(pruner, make_criterion("l1"), 0.0)
     _assert_valid_mobilenet(model)
     assert pruner.at_minimum()
 
@@ -217,11 +222,12 @@ def analysed():
 def test_every_criterion_prunes_every_family(analysed, arch, criterion):
     original, base = analysed[arch]
     model = copy.deepcopy(original)
-    pruner = base.for_copy(model, make_criterion(criterion))
+    pruner_crit = make_criterion(criterion)
+    pruner = base.for_copy(model)
     assert pruner.analysed and pruner.groups.keys() == base.groups.keys()
     params_before = sum(p.numel() for p in model.parameters())
-    pruner.prepare_criterion(XC, YC)
-    removed = pruner.prune_to(0.7)
+    pruner_crit.prepare(pruner.view, XC, YC)
+    removed = prune_to(pruner, pruner_crit, 0.7)
     assert removed > 0
     assert sum(p.numel() for p in model.parameters()) < params_before
     for info in pruner.prunable_groups:
@@ -283,9 +289,10 @@ def test_the_lowest_norm_channels_are_the_ones_removed():
         model.bn1.running_mean.copy_(torch.randn(8, generator=g))
         model.bn1.running_var.copy_(torch.rand(8, generator=g) + 0.5)
     original = copy.deepcopy(model)
-    pruner = ChannelPruner(model, torch.randn(1, 3, 8, 8), make_criterion("l1"), channel_multiple=1, min_channels=1)
+    pruner_crit = make_criterion("l1")
+    pruner = ChannelPruner(model, torch.randn(1, 3, 8, 8), channel_multiple=1, min_channels=1)
     assert {g.root for g in pruner.prunable_groups} == {"conv1", "conv2"}
-    assert pruner.prune_to(0.5) == 8
+    assert prune_to(pruner, pruner_crit, 0.5) == 8
 
     keep1 = torch.tensor([0, 2, 4, 6])  # s1 = 5, 8, 7, 6
     keep2 = torch.tensor([1, 3, 5, 7])  # s2 = 8, 7, 6, 5

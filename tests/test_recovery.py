@@ -16,17 +16,16 @@ import pytest
 import torch
 import torch.nn as nn
 
+from edge_compress.compress.search.removal import prune_to
 from edge_compress.compress.archs import get_arch
 from edge_compress.compress.calib import CalibData
-from edge_compress.compress.criteria import make_criterion
+from edge_compress.compress.criteria.registry import make_criterion
 from edge_compress.compress.errors import InputError
 from edge_compress.compress.example import make_dataset, to_tensor
-from edge_compress.compress.pruning import ChannelPruner
+from edge_compress.compress.pruning.pruner import ChannelPruner
+from edge_compress.compress.config import RecoveryOptions, RecoveryOptionsError, flag_of
 from edge_compress.compress.recovery import (
-    OPTION_FLAGS,
     RecoveryError,
-    RecoveryOptions,
-    RecoveryOptionsError,
     TrainingDataError,
     _Dist,
     _epoch_batches,
@@ -114,7 +113,7 @@ def _accuracy(model, x, y) -> float:
 
 def _pruned_copy(teacher: nn.Module, x: torch.Tensor, keep: float) -> nn.Module:
     student = copy.deepcopy(teacher)
-    ChannelPruner(student, x[:2], make_criterion("l1")).prune_to(keep)
+    prune_to(ChannelPruner(student, x[:2]), make_criterion("l1"), keep)
     return student.eval()
 
 
@@ -211,7 +210,7 @@ def test_invalid_options_raise(field, value):
         RecoveryOptions(**{field: value})
     assert isinstance(exc.value, ValueError) and isinstance(exc.value, InputError)
     msg = str(exc.value)
-    assert field in msg and OPTION_FLAGS[field] in msg and repr(value) in msg
+    assert field in msg and flag_of(RecoveryOptions, field) in msg and repr(value) in msg
 
 
 def test_valid_options_are_kept():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_compress.compress.report_html import render_html
+from edge_compress.compress.report.html import render_html
 
 EXTERNAL = ("http://", "https://", "<script src", "<link", "@import", "url(", "//fonts.", "<img")
 

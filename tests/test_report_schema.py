@@ -9,8 +9,8 @@ import pytest
 
 jsonschema = pytest.importorskip("jsonschema")
 
-from edge_compress.compress.report import REPORT_SCHEMA_VERSION  # noqa: E402
-from edge_compress.compress.report_schema import SCHEMA_PATH, ReportSchemaError, load_schema, schema_errors, validate_report  # noqa: E402
+from edge_compress.compress.report.model import REPORT_SCHEMA_VERSION  # noqa: E402
+from edge_compress.compress.report.schema import SCHEMA_PATH, ReportSchemaError, load_schema, schema_errors, validate_report  # noqa: E402
 
 TINY = dict(arch="example-cnn", arch_kwargs={"width": 8}, progress=False)
 INT8_PROFILE = "extends: host\nname: host-int8\nruntime:\n  precision: int8\n"
@@ -40,12 +40,33 @@ def test_every_top_level_key_is_documented():
     assert not undocumented
 
 
+def test_checked_in_schema_is_generated_from_the_types():
+    from edge_compress.compress.report.schema import schema_text
+
+    assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), \
+        "schema.json is stale: run python -m edge_compress.compress.report.schema --write"
+
+
+def test_typed_report_refuses_what_the_schema_refuses(reports):
+    from pydantic import ValidationError
+
+    from edge_compress.compress.report.model import Report
+
+    written = reports["host"][0]
+    assert Report.model_validate(written).model_dump(mode="json", exclude_unset=True) == written
+    for case in ("verdict ok", "negative latency", "unknown section", "bad sha256"):
+        with pytest.raises(ValidationError):
+            Report.model_validate(_broken(written, BROKEN[case][0]))
+    with pytest.raises(ValidationError):
+        Report.model_validate(_broken(written, _set("final/latency_ms", float("nan"))))
+
+
 def test_schema_file_is_package_data():
     tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     package_data = pyproject["tool"]["setuptools"].get("package-data", {})
-    assert SCHEMA_PATH.name in package_data.get("edge_compress.compress", []), \
-        "add compress = [\"report_schema.json\"] to [tool.setuptools.package-data], or installs lose the schema"
+    assert SCHEMA_PATH.name in package_data.get("edge_compress.compress.report", []), \
+        "add \"edge_compress.compress.report\" = [\"schema.json\"] to [tool.setuptools.package-data], or installs lose the schema"
 
 
 @pytest.fixture(scope="module")

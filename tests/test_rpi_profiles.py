@@ -1,5 +1,5 @@
 """Raspberry Pi 4 and 5: profiles whose cost model is fitted to published ONNX Runtime CPU latencies
-(compress/costfit.py PUBLISHED), the ImageNet architectures the fit needs, `fit-cost-model` for them,
+(compress/costmodel/published.py PUBLISHED), the ImageNet architectures the fit needs, `fit-cost-model` for them,
 `--write` into a file that does not exist yet, and a full CLI run for a Pi target."""
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from edge_compress.compress.archs import get_arch
-from edge_compress.compress.cost_model import factors_from_profile, layer_costs, predict_latency_ms
-from edge_compress.compress.costfit import PUBLISHED, PUBLISHED_NETWORKS, fit_published, main as costfit_main, published_samples
+from edge_compress.compress.costmodel.commands import main as costfit_main
+from edge_compress.compress.costmodel.fit import fit_published, published_samples
+from edge_compress.compress.costmodel.model import factors_from_profile, layer_costs, predict_latency_ms
+from edge_compress.compress.costmodel.published import PUBLISHED, PUBLISHED_NETWORKS
 from edge_compress.device_profiles import load_profile
 from helpers_units import RESNET20_FILE, need_shared, one_line
 
@@ -192,7 +194,7 @@ def test_host_fit_writes_a_new_profile_file(tmp_path, capsys):
     f = factors_from_profile(mine)
     assert f.usable and f.fitted and mine.measurement == load_profile("host").measurement
     # the fit records this machine, so its factors are used here (not those of the machine host.yaml names)
-    from edge_compress.compress.host_fit import fitted_here
+    from edge_compress.compress.costmodel.host import fitted_here
 
     assert fitted_here(mine) is True
 
@@ -202,7 +204,8 @@ def test_a_new_file_never_inherits_fit_keys_the_block_leaves_out(tmp_path):
     file is written out in full instead."""
     import dataclasses
 
-    from edge_compress.compress.costfit import FitResult, cost_model_block, write_cost_model
+    from edge_compress.compress.costmodel.fit import FitResult
+    from edge_compress.compress.costmodel.profile_block import cost_model_block, write_cost_model
 
     host = load_profile("host")
     assert host.cost_model.fit.machine is not None

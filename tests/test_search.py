@@ -7,13 +7,14 @@ import json
 import pytest
 import torch
 
+from edge_compress.compress.search.removal import prune_to, prune_lowest
 from edge_compress.compress import compress, load_pruned
-from edge_compress.compress.criteria import make_criterion
-from edge_compress.compress.depth import removable_blocks
+from edge_compress.compress.criteria.registry import make_criterion
+from edge_compress.compress.pruning.depth import removable_blocks
 from edge_compress.compress.model_io import pruned_checkpoint, rebuild_pruned
-from edge_compress.compress.pruning import ChannelPruner
-from edge_compress.compress.selection import ResourceModel, plan_round
-from edge_compress.compress.cost_model import layer_costs
+from edge_compress.compress.pruning.pruner import ChannelPruner
+from edge_compress.compress.search.knapsack import ResourceModel, plan_round
+from edge_compress.compress.costmodel.model import layer_costs
 
 TINY = dict(arch="example-cnn", arch_kwargs={"width": 8})
 
@@ -69,15 +70,16 @@ def test_unknown_selection_is_an_input_error(tiny_model_file, tmp_path):
 def test_plan_meets_the_saving_and_prices_it_exactly():
     """The plan saves what was asked, and its priced saving is the MACs difference after pruning it."""
     model = _resnet20()
-    pruner = ChannelPruner(model, torch.randn(1, 3, 32, 32), make_criterion("random"), 1, 1)
+    pruner_crit = make_criterion("random")
+    pruner = ChannelPruner(model, torch.randn(1, 3, 32, 32), 1, 1)
     costs = layer_costs(model, pruner.example_input)
-    rm = ResourceModel(pruner, costs, None, sum(p.numel() for p in model.parameters()))
+    rm = ResourceModel(pruner.view, costs, None, sum(p.numel() for p in model.parameters()))
     total = rm.value("macs")
-    plan = plan_round(pruner, rm, "macs", 0.05 * total, lambda i: 1, pruner.floor_of)
+    plan = plan_round(pruner.view, pruner_crit, rm, "macs", 0.05 * total, lambda i: 1, pruner.floor_of)
     assert plan.saving >= 0.05 * total and plan.remove
     # the priced saving of the plan equals the exact MACs difference after pruning it
     before = total
-    pruner.prune_counts(plan.remove)
+    prune_lowest(pruner, pruner_crit, plan.remove)
     after = sum(c.macs for c in layer_costs(model, pruner.example_input))
     assert before - after == pytest.approx(plan.saving, rel=1e-6)
 
@@ -87,8 +89,9 @@ def test_depth_pruning_replaces_blocks_exactly_and_reloads(tmp_path):
     x = torch.randn(4, 3, 32, 32)
     assert removable_blocks(model) == ["layer1.0", "layer1.1", "layer1.2", "layer2.1", "layer2.2",
                                        "layer3.1", "layer3.2"]
-    pruner = ChannelPruner(model, x[:1], make_criterion("l1"), 4, 4)
-    pruner.prune_to(0.0)
+    pruner_crit = make_criterion("l1")
+    pruner = ChannelPruner(model, x[:1], 4, 4)
+    prune_to(pruner, pruner_crit, 0.0)
     blocks = pruner.depth_blocks()
     assert set(blocks) == set(removable_blocks(model)) and blocks["layer1.1"] == ["layer1.1.conv1"]
     # removing a block is exactly relu(x) in its place

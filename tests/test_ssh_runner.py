@@ -22,10 +22,17 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edge_compress.deploy import device_bench
+from edge_compress.deploy.runners import device_bench
 from edge_compress.deploy.errors import DeployError
-from edge_compress.deploy.ort_runner import OrtRunner
-from edge_compress.deploy.ssh_runner import SshRunner, SshTarget, quote_command
+from edge_compress.deploy.runners.ort import OrtRunner
+from edge_compress.deploy.runners.ssh import SshRunner
+from edge_compress.deploy.runners.ssh_connection import (
+    SshConnection,
+    describe_target,
+    parse_ssh_address,
+    quote_command,
+)
+from edge_compress.device_profiles import SshTarget
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 
@@ -60,12 +67,12 @@ class Sshd:
     def __init__(self, port: int, user: str, identity: Path, known_hosts: Path, root: Path) -> None:
         self.port, self.user, self.identity, self.known_hosts, self.root = port, user, identity, known_hosts, root
 
-    def runner(self, **kwargs) -> SshRunner:
+    def runner(self, **kwargs) -> SshConnection:
         kwargs.setdefault("identity_file", self.identity)
         kwargs.setdefault("known_hosts", self.known_hosts)
         kwargs.setdefault("remote_python", sys.executable)
         kwargs.setdefault("connect_timeout_s", 5)
-        return SshRunner(f"{self.user}@127.0.0.1:{self.port}", **kwargs)
+        return SshConnection.from_address(f"{self.user}@127.0.0.1:{self.port}", **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -256,8 +263,7 @@ def test_device_bench_rejects_a_bad_shape(tiny_onnx, tmp_path):
     ],
 )
 def test_target_parse(text, expected):
-    target = SshTarget.parse(text)
-    assert (target.user, target.host, target.port) == expected
+    assert parse_ssh_address(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -273,17 +279,27 @@ def test_target_parse(text, expected):
 )
 def test_target_parse_rejects(text, message):
     with pytest.raises(DeployError, match="bad SSH target") as info:
-        SshTarget.parse(text)
+        parse_ssh_address(text)
     assert message in str(info.value)
 
 
 def test_target_str_names_user_host_and_port():
-    assert str(SshTarget.parse("jetson@nano.local")) == "jetson@nano.local:22"
-    assert str(SshTarget.parse("root@[::1]:2")) == "root@[::1]:2"
+    assert SshConnection.from_address("jetson@nano.local").address == "jetson@nano.local:22"
+    assert describe_target(SshTarget(host="::1", user="root", port=2, workdir="/tmp")) == "root@[::1]:2"
+
+
+def test_connection_uses_the_profiles_target():
+    """The profile's measurement.ssh is the connection's address: its key, interpreter and work folder."""
+    target = SshTarget(host="nano.local", user="me", port=2222, key_file="/k/id", workdir="/data/bench",
+                       python="/usr/bin/python3.6")
+    conn = SshConnection(target)
+    argv = conn.ssh_argv("true")
+    assert argv[argv.index("-i") + 1] == "/k/id" and conn.remote_python == "/usr/bin/python3.6"
+    assert conn.where == "ssh: me@nano.local:2222"
 
 
 def test_ssh_argv_checks_host_keys_by_default():
-    argv = SshRunner("jetson@nano.local:2222", known_hosts="/k h").ssh_argv("true")
+    argv = SshConnection.from_address("jetson@nano.local:2222", known_hosts="/k h").ssh_argv("true")
     assert "StrictHostKeyChecking=yes" in argv and "BatchMode=yes" in argv
     assert "UserKnownHostsFile=/k h" in argv
     assert argv[argv.index("-p") + 1] == "2222"
@@ -324,6 +340,13 @@ def test_measure_onnx_removes_its_remote_folder(sshd, tiny_onnx):
     assert not Path(remote_dir).exists()  # the "device" is this machine
 
 
+def test_scratch_folders_go_in_the_profiles_workdir(sshd, tiny_onnx, tmp_path):
+    workdir = tmp_path / "bench dir" / "new"   # missing, with a space: made, and quoted
+    runner = sshd.runner(workdir=str(workdir))
+    result = runner.bench_onnx(tiny_onnx, warmup=0, runs=2, keep_remote=True)
+    assert Path(result["remote_dir"]).parent == workdir and Path(result["remote_dir"]).is_dir()
+
+
 def test_check_reports_tools(sshd):
     found = sshd.runner().check()
     assert found["python3"] == ".".join(map(str, sys.version_info[:3]))
@@ -338,6 +361,18 @@ def test_missing_trtexec_is_named(sshd, tiny_onnx):
         runner.measure_trtexec(tiny_onnx, "8.2.1", "fp16", trtexec_path="trtexec-that-does-not-exist")
 
 
+def test_the_factorys_ssh_runner_measures_on_the_device(sshd, tiny_onnx):
+    """The runner the evaluator gets for an ssh target: the same Runner interface as a local one."""
+    from edge_compress.deploy import RunnerConfig, make_runner
+
+    config = RunnerConfig(engine="onnxruntime", precision="fp32", method="ssh", threads=1)
+    with make_runner(tiny_onnx, config, sshd.runner()) as runner:
+        feed = {runner.input_names[0]: np.zeros((1, 3, 8, 8), np.float32)}
+        stats = runner.measure(feed, warmup_runs=2, timed_runs=10)
+    assert isinstance(runner, SshRunner) and stats.runs == 10 and stats.warmup_runs == 2
+    assert stats.where.startswith(f"ssh: {sshd.user}@127.0.0.1:{sshd.port}")
+
+
 def test_missing_remote_python_is_named(sshd, tiny_onnx):
     runner = sshd.runner(remote_python="/nonexistent/python3")
     with pytest.raises(DeployError, match="/nonexistent/python3 is missing on .*install Python 3"):
@@ -346,7 +381,7 @@ def test_missing_remote_python_is_named(sshd, tiny_onnx):
 
 def test_unreachable_port(sshd):
     port = _free_port()
-    runner = SshRunner(f"{sshd.user}@127.0.0.1:{port}", identity_file=sshd.identity,
+    runner = SshConnection.from_address(f"{sshd.user}@127.0.0.1:{port}", identity_file=sshd.identity,
                        known_hosts=sshd.known_hosts, connect_timeout_s=3)
     with pytest.raises(DeployError) as info:
         runner.run(["true"])

@@ -20,9 +20,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edge_compress.compress.search.removal import prune_to
 from edge_compress.compress.cli import main
-from edge_compress.compress.criteria import Criterion, make_criterion
-from edge_compress.compress.pruning import ChannelPruner
+from edge_compress.compress.criteria.base import Criterion
+from edge_compress.compress.criteria.registry import make_criterion
+from edge_compress.compress.pruning.pruner import ChannelPruner
 
 X = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))    # the pruner's example input
 XS = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))   # the inputs compared
@@ -289,7 +291,7 @@ class Targeted(Criterion):
         target = self.target.get(info.root, set())
         return torch.tensor([0.0 if k in target else 1.0 for k in info.kept])
 
-    def allocation(self):
+    def own_keep_fractions(self):
         return {root: 1 - len(self.target.get(root, ())) / n for root, n in self.original.items()}
 
 
@@ -317,7 +319,7 @@ def _build(arch, dead=None, seed=0):
 @functools.lru_cache(maxsize=None)
 def _analysed(arch) -> ChannelPruner:
     """The safety analysis of each model, done once and reused through for_copy."""
-    return ChannelPruner(_build(arch), X, make_criterion("l1"), channel_multiple=1, min_channels=1)
+    return ChannelPruner(_build(arch), X, channel_multiple=1, min_channels=1)
 
 
 def _out(model):
@@ -373,11 +375,12 @@ def test_c2f_chunked_tensor_is_one_group_pruned_in_equal_halves():
 
 def test_c2f_split_at_fixed_sizes_is_left_unpruned_with_its_reason_and_the_rest_prunes():
     model = YoloC2fSplit().eval()
-    pruner = ChannelPruner(model, X, make_criterion("l1"), channel_multiple=1, min_channels=1)
+    pruner_crit = make_criterion("l1")
+    pruner = ChannelPruner(model, X, channel_multiple=1, min_channels=1)
     cv1 = pruner.groups["c2f.cv1.conv"]
     assert not cv1.prunable and "torch.split at fixed sizes" in cv1.reason
     assert pruner.groups["c2f.m.0.cv1.conv"].prunable and pruner.groups["sppf.cv1.conv"].prunable
-    pruner.prune_to(0.5)
+    prune_to(pruner, pruner_crit, 0.5)
     assert model(XS).shape == (4, 14, 8, 8)
 
 
@@ -385,11 +388,12 @@ def test_groupnorm_groups_go_whole_and_the_rounding_composes():
     info = _analysed("groupnorm").groups["conv1"]
     assert info.prunable and info.block == 4 and info.divisor == 1
     model = GNNet(width=48, groups=8)   # 6 channels per group, a channel multiple of 8: steps of 24
-    pruner = ChannelPruner(model.eval(), X, make_criterion("l1"), channel_multiple=8, min_channels=8)
+    pruner_crit = make_criterion("l1")
+    pruner = ChannelPruner(model.eval(), X, channel_multiple=8, min_channels=8)
     info = pruner.groups["conv1"]
     assert info.block == 6 and pruner.step_of(info) == 24 and pruner.floor_of(info) == 12
     assert pruner.target_channels(info, 0.5) == 24
-    pruner.prune_to(0.5)
+    prune_to(pruner, pruner_crit, 0.5)
     assert (model.gn1.num_groups, model.gn1.num_channels, model.conv1.out_channels) == (4, 24, 24)
     assert model(XS).shape == (4, 10)
 
@@ -399,9 +403,10 @@ def test_groupnorm_groups_go_whole_and_the_rounding_composes():
     (GNConcat(), "a", "GroupNorm: gn's groups of 4 channels do not line up"),
 ], ids=["one-group", "straddling"])
 def test_groupnorm_that_cannot_lose_whole_groups_says_so(model, root, words):
-    pruner = ChannelPruner(model.eval(), X, make_criterion("l1"), channel_multiple=1, min_channels=1)
+    pruner_crit = make_criterion("l1")
+    pruner = ChannelPruner(model.eval(), X, channel_multiple=1, min_channels=1)
     assert not pruner.groups[root].prunable and pruner.groups[root].reason.startswith(words), pruner.groups[root]
-    pruner.prune_to(0.5)
+    prune_to(pruner, pruner_crit, 0.5)
     assert model(XS).shape == (4, 10)
 
 
@@ -412,15 +417,16 @@ def test_groupnorm_that_cannot_lose_whole_groups_says_so(model, root, words):
 def test_prune_to_half_runs_with_the_output_shape(arch, multiple):
     model = _build(arch)
     shape = _out(model).shape
-    pruner = _analysed(arch).for_copy(model, make_criterion("l1"))
+    pruner_crit = make_criterion("l1")
+    pruner = _analysed(arch).for_copy(model)
     pruner.channel_multiple, pruner.min_channels = multiple, multiple
     before = sum(g.channels for g in pruner.prunable_groups)
-    removed = pruner.prune_to(0.5)
+    removed = prune_to(pruner, pruner_crit, 0.5)
     assert removed > 0 and sum(g.channels for g in pruner.prunable_groups) == before - removed
     assert _out(model).shape == shape
     for g in pruner.prunable_groups:
         assert g.channels % pruner.step_of(g) == 0 or g.channels == pruner.floor_of(g), g
-    pruner.prune_to(0.0)   # and again, from the pruned state: indices recomputed from the pruned graph
+    prune_to(pruner, pruner_crit, 0.0)   # and again, from the pruned state: indices recomputed from the pruned graph
     assert _out(model).shape == shape
 
 
@@ -434,11 +440,11 @@ def test_pruning_exactly_the_dead_channels_keeps_the_outputs(arch):
     assert (_out(alive) - _out(model)).abs().max() > 1e-3   # the channels killed mattered
     before = copy.deepcopy(model)
     crit = Targeted()
-    pruner = _analysed(arch).for_copy(model, crit)
+    pruner = _analysed(arch).for_copy(model)
     crit.target = {k: set(v) for k, v in dead.items()}
     crit.original = {g.root: g.original_channels for g in pruner.prunable_groups}
-    own = sum(f * crit.original[r] for r, f in crit.allocation().items()) / sum(crit.original.values())
-    pruner.prune_to(own)
+    own = sum(f * crit.original[r] for r, f in crit.own_keep_fractions().items()) / sum(crit.original.values())
+    prune_to(pruner, crit, own)
     for g in pruner.groups.values():
         assert set(range(g.original_channels)) - set(g.kept) == set(dead.get(g.root, ())), g.root
     layers = dict(model.named_modules())
@@ -450,10 +456,10 @@ def test_pruning_exactly_the_dead_channels_keeps_the_outputs(arch):
 def test_groupnorm_loses_its_normalisation_groups_with_the_channels():
     model = _build("groupnorm", GNNet.DEAD)
     crit = Targeted()
-    pruner = _analysed("groupnorm").for_copy(model, crit)
+    pruner = _analysed("groupnorm").for_copy(model)
     crit.target = {k: set(v) for k, v in GNNet.DEAD.items()}
     crit.original = {"conv1": 32, "conv2": 32}
-    pruner.prune_to(1 - 12 / 64)
+    prune_to(pruner, crit, 1 - 12 / 64)
     assert (model.gn1.num_groups, model.gn1.num_channels) == (7, 28)
     assert (model.gn2.num_groups, model.gn2.num_channels) == (6, 24)
 

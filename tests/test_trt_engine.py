@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from edge_compress.deploy.errors import DeployError
-from edge_compress.deploy.trt_engine import build_plan
+from edge_compress.deploy.builders.trt import build_plan
 
 
 @pytest.mark.parametrize("version,explicit,io,workspace", [
@@ -49,7 +49,8 @@ def test_build_and_run_need_tensorrt_and_a_gpu(tmp_path):
 
     if not torch.cuda.is_available():
         pytest.skip("TensorRT imports but no CUDA device is visible; the build was NOT verified")
-    from edge_compress.deploy.trt_engine import TrtRunner, build_engine
+    from edge_compress.deploy.builders.trt import build_engine
+    from edge_compress.deploy.runners.trt import TrtRunner
     from edge_compress.export import export_onnx
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 30 * 30, 4))

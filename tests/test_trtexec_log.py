@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from edge_compress.deploy.errors import DeployError
-from edge_compress.deploy.stats import LatencyStats
-from edge_compress.deploy.trtexec_log import (
+from edge_compress.deploy.runners.stats import LatencyStats
+from edge_compress.deploy.runners.trtexec_log import (
     Distribution,
     TraceAverage,
     decode_version_code,

@@ -18,7 +18,7 @@ import weakref
 import torch
 import torch.nn as nn
 
-from .info.memory import release_free_memory
+from .metrics.memory import release_free_memory
 
 _STATS = ("running_mean", "running_var", "num_batches_tracked")
 # model -> (fingerprint of what the statistics depend on, the statistics the last run left)

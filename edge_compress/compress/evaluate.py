@@ -1,9 +1,9 @@
 """Numbers for one model on one target: latency (measured where the target can be run, predicted
 otherwise), memory (predicted), MACs and parameters (counted).
 
-Measuring goes through the same stages as the final artifact (ONNX at the profile's opset, an ONNX
-Runtime session with the profile's providers and threads), so the loop prunes against the number the
-report will show.
+Measuring goes through the same stages as the final artifact (ONNX at the profile's opset, the runner
+``deploy.make_runner`` picks for the profile: ONNX Runtime with its providers and threads, TensorRT, or
+either on the device over SSH), so the loop prunes against the number the report will show.
 """
 from __future__ import annotations
 
@@ -14,12 +14,19 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from edge_compress.deploy import LatencyStats, OrtRunner
-from edge_compress.deploy.runner import measure_interleaved
+from edge_compress.deploy import (
+    LatencyStats,
+    Runner,
+    RunnerConfig,
+    SshConnection,
+    check_device,
+    make_runner,
+    measure_interleaved,
+)
 from edge_compress.export import export_onnx
 
-from .budget import Metrics
-from .cost_model import BYTES_PER_ELEMENT, factors_from_profile, layer_costs, predict_latency_ms, predict_memory_mb
+from .search.budget import Metrics
+from .costmodel.model import BYTES_PER_ELEMENT, factors_from_profile, layer_costs, predict_latency_ms, predict_memory_mb
 from .errors import InputError
 from .output import clean_dead_runs, remove_marked, write_marker
 
@@ -34,19 +41,27 @@ class Evaluation:
     reference: LatencyStats | None = None   # the original, measured interleaved with this model (paired)
 
 
-class Evaluator:
-    def __init__(self, profile, example_input: torch.Tensor, workdir: Path | None = None, device=None):
+class LatencyEvaluator:
+    """Measures a model's latency with the profile's runner where the target can be run (here, or on
+    ``device`` / the profile's SSH device), predicts it with the cost model otherwise."""
+
+    def __init__(self, profile, example_input: torch.Tensor, workdir: Path | None = None,
+                 device: SshConnection | None = None):
         self.profile = profile
         self.example_input = example_input
         self.factors = factors_from_profile(profile)
-        self.remote = device or _profile_device(profile)   # an SshRunner: measure on the device over SSH
-        self.measured = profile.measurement.method == "local" or self.remote is not None
-        if profile.measurement.method == "ssh" and self.remote is None:
+        self.device = device or _profile_device(profile)   # measure on this device over SSH
+        if profile.measurement.method == "ssh" and self.device is None:
             raise InputError(f"target {profile.name} measures over SSH but names no device; add measurement.ssh "
                              "to the profile or pass --device user@host[:port]")
-        if self.remote is not None:
-            need = ("python3", "numpy", "onnxruntime") if profile.runtime.engine == "onnxruntime" else ("trtexec",)
-            self.remote_tools = self.remote.check(require=need, trtexec_path=profile.runtime.trtexec_path or "trtexec")
+        self.runner_config: RunnerConfig | None = None
+        if self.device is not None:
+            self.runner_config = RunnerConfig.from_profile(profile, method="ssh")
+            # Reach the device and check its tools now, before minutes of pruning depend on it.
+            self.device_tools = check_device(self.runner_config, self.device)
+        elif profile.measurement.method == "local":
+            self.runner_config = RunnerConfig.from_profile(profile)
+        self.measured = self.runner_config is not None
         if not self.measured and not self.factors.usable:
             raise InputError(f"target {profile.name} cannot be measured from here and its profile lacks the peak "
                              "compute or memory bandwidth needed to predict latency; add them to the profile")
@@ -89,8 +104,8 @@ class Evaluator:
 
     @property
     def can_pair(self) -> bool:
-        """Whether a model can be timed interleaved with the original here (local ONNX Runtime only)."""
-        return self.measured and self.remote is None
+        """Whether a model can be timed interleaved with the original (a runner that times in this process)."""
+        return self.measured and self.device is None and self._runner(self.workdir / "eval.onnx").interleavable
 
     def set_reference(self, model: nn.Module) -> None:
         """Keep the original's ONNX so that paired evaluations time it interleaved with each candidate."""
@@ -115,34 +130,17 @@ class Evaluator:
                                              warmup_runs=m.warmup_runs, timed_runs=m.timed_runs)
         return stats, ref
 
-    def _runner(self, onnx_path: Path) -> OrtRunner:
-        m, rt = self.profile.measurement, self.profile.runtime
-        return OrtRunner(onnx_path, providers=rt.execution_providers or ("CPUExecutionProvider",),
-                         threads=m.threads, require_provider=rt.require_provider)
+    def _runner(self, onnx_path: Path) -> Runner:
+        return make_runner(onnx_path, self.runner_config, self.device, self.workdir)
 
-    def _feed(self, runner: OrtRunner) -> dict:
+    def _feed(self, runner: Runner) -> dict:
         return {runner.input_names[0]: self.example_input.numpy()}
 
     def measure_onnx(self, onnx_path: Path, full: bool) -> LatencyStats:
         m = self.profile.measurement
         warmup, runs = (m.warmup_runs, m.timed_runs) if full else (QUICK_WARMUP, QUICK_RUNS)
-        if self.remote is not None:
-            return self._measure_remote(onnx_path, warmup, runs)
         with self._runner(onnx_path) as runner:
             return runner.measure(self._feed(runner), warmup_runs=warmup, timed_runs=runs)
-
-    def _measure_remote(self, onnx_path: Path, warmup: int, runs: int) -> LatencyStats:
-        m, rt = self.profile.measurement, self.profile.runtime
-        if rt.engine == "onnxruntime":
-            return self.remote.measure_onnx(onnx_path, warmup=warmup, runs=runs, threads=m.threads or 1,
-                                            input_shape=tuple(self.example_input.shape),
-                                            providers=tuple(rt.execution_providers or ("CPUExecutionProvider",)))
-        from edge_compress.deploy.trtexec_log import stats_from_trtexec
-        result = self.remote.measure_trtexec(onnx_path, rt.version, rt.precision,
-                                             trtexec_path=rt.trtexec_path or "trtexec", workspace_mb=rt.workspace_mb,
-                                             iterations=runs)
-        return stats_from_trtexec(result, batch_size=self.example_input.shape[0], where=f"ssh: {self.remote.target}",
-                                  warmup_runs=warmup)
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -150,12 +148,11 @@ class Evaluator:
             self._tmp.cleanup()
 
 
-def _profile_device(profile):
+def _profile_device(profile) -> SshConnection | None:
     ssh = profile.measurement.ssh
     if profile.measurement.method != "ssh" or ssh is None:
         return None
-    from edge_compress.deploy.ssh_runner import SshRunner
-    return SshRunner(f"{ssh.user}@{ssh.host}:{ssh.port}", identity_file=ssh.key_file, remote_python=ssh.python)
+    return SshConnection(ssh)
 
 
 def measured_kind(stats: LatencyStats) -> str:

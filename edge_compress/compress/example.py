@@ -117,10 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import units
+    from .report import units
     from .model_io import load_pruned
-    from .pipeline import compress
-    from .summary import summary_line
+    from .api import compress
+    from .report.summary import summary_line
 
     quiet = args.quiet or args.json
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))

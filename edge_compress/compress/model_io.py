@@ -232,7 +232,7 @@ def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
 
 
 def pruned_checkpoint(model: nn.Module, arch: str, arch_kwargs: dict, extra: dict | None = None) -> dict:
-    from .depth import removable_blocks
+    from .pruning.depth import removable_blocks
 
     current = dict(model.named_modules())
     removed = [n for n in removable_blocks(resolve_arch(arch, arch_kwargs)[0]) if isinstance(current.get(n), nn.ReLU)]

@@ -28,7 +28,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from edge_compress.deploy.atomic import current_umask
+from edge_compress.deploy import current_umask
 
 from .errors import InputError
 

@@ -52,7 +52,6 @@ import hashlib
 import json
 import logging
 import math
-import numbers
 import os
 import sys
 import time
@@ -69,83 +68,16 @@ from edge_compress.export.onnx_export import flatten_outputs
 
 from .accuracy import CLASSIFICATION, OUTPUTS, SEGMENTATION, detect_task
 from .calib import CalibData, load_calibration
-from .errors import CalibrationError, CompressError, InputError
-
-MODES = ("auto", "finetune", "distill")
-DEVICES = ("auto", "cpu", "cuda")
-
-# The command-line flag proposed for each option, so that an error names what the user typed.
-OPTION_FLAGS = {
-    "epochs": "--epochs", "lr": "--lr", "batch_size": "--train-batch-size", "weight_decay": "--weight-decay",
-    "momentum": "--momentum", "temperature": "--kd-temperature", "alpha": "--kd-alpha",
-    "mode": "--recovery-mode", "device": "--train-device", "seed": "--seed", "num_workers": "--train-workers",
-    "max_steps": "--max-steps",
-}
+from .config import RecoveryOptions, RecoveryOptionsError
+from .errors import CalibrationError, CompressError
 
 
 class RecoveryError(CompressError):
     """Recovery cannot run or diverged; the caller's model is unchanged."""
 
 
-class RecoveryOptionsError(InputError, ValueError):
-    """A recovery option out of range (a ValueError too, for callers of the Python API)."""
-
-
 class TrainingDataError(CalibrationError):
     pass
-
-
-# ---- options -------------------------------------------------------------------------------------
-
-def _real(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _integer(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
-    "epochs": (lambda v: _real(v) and v > 0, "a number > 0 (0.5 is half an epoch)"),
-    "lr": (lambda v: _real(v) and v > 0, "a number > 0"),
-    "batch_size": (lambda v: _integer(v) and v >= 2,
-                   "an integer >= 2 (BatchNorm in train mode needs two samples per batch)"),
-    "weight_decay": (lambda v: _real(v) and v >= 0, "a number >= 0"),
-    "momentum": (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "temperature": (lambda v: _real(v) and v > 0, "a number > 0"),
-    "alpha": (lambda v: _real(v) and 0 <= v <= 1,
-              "a number in [0, 1] (the share of the distillation term when labels are used)"),
-    "mode": (lambda v: isinstance(v, str) and v in MODES, "one of " + ", ".join(MODES)),
-    "device": (lambda v: isinstance(v, str) and v in DEVICES, "one of " + ", ".join(DEVICES)),
-    "seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "num_workers": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "max_steps": (lambda v: v is None or (_integer(v) and v >= 1), "an integer >= 1, or None for no cap"),
-}
-
-
-@dataclass
-class RecoveryOptions:
-    epochs: float = 1.0
-    lr: float = 0.01
-    batch_size: int = 64            # per process
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    temperature: float = 4.0
-    alpha: float = 0.0              # share of the distillation term when fine-tuning with labels
-    mode: str = "auto"              # "auto" | "finetune" | "distill"
-    device: str = "auto"            # "auto" | "cpu" | "cuda"
-    seed: int = 0
-    num_workers: int = 0
-    max_steps: int | None = None
-
-    def __post_init__(self):
-        for name, (ok, rule) in _RULES.items():
-            value = getattr(self, name)
-            if not ok(value):
-                raise RecoveryOptionsError(f"recovery option {name} ({OPTION_FLAGS[name]}) must be {rule}, got {value!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """`compress validate model.onnx --target T --latency-ms N`: latency validation of any ONNX model, no pruning.
 
-The model is measured on the target exactly as the pipeline measures its final model (the profile's
-warm-up and run counts, threads and execution provider; over SSH with --device), and the same
-report.json / report.html come out, with the same verdict and exit codes (0 met, 1 missed, 2 bad input).
+The model is measured on the target exactly as the pipeline measures its final model (the measure pass's
+`measure_onnx`: the profile's warm-up and run counts, threads and execution provider; over SSH with --device),
+and the same report.json / report.html come out (report/build.py's `build_report` and `write_report`), with the same verdict and exit codes (0 met, 1 missed, 2 bad input).
 Targets that cannot be measured from here are refused: a prediction needs the PyTorch layers.
 """
 from __future__ import annotations
@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .budget import BudgetSpec, Metrics
+from .search.budget import BudgetSpec, Metrics
 from .errors import EXIT_BUDGET_MISSED, EXIT_OK, InputError
-from .evaluate import Evaluator, measured_kind
+from .evaluate import LatencyEvaluator, measured_kind
 from .output import OutputDir, check_out_dir, sha256_file
-from .report import REPORT_SCHEMA_VERSION, versions
+from .passes.measure import measure_onnx
+from .report.build import build_report, versions, write_report
 
 log = logging.getLogger("compress")
 
@@ -54,7 +55,7 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
     check_out_dir(Path(out) if out else Path("validated") / f"{path.stem}-{profile.name}", [path, Path(str(target))])
     if device is None:
         _check_loads(path)
-    evaluator = Evaluator(profile, example, device=device)
+    evaluator = LatencyEvaluator(profile, example, device=device)
     if not evaluator.measured:
         raise InputError(f"target {profile.name} cannot be measured from here (its latency would be a prediction, "
                          "which needs the PyTorch model); validate on host or pass --device user@host[:port]")
@@ -69,7 +70,7 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
                          f"--{relative[0].replace('_', '-')} must be a number, e.g. --latency-ms 2.5")
     started = time.perf_counter()
     try:
-        stats = evaluator.measure_onnx(path, full=True)
+        stats = measure_onnx(evaluator, path)
     finally:
         evaluator.close()
     memory = (params_count + _peak_activation_pair(model, shape)) * bytes_per / 2**20
@@ -87,38 +88,33 @@ def validate(onnx_path: str | Path, target: str = "host", latency_ms: str | floa
     folder = Path(out) if out else Path("validated") / f"{path.stem}-{profile.name}"
     with OutputDir(folder, inputs=[path, Path(str(target))]) as od:
         od.attach_log("compress")
-        report = {
-            "schema_version": REPORT_SCHEMA_VERSION, "verdict": verdict, "mode": "validate",
-            "inputs": {"model": {"path": str(path), "sha256": sha256_file(path), "kind": "onnx", "arch": None,
-                                 "arch_kwargs": {}},
-                       "target": profile.to_dict(), "input_shape": list(shape),
-                       "budget_requested": {k: v for k, v in (("latency_ms", latency_ms), ("memory_mb", memory_mb),
-                                                              ("params", params)) if v is not None}
-                       or {"profile_defaults": profile.budget.__dict__},
-                       "criterion": None, "seed": seed, "calibration": None, "options": {}},
-            "budget": budget.to_dict(),
-            "original": {**metrics.to_dict(), "latency_stats": stats.to_dict()},
-            "final": {**metrics.to_dict(), "latency_stats": stats.to_dict(),
-                      "memory_kind": "predicted: weights (ONNX initializers) + largest layer input/output "
-                                     f"activations ({profile.runtime.precision}), runtime overhead not included"},
-            "accuracy": {"evaluated": False, "why": "validate measures latency only"},
-            "pruning": {"criterion": None, "rounds": [], "groups": []},
-            "layers": [],
-            "export": {"onnx": {"path": str(path), "opset": _opset(model), "sha256": sha256_file(path),
-                                "exporter": "none: the ONNX model was given"}},
-            "engine": {"kind": profile.runtime.engine, "measured_on": str(device.target) if device else "local"},
-            "timings_s": {"measure": round(time.perf_counter() - started, 3)},
-            "environment": {"versions": versions(), **environment_info()},
-            "artifacts": {},
-            "notes": notes,
-        }
         od._close_log()   # the log is an artifact: its hash must be final
-        report["artifacts"] = od.artifacts()
-        from .report_schema import printable_report, validate_report
-        report = printable_report(report)
-        validate_report(report)
-        od.write_json("report.json", report)
-        _render(od, report)
+        report = build_report(
+            verdict=verdict, mode="validate",
+            inputs={"model": {"path": str(path), "sha256": sha256_file(path), "kind": "onnx", "arch": None,
+                              "arch_kwargs": {}},
+                    "target": profile.to_dict(), "input_shape": list(shape),
+                    "budget_requested": {k: v for k, v in (("latency_ms", latency_ms), ("memory_mb", memory_mb),
+                                                           ("params", params)) if v is not None}
+                    or {"profile_defaults": profile.budget.__dict__},
+                    "criterion": None, "seed": seed, "calibration": None, "options": {}},
+            budget=budget.to_dict(),
+            original={**metrics.to_dict(), "latency_stats": stats.to_dict()},
+            final={**metrics.to_dict(), "latency_stats": stats.to_dict(),
+                   "memory_kind": "predicted: weights (ONNX initializers) + largest layer input/output "
+                                  f"activations ({profile.runtime.precision}), runtime overhead not included"},
+            accuracy={"evaluated": False, "why": "validate measures latency only"},
+            pruning={"criterion": None, "rounds": [], "groups": []},
+            layers=[],
+            export={"onnx": {"path": str(path), "opset": _opset(model), "sha256": sha256_file(path),
+                             "exporter": "none: the ONNX model was given"}},
+            engine={"kind": profile.runtime.engine, "measured_on": device.address if device else "local"},
+            timings_s={"measure": round(time.perf_counter() - started, 3)},
+            environment={"versions": versions(), **environment_info()},
+            artifacts=od.artifacts(),
+            notes=notes,
+        )
+        write_report(od, report)
         out_dir = od.commit()
     log.debug("%s: %.3f ms (%s) against %s", verdict.upper(), metrics.latency_ms, metrics.latency_kind,
               budget.to_dict())
@@ -150,14 +146,6 @@ def _peak_activation_pair(model, shape: tuple[int, ...]) -> int:
         if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose"):
             best = max(best, sizes.get(node.input[0], 0) + sum(sizes.get(o, 0) for o in node.output))
     return best
-
-
-def _render(od: OutputDir, report: dict) -> None:
-    try:
-        from .report_html import render_html
-    except ImportError:  # the HTML renderer is optional in this version
-        return
-    od.path("report.html").write_text(render_html(report))
 
 
 def _load_onnx(path: Path):

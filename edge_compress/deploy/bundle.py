@@ -69,7 +69,7 @@ def write_device_bundle(out_dir: str | os.PathLike[str], onnx_name: str = "model
 
     import onnxruntime as ort
 
-    from edge_compress.deploy import device_bench
+    from edge_compress.deploy.runners import device_bench
     from edge_compress.deploy.atomic import atomic_path
 
     out = Path(out_dir)
@@ -122,7 +122,7 @@ def _expected(name: str, array) -> dict:
     """One output's expected values: name, shape, dtype, checksum and the first 1000 values."""
     import numpy as np
 
-    from edge_compress.deploy import device_bench
+    from edge_compress.deploy.runners import device_bench
 
     array = np.asarray(array)
     return {"name": name, "shape": list(array.shape), "dtype": str(array.dtype),

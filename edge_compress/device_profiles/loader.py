@@ -10,7 +10,9 @@ from typing import Any
 
 import yaml
 
-from .schema import DeviceProfile, ProfileError, excerpt, parse_profile
+from edge_compress.config_base import excerpt
+
+from .schema import DeviceProfile, ProfileError, parse_profile
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 
