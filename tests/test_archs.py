@@ -10,12 +10,16 @@ import pytest
 import torch
 import torch.nn as nn
 
-from edge_compress.compress.archs import ArchInfo, arch_names, get_arch, register_arch
+from edge_compress.compress.archs import (IMAGENET_MEAN, IMAGENET_STD, TASKS, ArchInfo, arch_names, get_arch,
+                                          register_arch)
 from edge_compress.compress.archs.resnet_cifar import PadShortcut
 from edge_compress.compress.model_io import load_model
 from helpers_units import CIFAR_NPZ, RESNET20_FILE, RESNET56_FILE, need_shared
 
-EXPECTED = {"example-cnn", "mobilenetv2", "resnet20", "resnet32", "resnet44", "resnet56", "vgg16_bn"}
+EXPECTED = {"example-cnn", "mobilenetv2", "resnet20", "resnet32", "resnet44", "resnet56", "vgg16_bn",
+            "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
+            "regnet_x_400mf", "regnet_y_400mf", "shufflenet_v2_x1_0", "squeezenet1_1", "densenet121",
+            "convnext_tiny", "convnext_pico", "yolov8n", "unet", "deeplabv3_resnet50", "deeplabv3_resnet18"}
 
 
 def test_registry_holds_the_reference_architectures():
@@ -25,19 +29,25 @@ def test_registry_holds_the_reference_architectures():
 
 # ---- contract tests, generated from the registry ------------------------------------------------
 
+def _as_list(y) -> list[torch.Tensor]:
+    return list(y.values()) if isinstance(y, dict) else list(y) if isinstance(y, (tuple, list)) else [y]
+
+
 @pytest.mark.parametrize("name", arch_names())
 def test_every_arch_builds_and_runs(name):
+    """At the contract size (tests/test_zoo_models.py checks the shapes per task)."""
     info = get_arch(name)
     torch.manual_seed(0)
-    model = info.factory(**info.default_kwargs).eval()
+    model = info.factory(**{**info.default_kwargs, **info.contract_kwargs}).eval()
     assert isinstance(model, nn.Module)
-    x = torch.randn(2, *info.input_shape)
+    x = torch.randn(2, *info.contract_input_shape)
     with torch.no_grad():
-        y = model(x)
-    assert y.shape == (2, info.num_classes)
-    assert torch.isfinite(y).all()
-    # The two samples give different outputs: the model looks at its input.
-    assert not torch.equal(y[0], y[1])
+        outputs = _as_list(model(x))
+    for y in outputs:
+        assert y.shape[0] == 2 and torch.isfinite(y).all()
+    # The two samples give different outputs: the model looks at its input. (Untrained deep detectors with
+    # default init and BatchNorm at unit statistics flatten the signal: one of their maps is enough.)
+    assert any(not torch.equal(y[0], y[1]) for y in outputs)
 
 
 @pytest.mark.parametrize("name", arch_names())
@@ -53,14 +63,22 @@ def test_every_arch_metadata_is_consistent(name):
     assert all(s > 0 for s in info.std)
     assert isinstance(info.num_classes, int) and info.num_classes > 1
     assert info.description.strip() and "\n" not in info.description
-    assert isinstance(info.default_kwargs, dict)
+    assert isinstance(info.default_kwargs, dict) and isinstance(info.contract_kwargs, dict)
+    assert info.task in TASKS and len(info.contract_input_shape) == 3
     # The factory's own default for num_classes agrees with the metadata, and it can be overridden.
     params = inspect.signature(info.factory).parameters
     assert "num_classes" in params and params["num_classes"].default == info.num_classes
-    if name not in ("vgg16_bn", "mobilenetv2"):  # cheap enough to build twice
-        model = info.factory(**{**info.default_kwargs, "num_classes": 3}).eval()
-        with torch.no_grad():
-            assert model(torch.randn(1, *info.input_shape)).shape == (1, 3)
+    assert set(info.contract_kwargs) <= set(params)
+    model = info.factory(**{**info.default_kwargs, **info.contract_kwargs, "num_classes": 3}).eval()
+    with torch.no_grad():
+        y = _as_list(model(torch.randn(1, *info.contract_input_shape)))
+    # the class dimension follows num_classes (a detector's maps carry 4 x 16 box bins before the classes)
+    assert all(t.shape[1] == (3 if info.task != "detection" else 64 + 3) for t in y)
+
+
+def test_unknown_task_is_refused():
+    with pytest.raises(ValueError, match="task 'pose'"):
+        register_arch("pose-net", task="pose")
 
 
 def test_arch_info_is_immutable():
@@ -145,8 +163,8 @@ def _decode_cifar_test(n: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]
     images = np.stack([np.asarray(Image.open(io.BytesIO(jpeg[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
                        for i in idx])
     assert images.shape == (n, 32, 32, 3) and images.dtype == np.uint8
-    mean = np.array((0.485, 0.456, 0.406), np.float32)
-    std = np.array((0.229, 0.224, 0.225), np.float32)
+    mean = np.array(IMAGENET_MEAN, np.float32)   # the statistics these ResNets were trained with
+    std = np.array(IMAGENET_STD, np.float32)
     x = (images.astype(np.float32) / 255.0 - mean) / std
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), labels[idx].astype(np.int64)
 

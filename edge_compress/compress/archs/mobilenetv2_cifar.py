@@ -57,6 +57,7 @@ class CifarMobileNetV2(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-@register_arch("mobilenetv2", description="MobileNetV2 for CIFAR (2.2 M params)")
+@register_arch("mobilenetv2", description="MobileNetV2 for CIFAR (2.2 M params)",
+               contract_kwargs={"width_mult": 0.5})
 def mobilenetv2(num_classes: int = 10, width_mult: float = 1.0) -> CifarMobileNetV2:
     return CifarMobileNetV2(num_classes, width_mult)

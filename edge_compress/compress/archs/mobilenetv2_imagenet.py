@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from .registry import register_arch
-from .resnet_imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .registry import IMAGENET_MEAN, IMAGENET_STD
 
 # (expansion t, output channels c, repeats n, first stride s), as in the paper's table 2.
 IMAGENET_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -75,6 +75,7 @@ class ImageNetMobileNetV2(nn.Module):
 
 
 @register_arch("mobilenet_v2", description="ImageNet MobileNetV2, torchvision layout (3.5 M params)",
-               input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000)
+               input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000,
+               contract_kwargs={"num_classes": 10, "width_mult": 0.5}, contract_shape=(3, 64, 64))
 def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0) -> ImageNetMobileNetV2:
     return ImageNetMobileNetV2(num_classes, width_mult)

@@ -9,10 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .registry import register_arch
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .registry import IMAGENET_MEAN, IMAGENET_STD, register_arch
 
 
 def _downsample(in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
@@ -24,11 +21,11 @@ def _downsample(in_planes: int, out_planes: int, stride: int) -> nn.Module | Non
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, dilation: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, dilation, dilation=dilation, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, dilation, dilation=dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = _downsample(in_planes, planes, stride)
@@ -43,12 +40,12 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, dilation: int = 1):
         super().__init__()
         width = planes
         self.conv1 = nn.Conv2d(in_planes, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, dilation, dilation=dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
@@ -65,17 +62,26 @@ class Bottleneck(nn.Module):
 
 class ImageNetResNet(nn.Module):
     def __init__(self, block: type[BasicBlock | Bottleneck], layers: tuple[int, int, int, int],
-                 num_classes: int = 1000):
+                 num_classes: int = 1000, dilate: tuple[bool, bool, bool] = (False, False, False),
+                 width: int = 64):
+        """`dilate[i]` replaces the stride of layer i + 2 by a dilation, as torchvision's
+        `replace_stride_with_dilation` (output stride 8 for DeepLabV3 with (False, True, True)); `width` is the
+        first stage's channels (64 in the paper; smaller for fast tests), doubled at every stage."""
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        in_planes = 64
-        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers), start=1):
-            blocks = []
+        in_planes, dilation = width, 1
+        for i, (planes, n) in enumerate(zip((width, 2 * width, 4 * width, 8 * width), layers), start=1):
+            blocks, stride = [], 2 if i > 1 else 1
+            if i > 1 and dilate[i - 2]:
+                # torchvision: the layer's first block keeps the previous dilation, the others use the new one
+                previous, dilation, stride = dilation, dilation * 2, 1
+            else:
+                previous = dilation
             for j in range(n):
-                blocks.append(block(in_planes, planes, 2 if (i > 1 and j == 0) else 1))
+                blocks.append(block(in_planes, planes, stride if j == 0 else 1, previous if j == 0 else dilation))
                 in_planes = planes * block.expansion
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -90,19 +96,20 @@ class ImageNetResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-_IMAGENET = dict(input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000)
+_IMAGENET = dict(input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000,
+                 contract_kwargs={"num_classes": 10, "width": 16}, contract_shape=(3, 32, 32))
 
 
 @register_arch("resnet18", description="ImageNet ResNet-18, torchvision layout (11.7 M params)", **_IMAGENET)
-def resnet18(num_classes: int = 1000) -> ImageNetResNet:
-    return ImageNetResNet(BasicBlock, (2, 2, 2, 2), num_classes)
+def resnet18(num_classes: int = 1000, width: int = 64) -> ImageNetResNet:
+    return ImageNetResNet(BasicBlock, (2, 2, 2, 2), num_classes, width=width)
 
 
 @register_arch("resnet34", description="ImageNet ResNet-34, torchvision layout (21.8 M params)", **_IMAGENET)
-def resnet34(num_classes: int = 1000) -> ImageNetResNet:
-    return ImageNetResNet(BasicBlock, (3, 4, 6, 3), num_classes)
+def resnet34(num_classes: int = 1000, width: int = 64) -> ImageNetResNet:
+    return ImageNetResNet(BasicBlock, (3, 4, 6, 3), num_classes, width=width)
 
 
 @register_arch("resnet50", description="ImageNet ResNet-50 v1.5, torchvision layout (25.6 M params)", **_IMAGENET)
-def resnet50(num_classes: int = 1000) -> ImageNetResNet:
-    return ImageNetResNet(Bottleneck, (3, 4, 6, 3), num_classes)
+def resnet50(num_classes: int = 1000, width: int = 64) -> ImageNetResNet:
+    return ImageNetResNet(Bottleneck, (3, 4, 6, 3), num_classes, width=width)

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from .registry import register_arch
-from .resnet_imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .registry import IMAGENET_MEAN, IMAGENET_STD
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -73,6 +73,7 @@ class ImageNetShuffleNetV2(nn.Module):
 
 
 @register_arch("shufflenet_v2_x1_0", description="ImageNet ShuffleNetV2 x1.0, torchvision layout (2.3 M params)",
-               input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000)
-def shufflenet_v2_x1_0(num_classes: int = 1000) -> ImageNetShuffleNetV2:
-    return ImageNetShuffleNetV2(num_classes=num_classes)
+               input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000,
+               contract_kwargs={"num_classes": 10, "channels": (16, 32, 64, 128, 256)}, contract_shape=(3, 64, 64))
+def shufflenet_v2_x1_0(num_classes: int = 1000, channels=(24, 116, 232, 464, 1024)) -> ImageNetShuffleNetV2:
+    return ImageNetShuffleNetV2(channels=channels, num_classes=num_classes)

@@ -27,6 +27,7 @@ class CifarVGG(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-@register_arch("vgg16_bn", description="VGG-16 with batch norm for CIFAR (14.7 M params)")
-def vgg16_bn(num_classes: int = 10) -> CifarVGG:
-    return CifarVGG(VGG16_CFG, num_classes)
+@register_arch("vgg16_bn", description="VGG-16 with batch norm for CIFAR (14.7 M params)",
+               contract_kwargs={"width_mult": 0.25})
+def vgg16_bn(num_classes: int = 10, width_mult: float = 1.0) -> CifarVGG:
+    return CifarVGG(tuple(v if v == "M" else int(v * width_mult) for v in VGG16_CFG), num_classes)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .registry import register_arch
-from .resnet_imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .registry import IMAGENET_MEAN, IMAGENET_STD, register_arch
 
 VGG13_CFG = (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
 class ImageNetVGG(nn.Module):
-    def __init__(self, cfg=VGG13_CFG, num_classes: int = 1000, dropout: float = 0.5):
+    def __init__(self, cfg=VGG13_CFG, num_classes: int = 1000, dropout: float = 0.5, hidden: int = 4096):
         super().__init__()
         layers: list[nn.Module] = []
         in_ch = 3
@@ -31,9 +30,9 @@ class ImageNetVGG(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
-            nn.Linear(in_ch * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(4096, num_classes))
+            nn.Linear(in_ch * 7 * 7, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, num_classes))
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -47,6 +46,8 @@ class ImageNetVGG(nn.Module):
 
 
 @register_arch("vgg13", description="ImageNet VGG-13 without batch norm, torchvision layout (133 M params)",
-               input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000)
-def vgg13(num_classes: int = 1000) -> ImageNetVGG:
-    return ImageNetVGG(VGG13_CFG, num_classes)
+               input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000,
+               contract_kwargs={"num_classes": 10, "width_mult": 0.25}, contract_shape=(3, 32, 32))
+def vgg13(num_classes: int = 1000, width_mult: float = 1.0) -> ImageNetVGG:
+    cfg = tuple(v if v == "M" else int(v * width_mult) for v in VGG13_CFG)
+    return ImageNetVGG(cfg, num_classes, hidden=int(4096 * width_mult))
