@@ -49,9 +49,11 @@ class Runner(abc.ABC):
         """``timed_runs`` timed runs after ``warmup_runs`` untimed ones; ``feed`` maps input names to arrays."""
 
     @property
-    @abc.abstractmethod
     def input_names(self) -> list[str]:
-        """The model's input names, in order (the keys a feed must have)."""
+        """The model's input names, in order (the keys a feed must have): those `_activate_impl` read into
+        `self._input_names`."""
+        self._require_active("input_names")
+        return list(self._input_names)
 
     @property
     @abc.abstractmethod

@@ -75,11 +75,6 @@ class SshRunner(Runner):
                                   where=self.where, warmup_runs=warmup_runs)
 
     @property
-    def input_names(self) -> list[str]:
-        self._require_active("input_names")
-        return list(self._input_names)
-
-    @property
     def runtime(self) -> str:
         return self.remote_runtime
 
