@@ -19,6 +19,7 @@ from edge_compress.deploy import (
     Runner,
     RunnerConfig,
     SshConnection,
+    StopRule,
     check_device,
     make_runner,
     measure_interleaved,
@@ -31,6 +32,20 @@ from .errors import InputError
 from .output import clean_dead_runs, remove_marked, write_marker
 
 QUICK_WARMUP, QUICK_RUNS = 10, 60  # inside the pruning loop; the final number uses the profile's counts
+
+
+def stop_rule(measurement, quick: bool = False, precision_pct: float | None = None) -> StopRule | int:
+    """What a full (or, ``quick``, an in-loop) measurement runs: the profile's adaptive rule, or its fixed
+    ``timed_runs`` when its precision_pct is null. ``precision_pct`` overrides the profile's. In the loop
+    the rule asks for half the precision within QUICK_RUNS: a round only needs to tell a clear change."""
+    pct = precision_pct if precision_pct is not None else measurement.precision_pct
+    if pct is None:
+        return QUICK_RUNS if quick else measurement.timed_runs
+    if quick:
+        return StopRule(precision_pct=min(2 * pct, 50.0), min_runs=min(measurement.min_runs, QUICK_RUNS),
+                        max_runs=QUICK_RUNS, max_seconds=measurement.max_seconds, fixed_runs=QUICK_RUNS)
+    return StopRule(precision_pct=pct, min_runs=measurement.min_runs, max_runs=measurement.max_runs,
+                    max_seconds=measurement.max_seconds, fixed_runs=measurement.timed_runs)
 
 
 @dataclass
@@ -46,8 +61,9 @@ class LatencyEvaluator:
     ``device`` / the profile's SSH device), predicts it with the cost model otherwise."""
 
     def __init__(self, profile, example_input: torch.Tensor, workdir: Path | None = None,
-                 device: SshConnection | None = None):
+                 device: SshConnection | None = None, precision_pct: float | None = None):
         self.profile = profile
+        self.precision_pct = precision_pct   # overrides the profile's measurement.precision_pct
         self.example_input = example_input
         self.factors = factors_from_profile(profile)
         self.device = device or _profile_device(profile)   # measure on this device over SSH
@@ -126,8 +142,8 @@ class LatencyEvaluator:
         """The model at ``onnx_path`` and the original, interleaved, with the profile's full run counts."""
         m = self.profile.measurement
         with self._runner(onnx_path) as a, self._runner(self.reference_onnx) as b:
-            stats, ref = measure_interleaved([a, b], [self._feed(a), self._feed(b)],
-                                             warmup_runs=m.warmup_runs, timed_runs=m.timed_runs)
+            stats, ref = measure_interleaved([a, b], [self._feed(a), self._feed(b)], warmup_runs=m.warmup_runs,
+                                             timed_runs=stop_rule(m, precision_pct=self.precision_pct))
         return stats, ref
 
     def _runner(self, onnx_path: Path) -> Runner:
@@ -138,7 +154,8 @@ class LatencyEvaluator:
 
     def measure_onnx(self, onnx_path: Path, full: bool) -> LatencyStats:
         m = self.profile.measurement
-        warmup, runs = (m.warmup_runs, m.timed_runs) if full else (QUICK_WARMUP, QUICK_RUNS)
+        warmup = m.warmup_runs if full else QUICK_WARMUP
+        runs = stop_rule(m, quick=not full, precision_pct=self.precision_pct)
         with self._runner(onnx_path) as runner:
             return runner.measure(self._feed(runner), warmup_runs=warmup, timed_runs=runs)
 
@@ -158,8 +175,19 @@ def _profile_device(profile) -> SshConnection | None:
 def measured_kind(stats: LatencyStats) -> str:
     """How a measured latency was obtained, in the words every report and summary uses."""
     how = "" if stats.method == "measured" else f" ({stats.method.removeprefix('measured, ')})"
-    return (f"measured: median of {stats.runs} runs after {stats.warmup_runs} warm-up{how}, {stats.runtime} "
+    return (f"measured: median of {stats.runs} runs{_precision_words(stats.precision)} after {stats.warmup_runs} "
+            f"warm-up{how}, {stats.runtime} "
             f"{stats.provider}, {stats.threads} thread(s), batch {stats.batch_size}, {stats.where}")
+
+
+def _precision_words(p) -> str:
+    """' (±0.8 % at 95 % confidence, stopped on precision)'; '' when no interval is known."""
+    if p is None or not p.short():
+        return ""
+    what = "of the ratio to the original, " if p.decided_by == "ratio" else ""
+    why = {"precision": "reached", "max_runs": "stopped at max_runs", "time_cap": "stopped at the time cap",
+           "fixed": "fixed run count"}.get(p.stopped_on, p.stopped_on)
+    return f" ({p.short()} {what}at {100 * p.confidence:.0f} % confidence, {why})"
 
 
 EVAL_TMP_PREFIX = "compress-eval-"

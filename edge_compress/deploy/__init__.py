@@ -21,6 +21,7 @@ from edge_compress.deploy.errors import (
     RunnerStateError,
 )
 from edge_compress.deploy.ort_session import session_options
+from edge_compress.deploy.runners.adaptive import MedianPrecision, StopRule
 from edge_compress.deploy.runners.base import InferenceRunner, Runner, measure_interleaved
 from edge_compress.deploy.runners.factory import RunnerConfig, check_device, make_runner, tensorrt_path
 from edge_compress.deploy.runners.ort import OrtRunner
@@ -37,6 +38,7 @@ __all__ = [
     "DeviceError",
     "InferenceRunner",
     "LatencyStats",
+    "MedianPrecision",
     "OrtEngine",
     "OrtRunner",
     "ProviderError",
@@ -47,6 +49,7 @@ __all__ = [
     "RunnerStateError",
     "SshConnection",
     "SshRunner",
+    "StopRule",
     "TrtEngine",
     "TrtRunner",
     "TrtexecRunner",

@@ -126,12 +126,30 @@ class SshTarget(Config):
 
 
 class Measurement(Config):
+    """How the target is timed. ``timed_runs``: the run count where timing is not adaptive (precision_pct
+    null, or a tool / device that times a fixed count itself). Adaptive: runs until the 95 % interval of
+    the median (of the ratio, for two models timed interleaved) is within ``precision_pct`` % of it, at
+    least ``min_runs``, at most ``max_runs`` runs and ``max_seconds`` of timed runs."""
+
     method: _one_of(METHODS)
     batch_size: _Positive
     warmup_runs: _Count
     timed_runs: _Positive
     threads: Annotated[int | None, _at_least(1)] = None
     ssh: SshTarget | None = None
+    precision_pct: Annotated[float | None, Rule("a number in (0, 100) or null (a fixed timed_runs)",
+                                                lambda v: v is None or 0 < v < 100)] = 1.0
+    # 10 runs are the fewest whose order statistics give a 95 % interval narrower than min..max.
+    min_runs: Annotated[int, _at_least(10)] = 20
+    max_runs: _Positive = 400
+    max_seconds: Annotated[float, _ABOVE_0] = 30.0
+
+    @model_validator(mode="after")
+    def _run_caps(self) -> Measurement:
+        if self.min_runs > self.max_runs:
+            raise RuleBroken(f"key 'measurement.min_runs' is {self.min_runs} but measurement.max_runs is "
+                             f"{self.max_runs}; make min_runs <= max_runs")
+        return self
 
 
 class KindEfficiency(Config):

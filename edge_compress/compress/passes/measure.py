@@ -49,7 +49,9 @@ def baseline(plan: Plan, loaded: Loaded, evaluator: LatencyEvaluator, timer: Tim
         original = evaluator.evaluate(loaded.model.module, full=True)
     budget = resolve_budget(plan.spec, original.metrics)
     log.info("original: %s; budget: %s", fmt_metrics(original.metrics), units.budget(budget.to_dict()))
-    if plan.spec.latency_fraction is not None and evaluator.can_pair and loaded.model.prunable:
+    # Every budget kind pairs when it can: whether the final model got slower is judged on interleaved runs,
+    # not on two measurements minutes apart (the search only uses pairs for a relative latency budget).
+    if evaluator.can_pair and loaded.model.prunable:
         evaluator.set_reference(loaded.model.module)
     elif plan.spec.latency_fraction is not None and evaluator.measured:
         notes.append("the relative latency budget was judged on separate measurements of the original "
@@ -61,16 +63,16 @@ def baseline(plan: Plan, loaded: Loaded, evaluator: LatencyEvaluator, timer: Tim
 
 
 def measure_final(plan: Plan, base: Baseline, final_eval: Evaluation, evaluator: LatencyEvaluator, onnx: Path,
-                  engine_file: Path, timer: Timer) -> Measured:
-    """Measure the built engine (a device optimises model.onnx itself: the host's ORT-optimised file is specific
-    to this CPU). The engine's own measurement is the number that counts; a speedup is judged in the run that
-    timed both models."""
+                  engine_file: Path | None, timer: Timer) -> Measured:
+    """Measure the file the user deploys (see deployed_file; not model.ort.onnx, ONNX Runtime's optimised copy for
+    this CPU and ORT version, which the original is not timed as either). A speedup, or a slowdown, is judged in the run that timed both
+    models interleaved."""
     metrics, original, budget, notes = final_eval.metrics, base.original, base.budget, []
     if not evaluator.measured:
-        return Measured(None, metrics, original, budget, None, ())
+        return Measured(None, metrics, original, budget, None, slower_notes(original.metrics, metrics))
     with timer.stage("measure"):
         log.info("measuring the final model on %s ...", plan.profile.name)
-        final = onnx if evaluator.device is not None else engine_file
+        final = deployed_file(onnx, engine_file, evaluator)
         if evaluator.reference_onnx is not None:
             stats, reference = evaluator.measure_paired(final)
         else:
@@ -79,8 +81,27 @@ def measure_final(plan: Plan, base: Baseline, final_eval: Evaluation, evaluator:
     if reference is not None:
         original, budget, note = _rebased(base, reference, plan.spec)
         notes.append(note)
+    notes += slower_notes(original.metrics, metrics)
     measured_on = str(evaluator.device.address) if evaluator.device is not None else None
     return Measured(stats, metrics, original, budget, measured_on, tuple(notes))
+
+
+def deployed_file(onnx: Path, engine_file: Path | None, evaluator: LatencyEvaluator) -> Path:
+    """What the verdict times: the file the user deploys (the build pass's `engine_file`: model.onnx, or
+    model.int8.onnx for an INT8 profile), model.onnx on a device that builds its own engine from it."""
+    return onnx if evaluator.device is not None or engine_file is None else engine_file
+
+
+def slower_notes(original: Metrics, final: Metrics) -> tuple[str, ...]:
+    """A note when the final model's latency (measured or predicted) is worse than the original's, whatever the
+    budget: a budget of MACs or parameters can be met by a model that runs slower."""
+    if not (original.latency_ms and final.latency_ms) or final.latency_ms <= original.latency_ms:
+        return ()
+    kind = units.latency_kind(final.latency_kind)
+    note = (f"SLOWER: the final model's {kind} latency {units.ms(final.latency_ms)} is "
+            f"{final.latency_ms / original.latency_ms:.2f}x the original's {units.ms(original.latency_ms)}")
+    log.warning(note)
+    return (note,)
 
 
 def measure_onnx(evaluator: LatencyEvaluator, onnx: Path):
@@ -92,6 +113,11 @@ def _rebased(base: Baseline, ref, spec: BudgetSpec) -> tuple[Evaluation, Budget,
     """The original as timed interleaved with the final model, and the relative latency budget resolved from it."""
     first = base.original.metrics
     metrics = Metrics(ref.median_ms, measured_kind(ref), first.memory_mb, first.macs, first.params)
+    if spec.latency_fraction is None:
+        note = (f"the original and the final model were timed interleaved: original {ref.median_ms:.4g} ms there "
+                f"(first measured alone at {first.latency_ms:.4g} ms)")
+        log.info(note)
+        return Evaluation(metrics, ref, base.original.layers), base.budget, note
     rebased = resolve_budget(spec, metrics)
     asked = f"--speedup {spec.speedup:g}" if spec.speedup else f"--latency-ms {100 * spec.latency_fraction:g}%"
     note = (f"{asked} was judged in one run that timed the original and the final model "

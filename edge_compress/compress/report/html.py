@@ -164,7 +164,18 @@ def _banner(r: dict) -> str:
     if budget and isinstance(requested.get("profile_defaults"), dict):
         table += '<p class="sub">Budget: the target profile\'s defaults (none was asked for).</p>'
     return (f'<div class="banner {cls}" id="verdict"><div class="word">{mark} {_e(word)}</div>'
-            f'<p>{what}</p>{_compared(r)}{table}{_accuracy_line(r)}</div>')
+            f'<p>{what}</p>{_slower(original, final)}{_compared(r)}{table}{_accuracy_line(r)}</div>')
+
+
+def _slower(original: dict, final: dict) -> str:
+    """The warning when the final model runs slower than the original, whatever the budget (a MACs or
+    parameter budget can be met by a slower model)."""
+    o_ms, f_ms = original.get("latency_ms"), final.get("latency_ms")
+    if not (_is_num(o_ms) and _is_num(f_ms)) or not o_ms or f_ms <= o_ms:
+        return ""
+    basis = _basis({"final": final}, "latency_ms")[0] or "latency"
+    return (f'<p class="bad"><b>&#9888; SLOWER:</b> the final model\'s {_e(basis)} latency {_num(f_ms, "ms")} is '
+            f'{f_ms / o_ms:.2f}x the original\'s {_num(o_ms, "ms")}.</p>')
 
 
 def _accuracy_line(r: dict) -> str:
@@ -245,6 +256,7 @@ def _latency(r: dict) -> str:
                          _num(s.get("runs")), _num(s.get("warmup_runs")), _num(s.get("batch_size")),
                          _num(s.get("throughput_ips"), "/s")])
         parts.append(_table(head, rows, set(range(1, len(head)))))
+        parts.extend(_precision_line(n, s.get("precision")) for n, _, s in series if isinstance(s.get("precision"), dict))
         where = [(k, s.get(k)) for k in ("where", "runtime", "provider", "threads") for _, _, s in series[-1:]
                  if s.get(k) is not None]
         if where:
@@ -260,6 +272,25 @@ def _latency(r: dict) -> str:
     if _is_num(limit) and (series or _is_num(f.get("latency_ms"))):
         parts.append(f"<p>Latency budget: <b>{_num(limit, 'ms')}</b></p>")
     return _section("latency", "Latency: original vs final", "".join(parts) if len(parts) > 0 else "")
+
+
+def _precision_line(name: str, p: dict) -> str:
+    """How precisely one median is known and why its timing stopped (report.model.TimingPrecision)."""
+    conf = f"{100 * p['confidence']:.0f} %" if _is_num(p.get("confidence")) else "95 %"
+    text = f"<b>{_e(name)}:</b> "
+    if _is_num(p.get("low_ms")) and _is_num(p.get("high_ms")):
+        text += f"median's {conf} interval {_num(p['low_ms'], 'ms')} to {_num(p['high_ms'], 'ms')}"
+        if _is_num(p.get("half_width_pct")):
+            text += f" (&plusmn;{p['half_width_pct']:.2f} %)"
+    else:
+        text += "no interval of the median (single runs not seen here)"
+    if p.get("decided_by") == "ratio" and _is_num(p.get("ratio_half_width_pct")):
+        text += f"; per-pair ratio to the other model {p.get('ratio'):.4g} (&plusmn;{p['ratio_half_width_pct']:.2f} %)"
+    why = {"precision": "precision reached", "max_runs": "run cap reached", "time_cap": "time cap reached",
+           "fixed": "fixed run count"}.get(p.get("stopped_on"), _e(p.get("stopped_on")))
+    target = f", asked &plusmn;{p['target_pct']:g} %" if _is_num(p.get("target_pct")) else ""
+    note = f" ({_e(p['note'])})" if p.get("note") else ""
+    return f'<p class="sub">{text}; {_num(p.get("runs"))} runs, stopped: {why}{target}{note}.</p>'
 
 
 def _breakable(name: Any) -> str:

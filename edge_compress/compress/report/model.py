@@ -51,6 +51,29 @@ class Budget(Closed):
     params: NonNegative | None = None
 
 
+class TimingPrecision(Open):
+    """How precisely a measured median is known (deploy.runners.adaptive.MedianPrecision)."""
+    runs: Annotated[int, Field(ge=1)]
+    confidence: Annotated[float, Field(gt=0.5, lt=1)]
+    low_ms: NonNegative | None = Field(description="Lower end of the distribution-free (order-statistic) interval "
+                                       "of the median at `confidence`; null when too few runs or not seen here.")
+    high_ms: NonNegative | None
+    half_width_pct: NonNegative | None = Field(description="The interval's larger distance from the median, % of "
+                                               "the median: the precision reached.")
+    target_pct: NonNegative | None = Field(description="The precision asked for; null for a fixed run count.")
+    stopped_on: Literal["precision", "max_runs", "time_cap", "fixed"] = Field(description=(
+        "Why timing stopped: the precision was reached, the run cap or the time cap hit, or a fixed run count "
+        "(adaptive timing off, or a runner that cannot stop adaptively: see note)."))
+    adaptive: bool
+    decided_by: Literal["median", "ratio"] = Field(description=(
+        "What the stop rule watched: this median, or the per-pair ratio to the model timed interleaved with it."))
+    ratio: NonNegative | None = None
+    ratio_low: NonNegative | None = None
+    ratio_high: NonNegative | None = None
+    ratio_half_width_pct: NonNegative | None = None
+    note: str | None = None
+
+
 class LatencyStats(Open):
     median_ms: NonNegative
     mean_ms: NonNegative | None = None
@@ -69,6 +92,7 @@ class LatencyStats(Open):
     threads: Annotated[int, Field(ge=1)] | None = None
     where: str
     method: str
+    precision: TimingPrecision | None = None
 
 
 class Metrics(Open):

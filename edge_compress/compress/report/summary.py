@@ -19,7 +19,7 @@ def summary_line(verdict: str, original: dict, final: dict, budget: dict, report
     kind = units.latency_kind(final.get("latency_kind", ""))
     o_ms, f_ms = original.get("latency_ms"), final.get("latency_ms")
     parts = [f"{verdict_label(verdict, final.get('latency_kind'), budget)}:"]
-    latency = f"latency {units.ms(o_ms)} -> {units.ms(f_ms)} {kind}"
+    latency = f"latency {units.ms(o_ms)} -> {units.ms(f_ms)} {kind}{precision_text(report)}"
     if o_ms and f_ms:
         ratio = o_ms / f_ms
         latency += f" ({ratio:.2f}x faster)" if ratio >= 1 else f" (SLOWER: {1 / ratio:.2f}x the original's time)"
@@ -37,6 +37,15 @@ def summary_line(verdict: str, original: dict, final: dict, budget: dict, report
         parts[-1] += ";"
         parts.append(text)
     return " ".join(parts)
+
+
+def precision_text(report: dict) -> str:
+    """' ±0.8 %': how precisely the final latency (or its ratio to the original, when the two were timed
+    interleaved) is known at the report's confidence; '' when no interval is known."""
+    precision = ((report.get("final") or {}).get("latency_stats") or {}).get("precision") or {}
+    key = "ratio_half_width_pct" if precision.get("decided_by") == "ratio" else "half_width_pct"
+    pct = precision.get(key)
+    return f" ±{pct:.1f} %" if isinstance(pct, (int, float)) else ""
 
 
 def accuracy_text(acc: dict) -> str | None:

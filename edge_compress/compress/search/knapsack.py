@@ -10,6 +10,11 @@ The greedy fills the round's saving with the blocks of lowest value per unit sav
 latency and saliency), one block (the profile's channel multiple) at a time, re-pricing the group after
 each block; the resource is then recomputed exactly from the pruned model, so the linearisation never
 accumulates across rounds.
+
+Under a budget of MACs, parameters or memory, a cut that saves the resource can leave the latency
+unchanged or worse (a width below the kernels' channel block runs on slower code). When the target
+has a usable cost model, each block is also priced in predicted latency, and blocks that save none go
+after every block that does: the same greedy, with "does not slow the model down" ranked first.
 """
 from __future__ import annotations
 
@@ -111,12 +116,13 @@ class ResourceModel:
 
 def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceModel, resource: str, needed: float,
                block_of: Callable[[object], int], floor_of: Callable[[object], int],
-               depth_blocks: dict[str, list[str]] | None = None) -> Plan:
+               depth_blocks: dict[str, list[str]] | None = None, prefer_faster: bool = True) -> Plan:
     """Blocks to remove so that the priced saving of `resource` reaches `needed` at the least importance.
 
     `depth_blocks` (residual block -> the prunable groups inside it) adds whole-block removal as an item
     once every group inside the block is at its minimum: its value is what is left of those groups,
-    its weight everything the block's layers cost (overhead included).
+    its weight everything the block's layers cost (overhead included). `prefer_faster`: under a budget other
+    than latency, blocks that save no predicted latency go last (see the module docstring).
     """
     scores: dict[str, torch.Tensor] = {}
     groups = view.groups
@@ -147,7 +153,18 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
             block = min(block + view.step_of(info), room)
         # A thinner layer loses more per channel: scale by how far the group has already shrunk.
         thinning = info.original_channels / max(1, info.channels - n)
+        faster[root] = latency_gain({**remove, root: n}, {**remove, root: n + block})
         return float(scores[root][n:n + block].sum()) * thinning, gain, block
+
+    def latency_gain(before: dict[str, int], after: dict[str, int]) -> float | None:
+        """Predicted latency saved by going from `before` to `after`; None when latency is the resource already
+        or cannot be predicted."""
+        if not latency_aware:
+            return None
+        return resource_model.saving("latency_ms", after) - resource_model.saving("latency_ms", before)
+
+    latency_aware = prefer_faster and resource != "latency_ms" and getattr(resource_model.factors, "usable", False)
+    faster: dict[str, float | None] = {}
 
     for r in scores:
         p = price(r)
@@ -166,8 +183,10 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
     blocks: list[str] = []
     saved = value_removed = 0.0
     while saved < needed and priced:
-        # lowest importance per unit of resource saved; a block that saves nothing goes last
-        root = min(priced, key=lambda r: (priced[r][0] / priced[r][1]) if priced[r][1] > 0 else float("inf"))
+        # lowest importance per unit of resource saved; a block that saves nothing goes last, and one that saves
+        # no predicted latency goes after every one that does
+        root = min(priced, key=lambda r: (_slows(faster.get(r)),
+                                          (priced[r][0] / priced[r][1]) if priced[r][1] > 0 else float("inf")))
         value, gain, block = priced[root]
         if gain <= 0 and all(p[1] <= 0 for p in priced.values()):
             break
@@ -186,3 +205,12 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
         else:
             del priced[root]
     return Plan({r: n for r, n in remove.items() if n}, saved, value_removed, blocks)
+
+
+# Predicted savings this small are rounding in the cost model, not a latency change.
+_NO_GAIN_MS = 1e-9
+
+
+def _slows(latency_gain: float | None) -> bool:
+    """Whether a block saves no predicted latency (None: not priced in latency, so never demoted)."""
+    return latency_gain is not None and latency_gain <= _NO_GAIN_MS

@@ -11,6 +11,7 @@ so that every runtime reports latency the same way.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import gc
 import time
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,11 @@ import onnx
 
 from edge_compress.deploy.environment import local_where
 from edge_compress.deploy.errors import RunnerStateError
+from edge_compress.deploy.runners.adaptive import CONFIDENCE, FIXED, MedianPrecision, StopRule, half_width_pct, ratio_precision
 from edge_compress.deploy.runners.stats import LatencyStats
+
+# What ``measure`` is told to run: a fixed count, or a rule that stops when the median is known well enough.
+TimedRuns = int | StopRule
 
 
 class Runner(abc.ABC):
@@ -44,9 +49,12 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def measure(
-        self, feed: Mapping[str, np.ndarray], warmup_runs: int, timed_runs: int, *, batch_size: int | None = None
+        self, feed: Mapping[str, np.ndarray], warmup_runs: int, timed_runs: TimedRuns, *,
+        batch_size: int | None = None
     ) -> LatencyStats:
-        """``timed_runs`` timed runs after ``warmup_runs`` untimed ones; ``feed`` maps input names to arrays."""
+        """Timed runs after ``warmup_runs`` untimed ones; ``feed`` maps input names to arrays. ``timed_runs``: a
+        count, or a ``StopRule`` (runners that cannot stop adaptively run its ``fixed_runs`` and say so in
+        the statistics' ``precision``)."""
 
     @property
     def input_names(self) -> list[str]:
@@ -139,19 +147,19 @@ class InferenceRunner(Runner):
         self,
         feed: Mapping[str, np.ndarray],
         warmup_runs: int,
-        timed_runs: int,
+        timed_runs: TimedRuns,
         *,
         batch_size: int | None = None,
     ) -> LatencyStats:
-        """Time ``timed_runs`` calls of ``infer`` after ``warmup_runs`` untimed ones.
+        """Time calls of ``infer`` after ``warmup_runs`` untimed ones: ``timed_runs`` of them, or, given a
+        ``StopRule``, until the median's interval is as narrow as it asks (within its run and time caps).
 
         Warm-up matters: first runs pay for memory allocation, lazy kernel selection and (for the
         TensorRT EP) the engine build. ``batch_size`` defaults to the first input's leading
         dimension.
         """
-        check_counts(warmup_runs, timed_runs)
-        self._warm_up(feed, warmup_runs)
-        return self._stats(self._timed(feed, timed_runs), warmup_runs, batch_size, feed)
+        (stats,) = measure_interleaved([self], [feed], warmup_runs, timed_runs, batch_size=batch_size)
+        return stats
 
     def _warm_up(self, feed: Mapping[str, np.ndarray], runs: int) -> None:
         self._require_active("measure")
@@ -177,7 +185,8 @@ class InferenceRunner(Runner):
                 gc.enable()
         return samples_ms
 
-    def _stats(self, samples_ms, warmup_runs, batch_size, feed, method: str = "measured") -> LatencyStats:
+    def _stats(self, samples_ms, warmup_runs, batch_size, feed, method: str = "measured",
+               precision: MedianPrecision | None = None) -> LatencyStats:
         return LatencyStats.from_samples(
             samples_ms,
             warmup_runs=warmup_runs,
@@ -187,6 +196,7 @@ class InferenceRunner(Runner):
             threads=self.threads,
             where=self.where,
             method=method,
+            precision=precision,
         )
 
     # -- helpers -------------------------------------------------------------------------------
@@ -216,28 +226,45 @@ def onnx_input_names(path: Path) -> list[str]:
     return [i.name for i in graph.input if i.name not in weights]
 
 
-def check_counts(warmup_runs: int, timed_runs: int) -> None:
+def check_counts(warmup_runs: int, timed_runs: TimedRuns) -> None:
     if isinstance(warmup_runs, bool) or not isinstance(warmup_runs, int) or warmup_runs < 0:
         raise ValueError(f"warmup_runs must be an int >= 0, got {warmup_runs!r}")
+    if isinstance(timed_runs, StopRule):
+        return
     if isinstance(timed_runs, bool) or not isinstance(timed_runs, int) or timed_runs < 1:
-        raise ValueError(f"timed_runs must be an int >= 1, got {timed_runs!r}")
+        raise ValueError(f"timed_runs must be an int >= 1 or a StopRule, got {timed_runs!r}")
+
+
+def fixed_count(timed_runs: TimedRuns) -> int:
+    """The run count of a runner that cannot stop adaptively: the count, or the rule's ``fixed_runs``."""
+    return timed_runs.fixed_runs if isinstance(timed_runs, StopRule) else timed_runs
+
+
+def not_adaptive(stats: LatencyStats, timed_runs: TimedRuns, why: str) -> LatencyStats:
+    """``stats`` of a tool-timed measurement, with a precision record that says it was not adaptive and why."""
+    note = f"asked for adaptive timing, but {why}" if isinstance(timed_runs, StopRule) else why
+    return dataclasses.replace(stats, precision=MedianPrecision.not_adaptive(stats.runs, note))
 
 
 def measure_interleaved(
     runners: Sequence[InferenceRunner],
     feeds: Sequence[Mapping[str, np.ndarray]],
     warmup_runs: int,
-    timed_runs: int,
+    timed_runs: TimedRuns,
     block: int = INTERLEAVE_BLOCK,
     shuffle_seed: int | None = None,
+    batch_size: int | None = None,
 ) -> list[LatencyStats]:
-    """Time several active runners in alternating blocks of ``block`` runs, ``timed_runs`` each.
+    """Time several active runners in alternating blocks of ``block`` runs: ``timed_runs`` each, or, given a
+    ``StopRule``, until every runner's per-pair ratio to the first (one runner: its median) is known to the
+    rule's precision, within its run and time caps.
 
     On a shared machine the speed drifts over seconds (other tenants, clock boost); two models timed
     one after the other can differ by 20 % for that reason alone. Interleaved, both see the same
-    drift, so their ratio holds even when each absolute number does not. With ``shuffle_seed`` the
-    runners take their turns in a new seeded order every block, so that with many models none always
-    runs right after the same neighbour. Each runner's CPU-time samples stay in ``cpu_samples_ms``.
+    drift, so their ratio holds even when each absolute number does not; the k-th runs of two models
+    in a block form a pair. With ``shuffle_seed`` the runners take their turns in a new seeded order
+    every block, so that with many models none always runs right after the same neighbour. Each
+    runner's CPU-time samples stay in ``cpu_samples_ms``.
     """
     if len(runners) != len(feeds) or len(runners) < 1:
         raise ValueError("measure_interleaved needs one or more runners, each with its feed")
@@ -247,15 +274,49 @@ def measure_interleaved(
     if isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be an int >= 1, got {block!r}")
     check_counts(warmup_runs, timed_runs)
+    rule = timed_runs if isinstance(timed_runs, StopRule) else None
     for r, feed in zip(runners, feeds):
         r._warm_up(feed, warmup_runs)
     samples: list[list[float]] = [[] for _ in runners]
     order = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
-    while len(samples[0]) < timed_runs:
-        n = min(block, timed_runs - len(samples[0]))
+    start = time.perf_counter()
+    while True:
+        done = len(samples[0])
+        if rule is None:
+            why = FIXED if done >= timed_runs else None
+            n = min(block, timed_runs - done)
+        else:
+            why = rule.verdict(done, time.perf_counter() - start, deciding_pct(samples, rule.confidence))
+            n = min(block, rule.next_block(done))
+        if why is not None:
+            break
         turns = order.permutation(len(runners)) if order is not None else range(len(runners))
         for i in turns:
             samples[i].extend(runners[i]._timed(feeds[i], n))
     method = (f"measured, interleaved with {len(runners) - 1} other model(s) in blocks of {block} runs"
               if len(runners) > 1 else "measured")
-    return [r._stats(acc, warmup_runs, None, feed, method) for r, feed, acc in zip(runners, feeds, samples)]
+    return [r._stats(acc, warmup_runs, batch_size, feed, method, _precision(samples, i, rule, why))
+            for i, (r, feed, acc) in enumerate(zip(runners, feeds, samples))]
+
+
+def deciding_pct(samples: Sequence[Sequence[float]], confidence: float) -> float | None:
+    """What a stop rule compares with its precision: one runner's median half-width (%), or the widest
+    half-width of the other runners' per-pair ratios to the first."""
+    if len(samples[0]) == 0:
+        return None
+    if len(samples) == 1:
+        return half_width_pct(samples[0], confidence)
+    widths = [ratio_precision(s, samples[0], confidence)[3] for s in samples[1:]]
+    return None if any(w is None for w in widths) else max(widths)
+
+
+def _precision(samples: list[list[float]], i: int, rule: StopRule | None, why: str) -> MedianPrecision:
+    """Runner i's median interval; with a partner (the first runner, or for the first the only other),
+    the per-pair ratio i / partner, which decided an adaptive stop."""
+    partner = 0 if i > 0 else (1 if len(samples) == 2 else None)
+    if partner is None:
+        return MedianPrecision.of(samples[i], rule, why,
+                                  decided_by="ratio" if rule is not None and len(samples) > 1 else "median")
+    ratio, low, high, width = ratio_precision(samples[i], samples[partner], rule.confidence if rule else CONFIDENCE)
+    return MedianPrecision.of(samples[i], rule, why, decided_by="ratio" if rule is not None else "median",
+                              ratio=ratio, ratio_low=low, ratio_high=high, ratio_half_width_pct=width)

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from edge_compress.deploy.errors import DeviceError
-from edge_compress.deploy.runners.base import Runner, check_counts, onnx_input_names
+from edge_compress.deploy.runners.base import (
+    Runner,
+    TimedRuns,
+    check_counts,
+    fixed_count,
+    not_adaptive,
+    onnx_input_names,
+)
 from edge_compress.deploy.runners.ssh_connection import SshConnection
 from edge_compress.deploy.runners.stats import LatencyStats
 from edge_compress.deploy.runners.trtexec_log import stats_from_trtexec
@@ -59,20 +66,25 @@ class SshRunner(Runner):
     def _deactivate_impl(self) -> None:
         pass  # each measurement cleans up its own folder on the device
 
-    def measure(self, feed: Mapping[str, np.ndarray], warmup_runs: int, timed_runs: int, *,
+    def measure(self, feed: Mapping[str, np.ndarray], warmup_runs: int, timed_runs: TimedRuns, *,
                 batch_size: int | None = None) -> LatencyStats:
+        """A fixed run count on the device (a ``StopRule``'s ``fixed_runs``): the benchmark there times all
+        its runs in one call, so nothing here can stop it early; the statistics say so."""
         self._require_active("measure")
         check_counts(warmup_runs, timed_runs)
+        runs = fixed_count(timed_runs)
         shape = tuple(np.asarray(next(iter(feed.values()))).shape)
         if self.remote_runtime == "onnxruntime":
-            return self.connection.measure_onnx(self.onnx_path, warmup=warmup_runs, runs=timed_runs,
-                                                threads=self.remote_threads, input_shape=shape,
-                                                providers=self.providers)
-        options: dict[str, Any] = {"workspace_mb": self.workspace_mb, "iterations": timed_runs}
+            stats = self.connection.measure_onnx(self.onnx_path, warmup=warmup_runs, runs=runs,
+                                                 threads=self.remote_threads, input_shape=shape,
+                                                 providers=self.providers)
+            return not_adaptive(stats, timed_runs, f"the device's benchmark ran a fixed {runs} runs in one call")
+        options: dict[str, Any] = {"workspace_mb": self.workspace_mb, "iterations": runs}
         result = self.connection.measure_trtexec(self.onnx_path, self.trt_version, self.precision,
                                                  trtexec_path=self.trtexec_path, **options)
-        return stats_from_trtexec(result, batch_size=batch_size or (shape[0] if shape else 1),
-                                  where=self.where, warmup_runs=warmup_runs)
+        stats = stats_from_trtexec(result, batch_size=batch_size or (shape[0] if shape else 1),
+                                   where=self.where, warmup_runs=warmup_runs)
+        return not_adaptive(stats, timed_runs, "trtexec on the device times its own iterations and duration")
 
     @property
     def runtime(self) -> str:

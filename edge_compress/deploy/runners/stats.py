@@ -9,11 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from edge_compress.deploy.runners.adaptive import MedianPrecision
+
 # Fixed percentiles, so that results from different runners and runs compare field by field.
 PERCENTILES = (90, 95, 99)
 
 _META_REQUIRED = ("warmup_runs", "batch_size", "runtime", "provider", "threads", "where")
-_META_OPTIONAL = ("method",)
+_META_OPTIONAL = ("method", "precision")
 
 @dataclass(frozen=True)
 class LatencyStats:
@@ -42,6 +44,8 @@ class LatencyStats:
     threads: int | None
     where: str
     method: str = "measured"
+    # The median's interval and why timing stopped; None only for statistics made before it existed.
+    precision: MedianPrecision | None = None
 
     def __post_init__(self) -> None:
         if self.runs < 1:
@@ -58,7 +62,7 @@ class LatencyStats:
         """Compute the statistics of timed samples (ms); ``meta`` gives the other fields.
 
         ``meta`` must hold warmup_runs, batch_size, runtime, provider, threads and where (and may
-        hold method). Percentiles use linear interpolation between the closest ranks.
+        hold method and precision). Percentiles use linear interpolation between the closest ranks.
         """
         missing = [k for k in _META_REQUIRED if k not in meta]
         unknown = sorted(set(meta) - set(_META_REQUIRED) - set(_META_OPTIONAL))
@@ -96,11 +100,15 @@ class LatencyStats:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"unknown LatencyStats keys {unknown}; known: {sorted(names)}")
+        precision = data.get("precision")
+        if isinstance(precision, Mapping):
+            data = {**data, "precision": MedianPrecision(**precision)}
         return cls(**data)
 
     def __str__(self) -> str:
+        known = f" {self.precision.short()}" if self.precision is not None and self.precision.short() else ""
         return (
-            f"median {self.median_ms:.3f} ms, p90 {self.p90_ms:.3f}, p99 {self.p99_ms:.3f} "
+            f"median {self.median_ms:.3f} ms{known}, p90 {self.p90_ms:.3f}, p99 {self.p99_ms:.3f} "
             f"(mean {self.mean_ms:.3f} +- {self.std_ms:.3f}, {self.runs} runs after "
             f"{self.warmup_runs} warm-up, batch {self.batch_size}, {self.throughput_ips:.1f} img/s) "
             f"[{self.method}, {self.runtime}, {self.provider}, {self.where}]"

@@ -18,7 +18,14 @@ import numpy as np
 
 from edge_compress.deploy.builders.trtexec import trtexec_command
 from edge_compress.deploy.errors import DeployError
-from edge_compress.deploy.runners.base import Runner, check_counts, onnx_input_names
+from edge_compress.deploy.runners.base import (
+    Runner,
+    TimedRuns,
+    check_counts,
+    fixed_count,
+    not_adaptive,
+    onnx_input_names,
+)
 from edge_compress.deploy.runners.stats import LatencyStats
 from edge_compress.deploy.runners.trtexec_log import parse_trtexec_log, stats_from_trtexec
 
@@ -66,12 +73,14 @@ class TrtexecRunner(Runner):
                                trtexec_path=self._tool or self.trtexec_path or "trtexec",
                                iterations=timed_runs, **self.trtexec_options)
 
-    def measure(self, feed: Mapping[str, np.ndarray], warmup_runs: int, timed_runs: int, *,
+    def measure(self, feed: Mapping[str, np.ndarray], warmup_runs: int, timed_runs: TimedRuns, *,
                 batch_size: int | None = None) -> LatencyStats:
+        """trtexec times for its own iterations and duration (a ``StopRule``'s ``fixed_runs`` iterations);
+        nothing here sees single runs to stop on, and the statistics say so."""
         self._require_active("measure")
         check_counts(warmup_runs, timed_runs)
         with tempfile.TemporaryDirectory(prefix="compress-trtexec-") as tmp:
-            argv = self.command(str(Path(tmp) / "model.engine"), timed_runs)
+            argv = self.command(str(Path(tmp) / "model.engine"), fixed_count(timed_runs))
             try:
                 proc = subprocess.run(argv, capture_output=True, text=True, timeout=self.timeout_s, check=False)
             except subprocess.TimeoutExpired:
@@ -80,8 +89,9 @@ class TrtexecRunner(Runner):
         if proc.returncode != 0:
             tail = [ln for ln in self.last_log.splitlines() if ln.strip()][-1:] or ["no output"]
             raise DeployError(f"trtexec failed on {self.onnx_path.name} with exit status {proc.returncode}: {tail[0]}")
-        return stats_from_trtexec(parse_trtexec_log(self.last_log), batch_size=batch_size or _batch_of(feed),
-                                  where=self.where, warmup_runs=warmup_runs)
+        stats = stats_from_trtexec(parse_trtexec_log(self.last_log), batch_size=batch_size or _batch_of(feed),
+                                   where=self.where, warmup_runs=warmup_runs)
+        return not_adaptive(stats, timed_runs, "trtexec times its own iterations and duration")
 
     @property
     def runtime(self) -> str:

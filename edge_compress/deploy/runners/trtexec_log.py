@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_compress.deploy.errors import DeployError
+from edge_compress.deploy.runners.adaptive import MedianPrecision
 from edge_compress.deploy.runners.stats import LatencyStats
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -376,6 +377,10 @@ def trtexec_latency_dict(
         "threads": None,
         "where": where,
         "method": "measured",
+        # trtexec prints a summary, not single runs: no interval of the median can be made here.
+        "precision": MedianPrecision.not_adaptive(
+            result.iterations, "trtexec times its own iterations and duration").to_dict()
+        if result.iterations else None,
     }
 
 
@@ -398,7 +403,7 @@ def stats_from_trtexec(
     data["warmup_runs"] = warmup_runs
     if std_ms is not None:
         data["std_ms"] = std_ms
-    absent = [k for k, v in data.items() if v is None and k != "threads"]
+    absent = [k for k, v in data.items() if v is None and k not in ("threads", "precision")]
     if absent:
         raise DeployError(
             f"the trtexec log cannot fill LatencyStats fields {absent} (TensorRT "
