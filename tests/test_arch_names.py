@@ -29,7 +29,12 @@ STAND_INS = {
                 raise ValueError(f"Unknown model {name}")
             return builders[name](**config)
         """,
+    # torch_pruning imports timm when it can and reads these two classes (torch_pruning/utils/op_counter.py)
+    "timm/models/__init__.py": "from . import swin_transformer, vision_transformer\n",
+    "timm/models/vision_transformer.py": "import torch\n\n\nclass Attention(torch.nn.Module):\n    pass\n",
+    "timm/models/swin_transformer.py": "import torch\n\n\nclass WindowAttention(torch.nn.Module):\n    pass\n",
     "timm/__init__.py": """
+        from . import models
         from edge_compress.compress.archs.resnet_imagenet import resnet18 as _resnet18
 
         def create_model(model_name, pretrained=False, num_classes=None, **kwargs):
@@ -40,7 +45,8 @@ STAND_INS = {
             return _resnet18(**kwargs)
         """,
 }
-PACKAGES = ("timm", "torchvision", "torchvision.models")
+PACKAGES = ("timm", "timm.models", "timm.models.vision_transformer", "timm.models.swin_transformer", "torchvision",
+            "torchvision.models")
 
 
 @pytest.fixture
