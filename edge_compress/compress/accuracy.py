@@ -107,18 +107,35 @@ def predictions(outputs: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
     return t.argmax(1)
 
 
-def evaluate(original, final, x: torch.Tensor, labels: torch.Tensor | None, task: Task) -> dict:
+def evaluate(original, final, x: torch.Tensor, labels: torch.Tensor | None, task: Task,
+             reference: list | None = None) -> dict:
     """The accuracy section of the report (without `data`, `samples`, `labels_from`, which the caller adds).
 
     `labels` are the data's own labels (None when there are none: the original's outputs are the reference).
+    `reference`: the original's outputs per batch (`reference_outputs`), when they were kept, so a model compared
+    again and again (the accuracy guard, each round) costs one forward pass instead of two.
     """
     with torch.no_grad():
         acc = _ACCUMULATORS[task.kind](task, labels is not None)
-        for i in range(0, len(x), BATCH):
+        for k, i in enumerate(range(0, len(x), BATCH)):
             xb = x[i:i + BATCH]
-            acc.add(output_tensors(original(xb)), output_tensors(final(xb)),
-                    labels[i:i + BATCH] if labels is not None else None)
+            orig = reference[k] if reference is not None else output_tensors(original(xb))
+            acc.add(orig, output_tensors(final(xb)), labels[i:i + BATCH] if labels is not None else None)
     return {"task": task.kind, **acc.result()}
+
+
+def reference_outputs(original, x: torch.Tensor, max_elements: int) -> list | None:
+    """The original's outputs on `x` per evaluation batch, or None when they hold more than `max_elements` values
+    (per-pixel outputs of large images: recomputing them costs less than the memory)."""
+    out, total = [], 0
+    with torch.no_grad():
+        for i in range(0, len(x), BATCH):
+            outs = [(n, t.detach().clone()) for n, t in output_tensors(original(x[i:i + BATCH]))]
+            total += sum(t.numel() for _, t in outs)
+            if total > max_elements:
+                return None
+            out.append(outs)
+    return out
 
 
 class _Classification:

@@ -14,7 +14,7 @@ import numbers
 from pathlib import Path
 from typing import Annotated, Any, Callable, ClassVar, Iterator, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
 from .errors import InputError
@@ -144,6 +144,48 @@ class BudgetConfig(Config):
                                            "activations, MB (or a fraction like 50%)", metavar="MB")
     macs: str | float | None = option(None, "multiply-accumulates, e.g. 40M, or 50% of the original", metavar="N")
     params: str | float | None = option(None, "parameters, e.g. 0.4M, or 0.5x of the original", metavar="N")
+    max_accuracy_drop: Annotated[float | None, checked(lambda v: v is None or (_real(v) and 0 <= v <= 100), "")] = option(
+        None, "accuracy limit: the pruned model may lose at most this many percentage points of top-1 (classifiers) "
+        "or mean IoU (per-pixel classes) on a held-out quarter of --calib, against its labels, or, without labels, "
+        "against the original's predictions; the search stops before a round that breaks it", metavar="POINTS",
+        rule="a number of percentage points from 0 to 100, e.g. 2")
+    min_agreement: Annotated[str | float | None, BeforeValidator(lambda v: percent(v, "--min-agreement"))] = option(
+        None, "accuracy limit: the pruned model must agree with the original on at least this percent of the "
+        "held-out quarter of --calib (same top-1 class; for per-pixel classes, the mean IoU of the class maps)",
+        metavar="PERCENT")
+
+    @model_validator(mode="after")
+    def _one_accuracy_limit(self):
+        if self.max_accuracy_drop is not None and self.min_agreement is not None:
+            raise InputError("give --max-accuracy-drop or --min-agreement, not both (one accuracy limit per run)")
+        return self
+
+    @property
+    def accuracy_limit(self) -> tuple[str, float] | None:
+        """(flag, value) of the accuracy limit, or None."""
+        if self.max_accuracy_drop is not None:
+            return "--max-accuracy-drop", float(self.max_accuracy_drop)
+        if self.min_agreement is not None:
+            return "--min-agreement", float(self.min_agreement)
+        return None
+
+
+def percent(value, flag: str) -> float | None:
+    """A percent from 1 to 100 ("95", "95%", 95); a fraction such as 0.95 is refused so that it is not read as
+    0.95 %."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        number = float(text.removesuffix("%")) if isinstance(value, str) else value
+    except ValueError:
+        raise InputError(f"{flag} must be a percent such as 95, got {value!r}") from None
+    if not _real(number) or not 0 <= number <= 100:
+        raise InputError(f"{flag} must be a percent from 0 to 100, e.g. 95, got {value!r}")
+    if number <= 1 and not text.endswith("%"):
+        raise InputError(f"{flag} is a percent: {value!r} looks like a fraction; write {number * 100:g} for "
+                         f"{number * 100:g} %")
+    return float(number)
 
 
 class PruneConfig(Config):
@@ -278,6 +320,14 @@ class CompressConfig(RunConfig):
     measure: MeasureConfig = MeasureConfig()
     export: ExportConfig = ExportConfig()
     output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _accuracy_limit_needs_data(self):
+        limit = self.budget.accuracy_limit
+        if limit is not None and self.calibration.calib is None:
+            raise InputError(f"{limit[0]} is measured on calibration data; pass --calib (images or .npz/.npy, "
+                             "labels optional)")
+        return self
 
     def recovery_options(self) -> RecoveryOptions:
         """The recovery options with the run's seed (checked before the model loads)."""

@@ -74,11 +74,9 @@ def resolve_arch(spec: str, kwargs: dict | None = None) -> tuple[nn.Module, Arch
                              "and not of the form package.module:callable") from None
         return _call(info.factory, spec, {**info.default_kwargs, **kwargs}), info
     mod_name, _, attr = spec.partition(":")
-    try:
-        mod = importlib.import_module(mod_name)
-    except Exception as e:  # noqa: BLE001 - any import failure is the user's to fix; say which
-        raise InputError(f"--arch {_quote(spec)}: cannot import module {_quote(mod_name)} ({type(e).__name__}: "
-                         f"{_short(e)}); check the name and that its package is installed or on PYTHONPATH") from None
+    if mod_name in HUB_FACTORIES:
+        return _call(_hub_factory(spec, mod_name, attr), spec, kwargs), None
+    mod = _import(spec, mod_name)
     factory = mod
     for part in attr.split("."):
         factory = getattr(factory, part, None)
@@ -87,6 +85,50 @@ def resolve_arch(spec: str, kwargs: dict | None = None) -> tuple[nn.Module, Arch
     if not callable(factory):
         raise InputError(f"--arch {_quote(spec)}: {_quote(attr)} is not callable")
     return _call(factory, spec, kwargs), None
+
+
+# `--arch timm:resnet18` is timm.create_model("resnet18", **kwargs), as timm's users name models;
+# `--arch torchvision:resnet18` is torchvision.models.get_model("resnet18", **kwargs) (weights=None by default:
+# the weights come from the model file). `torchvision.models:resnet18` calls the function itself, as any
+# package.module:callable. The pip names say how to install a missing one.
+HUB_FACTORIES = {"timm": ("timm", "create_model", "timm"), "torchvision": ("torchvision.models", "get_model",
+                                                                          "torchvision")}
+
+
+def _hub_factory(spec: str, hub: str, name: str):
+    module, function, pip_name = HUB_FACTORIES[hub]
+    if not name or "." in name or ":" in name:
+        raise InputError(f"--arch {_quote(spec)}: name a {hub} model after the colon, e.g. {hub}:resnet18")
+    create = getattr(_import(spec, module), function, None)
+    if create is None:
+        raise InputError(f"--arch {_quote(spec)}: this {hub} has no {module}.{function}; upgrade it "
+                         f"(pip install -U {pip_name}) or use --arch {module}:{name}")
+
+    def factory(**kwargs):
+        try:
+            return create(name, **kwargs)
+        except (RuntimeError, ValueError, KeyError) as e:   # timm: RuntimeError, torchvision: ValueError
+            raise InputError(f"--arch {_quote(spec)}: {hub} cannot build {_quote(name)} ({_short(e)}); see "
+                             f"{'timm.list_models()' if hub == 'timm' else 'torchvision.models.list_models()'}") \
+                from None
+    return factory
+
+
+def _import(spec: str, mod_name: str):
+    """The module, or one line: not installed (with the pip command for the packages we know), or failing."""
+    try:
+        return importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        top = mod_name.split(".")[0]
+        pip = {"timm": "timm", "torchvision": "torchvision"}.get(top)
+        if pip and e.name and (mod_name + ".").startswith(e.name + "."):   # the module asked for, or a package above
+            raise InputError(f"--arch {_quote(spec)}: {_quote(top)} is not installed; install it with "
+                             f"`pip install {pip}` (the build matching your torch)") from None
+        raise InputError(f"--arch {_quote(spec)}: cannot import module {_quote(mod_name)} ({type(e).__name__}: "
+                         f"{_short(e)}); check the name and that its package is installed or on PYTHONPATH") from None
+    except Exception as e:  # noqa: BLE001 - any import failure is the user's to fix; say which
+        raise InputError(f"--arch {_quote(spec)}: cannot import module {_quote(mod_name)} ({type(e).__name__}: "
+                         f"{_short(e)}); check the name and that its package is installed or on PYTHONPATH") from None
 
 
 def _call(factory, spec: str, kwargs: dict) -> nn.Module:

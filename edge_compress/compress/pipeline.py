@@ -47,11 +47,11 @@ def _run_passes(config: CompressConfig, plan: load.Plan, loaded: load.Loaded, ev
     built = build.build(config, plan, loaded, exported, evaluator, od, timer)
     measured = measure.measure_final(plan, base, pruned.evaluation, evaluator, exported.onnx, built.engine_file,
                                      timer)
-    missed = measured.budget.misses(measured.metrics)
-    verdict = "missed" if missed else "met"
     with timer.stage("save"):
         saved = export.save_pruned(config, loaded.model, pruned.model, od)
-        accuracy = report.accuracy(loaded, pruned.model)
+        accuracy = report.accuracy(loaded, pruned)
+    missed = measured.budget.misses(measured.metrics) + report.accuracy_misses(accuracy)
+    verdict = "missed" if missed else "met"
     notes = [*plan.notes, *loaded.notes, *base.notes, *pruned.notes, *exported.notes, *built.notes,
              *measured.notes, *(["budget missed by the final measurement: " + "; ".join(missed)] if missed else []),
              *saved]

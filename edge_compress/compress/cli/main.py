@@ -46,7 +46,7 @@ examples:
   compress validate model.onnx --target host --latency-ms 2.5
   compress example
 
-exit codes: 0 budget met, 1 budget missed or unreachable, 2 bad input, 3 internal error (rerun with -v)
+exit codes: 0 budget met, 1 budget (or --max-accuracy-drop / --min-agreement) missed or unreachable, 2 bad input, 3 internal error (rerun with -v)
 """
 
 VALIDATE = ("Measure any ONNX model on a target, as the pipeline measures its final model, and write the same "

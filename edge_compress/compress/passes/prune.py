@@ -3,6 +3,7 @@ re-estimated on the calibration data (the rounds: compress/search/). A model tha
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from ..errors import BudgetError, InputError
 from ..evaluate import Evaluation, LatencyEvaluator
 from ..pruning.pruner import ChannelPruner
 from ..pruning.view import GroupView
+from ..search.guard import AccuracyGuard, check_held_out, held_out_split
 from ..search.removal import prune_to
 from ..search.rounds import SearchSetup, SearchState, full_evaluation, knapsack_search, uniform_search
 from .load import Loaded, Plan
@@ -38,6 +40,24 @@ class Pruned:
     record: dict = field(repr=False)               # the report's `pruning` section
     details: dict | None = field(default=None, repr=False)   # the criterion's per-layer scores (scores.json)
     notes: tuple[str, ...] = ()
+    guard: AccuracyGuard | None = field(default=None, repr=False)   # the accuracy limit, when one was set
+    accuracy_binding: str | None = None   # why the accuracy limit stopped the search short of the budget
+
+
+def accuracy_guard(config: CompressConfig, loaded: Loaded) -> tuple[AccuracyGuard | None, CalibData]:
+    """The accuracy limit on the held-out calibration samples, and the samples the search may use (all of them
+    without a limit)."""
+    limit, calib = config.budget.accuracy_limit, loaded.calib
+    if limit is None or calib.synthetic:
+        return None, calib
+    check_held_out(len(calib), limit[0])
+    fit, held = held_out_split(len(calib))
+    labels = calib.y[held] if calib.y is not None and calib.labels_from == "data" else None
+    guard = AccuracyGuard(limit[0], limit[1], loaded.model.module, calib.x[held], labels, loaded.task)
+    y = calib.y[fit] if calib.y is not None else None
+    log.info("accuracy limit %s %g measured on %d held-out calibration samples; the search uses the other %d",
+             limit[0], limit[1], len(held), len(fit))
+    return guard, dataclasses.replace(calib, x=calib.x[fit], y=y)
 
 
 def prune(config: CompressConfig, plan: Plan, loaded: Loaded, evaluator: LatencyEvaluator, base: Baseline,
@@ -45,11 +65,12 @@ def prune(config: CompressConfig, plan: Plan, loaded: Loaded, evaluator: Latency
     record: dict = {"criterion": plan.criterion_name, "criterion_description": describe_criterion(plan.criterion_name),
                     "criterion_options": dict(config.prune.criterion_options), "rounds": [], "groups": []}
     budget, original = base.budget, base.original
+    guard, calib = accuracy_guard(config, loaded)
     if not budget.misses(original.metrics):
         log.info("the original model already meets the budget; nothing to prune")
         note = ("the original model already meets the budget: nothing was pruned"
                 + (" (and nothing recovered from --train-data)" if config.recover.train_data else ""))
-        return Pruned(loaded.model.module, original, False, record, None, (note,))
+        return Pruned(loaded.model.module, original, False, record, None, (note,), guard)
     if not loaded.model.prunable:
         raise InputError(f"{loaded.model.path} is TorchScript, which cannot be pruned structurally and misses the "
                          f"budget ({'; '.join(budget.misses(original.metrics))}); pass the state dict with --arch")
@@ -57,23 +78,30 @@ def prune(config: CompressConfig, plan: Plan, loaded: Loaded, evaluator: Latency
     with timer.stage("prune"):
         model = copy.deepcopy(loaded.model.module)
         with _flat_outputs(model, loaded.example):
-            evaluation, record = _search(config, plan, loaded, model, evaluator, base, record, timer)
+            final, record = _search(config, plan, loaded, calib, guard, model, evaluator, base, record, timer)
+        pruned = final.pruner.model
+        pruned.__class__ = type(model)   # a model the accuracy limit returned to is a copy made inside the view
     details = plan.criterion.details() or None
     if details:  # what drove the choices: per-layer scores, CMI curves and cutoffs
         record["criterion_details"] = details
-    calib = loaded.calib
-    if not calib.synthetic:
+    untouched = final.evaluation.metrics.params == original.metrics.params   # the limit undid every round
+    if untouched:
+        notes.append("the accuracy limit undid every round: the model is the original, BatchNorm statistics as "
+                     "they were")
+    elif not calib.synthetic:
         with timer.stage("recalibrate_bn"):
             log.info("re-estimating BatchNorm statistics on %d calibration samples ...", len(calib))
-            record["bn_recalibrated_layers"] = recalibrate_batchnorm(model, calib.x)
+            record["bn_recalibrated_layers"] = recalibrate_batchnorm(pruned, calib.x)
     else:
         notes.append("BatchNorm statistics were not re-estimated: no calibration data (--calib) given")
-    return Pruned(model, evaluation, True, record, details, tuple(notes))
+    if final.accuracy_binding:
+        notes.append(final.accuracy_binding)
+    return Pruned(pruned, final.evaluation, True, record, details, tuple(notes), guard, final.accuracy_binding)
 
 
-def _search(config: CompressConfig, plan: Plan, loaded: Loaded, model, evaluator: LatencyEvaluator, base: Baseline,
-            record: dict, timer: Timer) -> tuple[Evaluation, dict]:
-    c, profile, calib, budget = config.prune, plan.profile, loaded.calib, base.budget
+def _search(config: CompressConfig, plan: Plan, loaded: Loaded, calib: CalibData, guard: AccuracyGuard | None, model,
+            evaluator: LatencyEvaluator, base: Baseline, record: dict, timer: Timer) -> tuple[SearchState, dict]:
+    c, profile, budget = config.prune, plan.profile, base.budget
     pruner = ChannelPruner(model, loaded.example, profile.pruning.channel_multiple, profile.pruning.min_channels)
     record = {**record, "groups": [g.to_dict() for g in pruner.groups.values()]}
     if not pruner.prunable_groups:
@@ -90,21 +118,21 @@ def _search(config: CompressConfig, plan: Plan, loaded: Loaded, model, evaluator
         with timer.stage("score"):
             _prepare_criterion(plan.criterion, view, calib, config.output.progress)
 
-    def after_round() -> None:
+    def after_round(current) -> None:
         if not calib.synthetic:   # every comparison after a round sees re-estimated statistics
             with timer.stage("recalibrate_bn"):
-                recalibrate_batchnorm(model, calib.x)
+                recalibrate_batchnorm(current, calib.x)
 
     progress = _progress(None if c.selection == "knapsack" else int(np.ceil(1.0 / c.step)), config.output.progress)
     fraction = plan.spec.latency_fraction
     setup = SearchSetup(plan.criterion, evaluator, margin, prepare, after_round, progress, record["rounds"],
-                        latency_fraction=fraction if evaluator.reference_onnx is not None else None)
+                        latency_fraction=fraction if evaluator.reference_onnx is not None else None, guard=guard)
     start = SearchState(pruner, budget, base.original)
     try:
         final = knapsack_search(setup, start) if c.selection == "knapsack" else uniform_search(setup, start, c.step)
     finally:
         progress.close()
-    return final.evaluation, {**record, "selection": c.selection,
+    return final, {**record, "selection": c.selection,
                               "groups_after": [g.to_dict() for g in final.pruner.groups.values()],
                               "blocks_removed": list(getattr(final.pruner, "removed_blocks", []))}
 

@@ -14,6 +14,7 @@ from edge_compress.deploy import environment_info
 
 from .. import accuracy as acc
 from ..search.budget import Budget, Metrics
+from ..search.guard import HELD_OUT_EVERY
 from ..calib import CalibData
 from ..config import CompressConfig
 from ..costmodel.model import factors_from_profile, predict_layer_ms
@@ -58,13 +59,16 @@ class RunResults:
     measured: Measured
 
 
-def accuracy(loaded: Loaded, model: nn.Module) -> dict:
+def accuracy(loaded: Loaded, pruned: Pruned) -> dict:
     """Accuracy for the model's task (compress/accuracy.py) on the calibration data: against its labels when it has
-    its own (and the task uses them), else against the original model."""
+    its own (and the task uses them), else against the original model. With an accuracy limit, on the samples it
+    holds out, with the limit's verdict under `guard` (search/guard.py)."""
     calib: CalibData = loaded.calib
-    task = loaded.task
+    task, model = loaded.task, pruned.model
     if calib.synthetic:
         return {"evaluated": False, "why": "no calibration data given", "task": task.kind}
+    if pruned.guard is not None:
+        return _guarded_accuracy(loaded, pruned)
     labels = calib.y if calib.labels_from == "data" and task.kind != acc.OUTPUTS else None
     result = acc.evaluate(loaded.model.module, model, calib.x, labels, task)
     out = {"evaluated": True, "data": calib.source, "samples": len(calib), "labels_from": calib.labels_from,
@@ -72,6 +76,29 @@ def accuracy(loaded: Loaded, model: nn.Module) -> dict:
     if calib.labels_from == "data" and labels is None:
         out["labels_used"] = False
     return out
+
+
+def _guarded_accuracy(loaded: Loaded, pruned: Pruned) -> dict:
+    guard = pruned.guard
+    check = guard.check(pruned.model)
+    out = {"evaluated": True, "data": f"{loaded.calib.source}, the samples held out for the accuracy limit (every "
+                                      f"{HELD_OUT_EVERY}th)",
+           "samples": guard.samples, "labels_from": loaded.calib.labels_from, **check.accuracy,
+           "guard": guard.record(check, binding=pruned.accuracy_binding is not None)}
+    if loaded.calib.labels_from == "data" and guard.labels is None:
+        out["labels_used"] = False
+    log.info("accuracy limit %s: %s", "met" if check.ok else "MISSED", guard.describe(check.value))
+    return out
+
+
+def accuracy_misses(record: dict) -> list[str]:
+    """The accuracy limit as the verdict reads it: ['accuracy limit ...'] when missed, else []."""
+    guard = record.get("guard")
+    if not guard or guard["met"]:
+        return []
+    unit = " points" if guard["unit"] == "points" else " %"
+    relation = ">" if guard["unit"] == "points" else "<"
+    return [f"accuracy ({guard['flag']}) {guard['value']:.2f}{unit} {relation} {guard['limit']:g}{unit}"]
 
 
 def compose(config: CompressConfig, r: RunResults, verdict: str, accuracy_record: dict, notes: list[str],

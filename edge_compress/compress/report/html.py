@@ -180,14 +180,16 @@ def _slower(original: dict, final: dict) -> str:
 
 def _accuracy_line(r: dict) -> str:
     """The accuracy change next to the verdict (the console summary's words), linking to the section."""
-    from .summary import accuracy_text
+    from .summary import accuracy_text, guard_text
 
     a = r.get("accuracy")
     try:
         text = accuracy_text(a) if isinstance(a, dict) else None
+        guard = guard_text(a["guard"]) if isinstance(a, dict) and a.get("guard") else None
     except (TypeError, ValueError, KeyError):   # a hand-edited report: the section below still shows what it has
-        text = None
-    return f'<p><b>Accuracy:</b> <a href="#accuracy">{_e(text)}</a>.</p>' if text else ""
+        text = guard = None
+    line = f'<p><b>Accuracy:</b> <a href="#accuracy">{_e(text)}</a>.</p>' if text else ""
+    return line + (f'<p><b>{_e(guard[0].upper() + guard[1:])}</b>.</p>' if guard else "")
 
 
 def _compared(r: dict) -> str:
@@ -397,7 +399,20 @@ def _accuracy_common(a: dict) -> list[tuple[str, str | None]]:
              + (f'<div class="sub">{_e(a["metric_description"])}</div>' if a.get("metric_description") else "")
              if metric else None),
             ("Data", _e(a.get("data")) if a.get("data") else None), ("Samples", _num(a.get("samples"))),
-            ("Labels from", _e(a.get("labels_from")) if a.get("labels_from") else None)]
+            ("Labels from", _e(a.get("labels_from")) if a.get("labels_from") else None),
+            ("Accuracy limit", _guard_cell(a.get("guard")))]
+
+
+def _guard_cell(guard) -> str | None:
+    if not isinstance(guard, dict):
+        return None
+    from .summary import guard_text
+
+    try:
+        return (_e(guard_text(guard)) + f'<div class="sub">{_e(guard.get("measure", ""))}; '
+                f'{_e(guard.get("held_out", ""))}</div>')
+    except (TypeError, ValueError, KeyError):   # a hand-edited report
+        return None
 
 
 def _kv_present(rows) -> str:

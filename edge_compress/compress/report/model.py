@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-REPORT_SCHEMA_VERSION = "1.2"
+REPORT_SCHEMA_VERSION = "1.3"
 
 SHA256 = r"^[0-9a-f]{64}$"
 KIND = r"^(measured|predicted)"
@@ -133,6 +133,8 @@ class BudgetRequested(Closed):
     memory_mb: str | NonNegative | None = None
     macs: str | NonNegative | None = None
     params: str | NonNegative | None = None
+    max_accuracy_drop: _number(ge=0, le=100) | None = None
+    min_agreement: _number(ge=0, le=100) | None = None
     profile_defaults: dict[str, Any] | None = None
 
 
@@ -183,6 +185,20 @@ class NotEvaluated(Open):
     task: Task | None = None
 
 
+class AccuracyGuard(Closed):
+    """The accuracy limit (--max-accuracy-drop or --min-agreement) and the final model measured against it."""
+    flag: Literal["--max-accuracy-drop", "--min-agreement"]
+    limit: _number(ge=0, le=100)
+    unit: Literal["points", "percent"] = Field(description=(
+        "points: percentage points lost (at most `limit`); percent: agreement with the original (at least `limit`)."))
+    value: _number(ge=-100, le=100) = Field(description="The final model's drop (points) or agreement (percent).")
+    met: bool
+    binding: bool = Field(description="Whether the limit stopped the search before the budget was reached.")
+    measure: str
+    samples: Annotated[int, Field(ge=1)]
+    held_out: str
+
+
 class Evaluated(Open):
     # The same rule as _has_its_comparison, for users' own JSON Schema tools.
     model_config = ConfigDict(json_schema_extra={
@@ -214,6 +230,9 @@ class Evaluated(Open):
     worst_output: str | None = None
     cosine_similarity_min: Cosine | None = None
     outputs: Annotated[list[OutputAccuracy], Field(min_length=1)] | None = None
+    guard: AccuracyGuard | None = Field(default=None, description=(
+        "With an accuracy limit: the section is measured on the calibration samples held out for it, and this is "
+        "the limit's verdict (a missed limit makes the run's verdict 'missed')."))
 
     @model_validator(mode="after")
     def _has_its_comparison(self):

@@ -36,6 +36,10 @@ def summary_line(verdict: str, original: dict, final: dict, budget: dict, report
     if text:
         parts[-1] += ";"
         parts.append(text)
+    guard = acc.get("guard")
+    if guard:
+        parts[-1] += ";"
+        parts.append(guard_text(guard))
     return " ".join(parts)
 
 
@@ -46,6 +50,16 @@ def precision_text(report: dict) -> str:
     key = "ratio_half_width_pct" if precision.get("decided_by") == "ratio" else "half_width_pct"
     pct = precision.get(key)
     return f" ±{pct:.1f} %" if isinstance(pct, (int, float)) else ""
+
+
+def guard_text(guard: dict) -> str:
+    """'accuracy limit met: drop 1.56 points <= 2', 'accuracy limit binding: ...'."""
+    if guard["unit"] == "points":
+        value = f"drop {guard['value']:.2f} points {'<=' if guard['met'] else '>'} {guard['limit']:g}"
+    else:
+        value = f"agreement {guard['value']:.2f} % {'>=' if guard['met'] else '<'} {guard['limit']:g} %"
+    state = "binding" if guard.get("binding") else ("met" if guard["met"] else "MISSED")
+    return f"accuracy limit {state} ({guard['flag']}): {value} on {guard['samples']} held-out samples"
 
 
 def accuracy_text(acc: dict) -> str | None:
@@ -71,7 +85,8 @@ def accuracy_text(acc: dict) -> str | None:
             text += f", cosine similarity {'>= ' if several else ''}{acc['cosine_similarity_min']:.3f}"
         return f"{text} against the original {where}"
     if "top1_final" in acc:
-        return f"top-1 {acc['top1_original']:.1%} -> {acc['top1_final']:.1%} {where}"
+        change = 100 * (acc["top1_final"] - acc["top1_original"]) + 0.0   # + 0.0: no "-0.0"
+        return f"top-1 {acc['top1_original']:.1%} -> {acc['top1_final']:.1%} ({change:+.1f} points) {where}"
     if "agreement_with_original" in acc:
         return (f"agrees with the original on {acc['agreement_with_original']:.1%} of {acc['samples']} "
                 "calibration samples")

@@ -8,10 +8,15 @@ says is still too much, so a cost model that is off by a constant factor is corr
 measurement (the ratio measured / predicted is recorded per round). Rounds aim a little under the
 budget (AIM) and shrink as they get close, so the result lands at 90-100 % of it rather than far below.
 Each round is capped (MAX_ROUND_SHARE) so scores can be recomputed as the network shrinks.
+
+With an accuracy limit (search/guard.py), each round's model is checked against it before its latency is
+evaluated: a round that breaks it is undone and tried again at half the size, down to MIN_GUARD_SHARE; then
+the search stops at the last model within the limit, which may miss the budget (the accuracy limit binds).
 """
 from __future__ import annotations
 
 import logging
+import copy
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -32,6 +37,7 @@ log = logging.getLogger("compress")
 
 SELECTIONS = ("knapsack", "uniform")
 MAX_ROUND_SHARE = 0.15   # at most this share of the binding resource per round
+MIN_GUARD_SHARE = 0.01   # a round undone by the accuracy limit is halved down to this share, then the search stops
 MAX_ROUNDS = 80
 AIM = {True: 0.93, False: 0.98}   # target share of the budget, measured vs predicted latency
 
@@ -50,10 +56,11 @@ class SearchSetup:
     # evaluation only counts shapes, so with a criterion that scored once it is left to the caller, who
     # re-estimates the final model: its statistics do not depend on earlier estimates, only on its
     # weights and the data, so the result is the same and each round saves a pass over the data.
-    after_round: Callable[[], None]
+    after_round: Callable[[object], None]      # called with the current model
     progress: object                           # a tqdm-like bar
     rounds: list                               # each round's record is appended here (report.json)
     latency_fraction: float | None = None      # a relative latency budget, confirmed against the original
+    guard: object | None = None                # an AccuracyGuard (search/guard.py): the accuracy limit, if any
 
 
 @dataclass(frozen=True)
@@ -66,19 +73,48 @@ class SearchState:
     budget: Budget
     evaluation: Evaluation
     stale: bool = False
+    accuracy_binding: str | None = None   # why the accuracy limit stopped the search short of the budget
+
+
+def snapshot(state: SearchState) -> SearchState:
+    """A copy of the state's model and pruner, to return to when a round breaks the accuracy limit."""
+    model = copy.deepcopy(state.pruner.model)
+    pruner = state.pruner.for_copy(model)
+    if hasattr(state.pruner, "removed_blocks"):
+        pruner.removed_blocks = list(state.pruner.removed_blocks)
+    return replace(state, pruner=pruner)
 
 
 def refreshed(setup: SearchSetup, state: SearchState, before: str) -> SearchState:
     """The state after running after_round if the model changed since it last ran and what comes next
-    (`before`: "evaluate" or "prepare") reads the model's values."""
+    (`before`: "evaluate", "prepare" or "accuracy") reads the model's values."""
     if not state.stale:
         return state
     if before == "evaluate" and not setup.evaluator.measured:
         return state
     if before == "prepare" and not setup.criterion.prepare_reads_model():
         return state
-    setup.after_round()
+    setup.after_round(state.pruner.model)
     return replace(state, stale=False)
+
+
+def guarded(setup: SearchSetup, state: SearchState, record: dict):
+    """The accuracy limit checked on the state's model (BatchNorm re-estimated first, as the final model is):
+    (state, None) when it holds or no limit is set, (state, check) when it is broken. The round's record gets
+    the measured value."""
+    if setup.guard is None:
+        return state, None
+    state = refreshed(setup, state, "accuracy")
+    check = setup.guard.check(state.pruner.model)
+    record["accuracy_guard"] = {"value": check.value, "within_limit": check.ok}
+    return state, (None if check.ok else check)
+
+
+def stopped_by_accuracy(setup: SearchSetup, state: SearchState, check) -> SearchState:
+    why = (f"accuracy limit binding: the next round broke it ({setup.guard.describe(check.value)}), so the search "
+           "stopped at the last model within it")
+    log.info(why)
+    return replace(state, accuracy_binding=why)
 
 
 def full_evaluation(evaluator: LatencyEvaluator, model, budget: Budget,
@@ -123,6 +159,7 @@ def knapsack_search(setup: SearchSetup, start: SearchState) -> SearchState:
     evaluator, criterion = setup.evaluator, setup.criterion
     state = start
     status = _Status(setup.progress, start.budget, start.evaluation)
+    cap, broken = MAX_ROUND_SHARE, None     # the round's cap, halved each time the accuracy limit undoes a round
     for k in range(1, MAX_ROUNDS + 1):
         pruner = state.pruner
         need = binding(state.budget, state.evaluation, setup.margin, evaluator.measured)
@@ -139,16 +176,33 @@ def knapsack_search(setup: SearchSetup, start: SearchState) -> SearchState:
         setup.prepare(pruner.view)
         rm = ResourceModel(pruner.view, state.evaluation.layers, evaluator.factors, state.evaluation.metrics.params)
         now = rm.value(priced)
-        plan = plan_round(pruner.view, criterion, rm, priced, now * min(share, MAX_ROUND_SHARE),
+        plan = plan_round(pruner.view, criterion, rm, priced, now * min(share, cap),
                           lambda info: _first_block(pruner, info), pruner.floor_of, pruner.depth_blocks())
         if not plan.remove and not plan.blocks:
+            if broken is not None:
+                return stopped_by_accuracy(setup, state, broken)
             break
+        kept = snapshot(state) if setup.guard is not None else None
         predicted_before = rm.value("latency_ms") if evaluator.factors.usable else None
         status(k, "removing channels")
         removed = prune_lowest(pruner, criterion, plan.remove)
         if plan.blocks:
             pruner = pruner.without_blocks(plan.blocks)
         state = replace(state, pruner=pruner, stale=True)
+        record: dict = {}
+        status(k, "checking the accuracy limit")
+        state, broken_now = guarded(setup, state, record)
+        if broken_now is not None:
+            broken, cap = broken_now, cap / 2
+            setup.rounds.append({
+                "selection": "knapsack", "binding": resource, "priced_by": priced, "share_asked": round(share, 4),
+                "channels_removed": removed, "removed_per_group": plan.remove, "blocks_removed": plan.blocks,
+                "metrics": state.evaluation.metrics.to_dict(), "meets_budget": False, "undone": True, **record})
+            log.info("round %d undone: %s", k, setup.guard.describe(broken_now.value))
+            state = kept
+            if cap < MIN_GUARD_SHARE:
+                return stopped_by_accuracy(setup, state, broken)
+            continue
         if evaluator.measured:
             status(k, "re-estimating BatchNorm")
             state = refreshed(setup, state, "evaluate")
@@ -169,13 +223,15 @@ def knapsack_search(setup: SearchSetup, start: SearchState) -> SearchState:
             "measured_over_predicted": (ev.metrics.latency_ms / predicted_after
                                         if evaluator.measured and predicted_after else None),
             "predicted_latency_before_ms": predicted_before,
-            "metrics": ev.metrics.to_dict(), "meets_budget": met, **_paired(ev)})
+            "metrics": ev.metrics.to_dict(), "meets_budget": met, **_paired(ev), **record})
         status.done(k, ev)
         log.info("round %d (%s): -%d channels%s, %s%s", k, resource, removed,
                  f", -{len(plan.blocks)} blocks ({', '.join(plan.blocks)})" if plan.blocks else "", _fmt(ev),
                  "  (budget met)" if met else "")
         if met:
             return state
+    if broken is not None:
+        return stopped_by_accuracy(setup, state, broken)
     raise _unreachable(setup)
 
 
@@ -193,18 +249,26 @@ def uniform_search(setup: SearchSetup, start: SearchState, step: float) -> Searc
         keep = max(0.0, 1.0 - k * step)
         state = refreshed(setup, state, "prepare")
         setup.prepare(pruner.view)
+        kept = snapshot(state) if setup.guard is not None else None
         removed = prune_to(pruner, setup.criterion, keep)
         setup.progress.update(1)
         if removed == 0 and not pruner.at_minimum():
             continue  # rounding to the channel multiple left every group as it was
-        state = refreshed(setup, replace(state, stale=True), "evaluate")
+        record: dict = {}
+        state, broken = guarded(setup, replace(state, stale=True), record)
+        if broken is not None:   # uniform rounds only grow: the last model within the limit is the best reachable
+            setup.rounds.append({"selection": "uniform", "keep_fraction": round(keep, 4), "channels_removed": removed,
+                                 "metrics": kept.evaluation.metrics.to_dict(), "meets_budget": False, "undone": True,
+                                 **record})
+            return stopped_by_accuracy(setup, kept, broken)
+        state = refreshed(setup, state, "evaluate")
         state = replace(state, evaluation=evaluator.evaluate(pruner.model))
         misses = state.budget.misses(state.evaluation.metrics, setup.margin)
         if not misses and evaluator.measured:
             state, misses = confirm(setup, state)
         ev = state.evaluation
         setup.rounds.append({"selection": "uniform", "keep_fraction": round(keep, 4), "channels_removed": removed,
-                             "metrics": ev.metrics.to_dict(), "meets_budget": not misses, **_paired(ev)})
+                             "metrics": ev.metrics.to_dict(), "meets_budget": not misses, **_paired(ev), **record})
         setup.progress.set_postfix_str(f"{ev.metrics.latency_ms:.3g} ms")
         log.info("round %d: keep %.2f, %s%s", k, keep, _fmt(ev), "" if misses else "  (budget met)")
         if not misses:
