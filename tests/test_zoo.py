@@ -28,12 +28,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch_pruning as tp
 
 from edge_compress.compress.archs import arch_names, get_arch
-from edge_compress.compress.criteria import Criterion, make_criterion
-from edge_compress.compress.pruning import ChannelPruner
-from edge_compress.compress.report_schema import validate_report
+from edge_compress.compress.pruning.graph import build_graph
+from edge_compress.compress.pruning.pruner import ChannelPruner
+from helpers_dead import assert_same_outputs, largest_change, outputs_of, prune_dead, zero_channels
+from edge_compress.compress.report.schema import validate_report
 
 CRITERIA = ("l1", "auto")       # auto with --calib resolves to consumer-mi
 TARGETS = ("host", "jetson-nano")
@@ -68,7 +68,8 @@ def _dead_cases() -> list:
 @torch.no_grad()
 def _build(name: str, seed: int = 0) -> nn.Module:
     """The contract-size model with BatchNorm statistics from a random batch and random affine parameters, so
-    that no channel is dead by accident."""
+    that no channel is dead by accident, and loose parameters (ConvNeXt's layer scales, 1e-6 at initialisation,
+    which make a block's branch invisible in the outputs) at trained-like magnitudes."""
     info = get_arch(name)
     torch.manual_seed(seed)
     model = info.factory(**info.contract_kwargs)
@@ -81,51 +82,35 @@ def _build(name: str, seed: int = 0) -> nn.Module:
         if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
             m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
             m.bias.copy_(0.5 * torch.rand(m.bias.shape, generator=g) - 0.2)
+        elif not isinstance(m, LAYERS):
+            for p in m.parameters(recurse=False):
+                p.copy_(0.5 + torch.rand(p.shape, generator=g))
     return model.eval()
 
 
-def _outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    with torch.no_grad():
-        y = model(x)
-    if isinstance(y, dict):
-        return list(y.values())
-    return list(y) if isinstance(y, (tuple, list)) else [y]
-
-
-class Targeted(Criterion):
-    """Scores 0 for the dead ORIGINAL channels of a group (through `info.kept`), 1 for the others."""
-
-    name = "targeted"
-
-    def __init__(self, dead: dict[str, list[int]], original: dict[str, int]):
-        self.dead, self.original = dead, original
-
-    def scores(self, pruner, info, group):
-        dead = set(self.dead.get(info.root, ()))
-        return torch.tensor([0.0 if k in dead else 1.0 for k in info.kept])
-
-    def allocation(self):
-        return {root: 1 - len(self.dead.get(root, ())) / n for root, n in self.original.items()}
+def _inputs(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pruner's example input and the batch the outputs are compared on."""
+    shape = get_arch(name).contract_input_shape
+    return (torch.randn(1, *shape, generator=torch.Generator().manual_seed(0)),
+            torch.randn(4, *shape, generator=torch.Generator().manual_seed(1)))
 
 
 PRODUCERS = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
+LAYERS = PRODUCERS + (nn.LayerNorm,)   # modules whose parameters are weight and bias
 
 
 def _kill(model: nn.Module, x: torch.Tensor, dead: dict[str, list[int]]) -> None:
-    """Zero channels `dead[root]` where Torch-Pruning's graph says they are produced, in a graph of its own
-    (built with autograd on: it traces through it)."""
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    """Zero channels `dead[root]` where the pruner's dependency graph says they are produced (filters, biases, norm
+    scale and shift): its graph, whose chunks and channel shuffles are traced right, in a graph of its own."""
+    graph = build_graph(model, x)
     modules = dict(model.named_modules())
-    with torch.no_grad():
-        for root, idxs in dead.items():
-            layer = modules[root]
-            group = graph.get_pruning_group(layer, graph.get_pruner_of_module(layer).prune_out_channels, idxs)
-            for dep, dep_idxs in group:
-                m = dep.target.module
-                if dep_idxs and graph.is_out_channel_pruning_fn(dep.handler) and isinstance(m, PRODUCERS):
-                    m.weight[list(dep_idxs)] = 0
-                    if m.bias is not None:
-                        m.bias[list(dep_idxs)] = 0
+    for root, idxs in dead.items():
+        layer = modules[root]
+        group = graph.get_pruning_group(layer, graph.get_pruner_of_module(layer).prune_out_channels, idxs)
+        for dep, dep_idxs in group:
+            m = dep.target.module
+            if dep_idxs and graph.is_out_channel_pruning_fn(dep.handler) and isinstance(m, PRODUCERS):
+                zero_channels(dep_idxs, m)
 
 
 def _dead_channels(pruner: ChannelPruner) -> dict[str, list[int]]:
@@ -146,29 +131,21 @@ def _one_thread():
 
 @pytest.mark.parametrize("name", _dead_cases())
 def test_pruning_dead_channels_keeps_the_outputs(name):
-    info = get_arch(name)
-    shape = info.contract_input_shape
-    x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
-    xs = torch.randn(4, *shape, generator=torch.Generator().manual_seed(1))
+    """Compared in float64: exactness is the structure's; an untrained net at random weights (SE gates, dozens of
+    blocks) amplifies float32 rounding differences between a narrow and a wide conv past any fixed tolerance."""
+    x, xs = _inputs(name)
     alive = _build(name)
-    analysed = ChannelPruner(copy.deepcopy(alive), x, make_criterion("l1"), channel_multiple=1, min_channels=1)
+    analysed = ChannelPruner(copy.deepcopy(alive), x, channel_multiple=1, min_channels=1)
     dead = _dead_channels(analysed)
     assert dead, f"{name}: no prunable group at the contract size"
     model = _build(name)
     _kill(model, x, dead)
-    killed = _outputs(model, xs)
-    assert max(float((a - b).abs().max()) for a, b in zip(_outputs(alive, xs), killed)) > 1e-4, \
+    xs64 = xs.double()
+    killed = outputs_of(copy.deepcopy(model).double(), xs64)
+    assert largest_change(outputs_of(alive.double(), xs64), killed) > 1e-4, \
         "the channels killed did not matter: the test would prove nothing"
-    crit = Targeted(dead, {g.root: g.original_channels for g in analysed.prunable_groups})
-    pruner = analysed.for_copy(model, crit)
-    own = sum(f * crit.original[r] for r, f in crit.allocation().items()) / sum(crit.original.values())
-    pruner.prune_to(own)
-    for root, idxs in dead.items():
-        g = pruner.groups[root]
-        assert set(range(g.original_channels)) - set(g.kept) == set(idxs), root
-    for after, before in zip(_outputs(model, xs), killed):
-        scale = max(1.0, float(before.abs().max()))
-        torch.testing.assert_close(after, before, atol=1e-5 * scale, rtol=1e-4)
+    prune_dead(analysed.for_copy(model), dead)
+    assert_same_outputs(outputs_of(model.double(), xs64), killed)
 
 
 @pytest.mark.parametrize("name, criterion, target", _cases())
@@ -196,4 +173,4 @@ def test_compresses_to_half_the_macs_exports_and_reports(name, criterion, target
     export = report["export"]
     assert export["onnx"]["opset"] == OPSET[target]
     assert export["parity"]["passed"] is True
-    assert len(export["parity"]["outputs"]) == len(_outputs(model, torch.randn(1, *shape)))
+    assert len(export["parity"]["outputs"]) == len(outputs_of(model, torch.randn(1, *shape)))
