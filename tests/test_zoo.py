@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from edge_compress.compress.archs import arch_names, get_arch
+from edge_compress.compress.cli import main
 from edge_compress.compress.pruning.graph import build_graph
 from edge_compress.compress.pruning.pruner import ChannelPruner
 from helpers_dead import assert_same_outputs, largest_change, outputs_of, prune_dead, zero_channels
@@ -38,15 +39,10 @@ from edge_compress.compress.report.schema import validate_report
 CRITERIA = ("l1", "auto")       # auto with --calib resolves to consumer-mi
 TARGETS = ("host", "jetson-nano")
 OPSET = {"host": 17, "jetson-nano": 13}
+CALIB = 32   # calibration samples: enough for consumer-mi at contract widths
 
 # (arch, criterion or None for the dead-channel test, target or None) -> the bug, one line. Filled from real runs.
 KNOWN_FAILURES: dict[tuple[str, str | None, str | None], str] = {}
-
-
-def compress_api(model: nn.Module, **options):
-    """The one call into the public API (its module may move: the port is this line)."""
-    from edge_compress.compress import compress
-    return compress(model, progress=False, **options)
 
 
 def _cases() -> list:
@@ -148,29 +144,48 @@ def test_pruning_dead_channels_keeps_the_outputs(name):
     assert_same_outputs(outputs_of(model.double(), xs64), killed)
 
 
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Per architecture, built once: its state dict and labelled calibration data (classes per image, or per pixel
+    for segmentation; a detector's raw maps have no labels here, so it is compared with the original)."""
+    made = {}
+
+    def get(name: str) -> tuple[str, str]:
+        if name not in made:
+            info, folder = get_arch(name), tmp_path_factory.mktemp(name)
+            torch.save(_build(name).state_dict(), folder / "model.pt")
+            rng = np.random.default_rng(0)
+            data = {"x": rng.standard_normal((CALIB, *info.contract_input_shape)).astype(np.float32)}
+            if info.task != "detection":
+                per = (CALIB,) + (info.contract_input_shape[1:] if info.task == "segmentation" else ())
+                data["y"] = rng.integers(0, info.contract_kwargs.get("num_classes", info.num_classes), per)
+            np.savez(folder / "calib.npz", **data)
+            made[name] = (str(folder / "model.pt"), str(folder / "calib.npz"))
+        return made[name]
+    return get
+
+
 @pytest.mark.parametrize("name, criterion, target", _cases())
-def test_compresses_to_half_the_macs_exports_and_reports(name, criterion, target, tmp_path):
+def test_compresses_to_half_the_macs_exports_and_reports(name, criterion, target, inputs, tmp_path, capsys):
+    """Through the command line, in-process: exit 0, the MACs halved, ONNX at the target's opset, parity on
+    every output, a report that validates, and every group left unpruned named with its reason on the console."""
     info = get_arch(name)
-    shape = info.contract_input_shape
-    model = _build(name)
-    options = dict(target=target, macs="50%", criterion=criterion, out=tmp_path / "out")
-    if criterion == "auto":
-        calib = tmp_path / "calib.npz"
-        x = np.random.default_rng(0).standard_normal((32, *shape)).astype(np.float32)
-        np.savez(calib, x=x)
-        options["calib"] = str(calib)
-    else:
-        options["example_input"] = torch.randn(1, *shape)
-    result = compress_api(model, **options)
+    model_file, calib = inputs(name)
     out = tmp_path / "out"
-    assert (out / "report.json").is_file()
+    code = main(["--target", target, "--arch", name, "--arch-kwargs", json.dumps(info.contract_kwargs),
+                 "--input-shape", "1x" + "x".join(map(str, info.contract_input_shape)), "--macs", "50%",
+                 "--criterion", criterion, "--calib", calib, "--out", str(out), model_file])
+    err = capsys.readouterr().err
+    assert code == 0, err[-3000:]
     report = json.loads((out / "report.json").read_text())
     validate_report(report)
-    assert result.exit_code == 0 and report["verdict"] == result.verdict == "met", report.get("notes")
-    if criterion == "auto":
-        assert report["pruning"]["criterion"] == "consumer-mi"
+    assert report["verdict"] == "met", report.get("notes")
+    assert report["pruning"]["criterion"] == ("consumer-mi" if criterion == "auto" else criterion)
     assert report["final"]["macs"] <= 0.5 * report["original"]["macs"] * 1.001
     export = report["export"]
     assert export["onnx"]["opset"] == OPSET[target]
     assert export["parity"]["passed"] is True
-    assert len(export["parity"]["outputs"]) == len(outputs_of(model, torch.randn(1, *shape)))
+    assert len(export["parity"]["outputs"]) == len(outputs_of(get_arch(name).factory(**info.contract_kwargs).eval(),
+                                                              torch.zeros(1, *info.contract_input_shape)))
+    for g in report["pruning"]["groups"]:
+        assert g["prunable"] or (g["reason"] and f"left unpruned: {g['root']} ({g['reason']})" in err), g
