@@ -22,21 +22,12 @@ import torch.nn.functional as F
 
 from edge_compress.compress.search.removal import prune_to
 from edge_compress.compress.cli import main
-from edge_compress.compress.criteria.base import Criterion
 from edge_compress.compress.criteria.registry import make_criterion
 from edge_compress.compress.pruning.pruner import ChannelPruner
+from helpers_dead import assert_same_outputs, prune_dead, zero_channels
 
 X = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))    # the pruner's example input
 XS = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))   # the inputs compared
-
-
-@torch.no_grad()
-def _zero(idxs, *layers):
-    """Zero output channels `idxs` of convs (filters and bias) and norms (scale and shift)."""
-    for layer in layers:
-        layer.weight[list(idxs)] = 0
-        if layer.bias is not None:
-            layer.bias[list(idxs)] = 0
 
 
 # ---- the models (small widths, 32x32 inputs) --------------------------------------------------------------
@@ -101,11 +92,11 @@ class DenseNet(nn.Module):
                 readers = [layer.norm1 for layer in block[after + 1:]] + [out_norm]
                 producers = {"conv0": [self.conv0, self.norm0], "trans_conv": [self.trans_conv]}.get(key) or \
                     [block[after].conv2]
-                _zero(idxs, *producers)
+                zero_channels(idxs, *producers)
                 for norm in readers:
-                    _zero([offset + c for c in idxs], norm)
+                    zero_channels([offset + c for c in idxs], norm)
             for i, layer in enumerate(block):
-                _zero(dead.get(f"block{b + 1}.{i}.conv1", []), layer.conv1, layer.norm2)
+                zero_channels(dead.get(f"block{b + 1}.{i}.conv1", []), layer.conv1, layer.norm2)
 
 
 class Conv(nn.Module):
@@ -185,13 +176,13 @@ class YoloC2f(nn.Module):
         """cv1's second half is the bottlenecks' residual stream: each bottleneck's cv2 adds to the same channel."""
         c2f, half = self.c2f, self.c2f.c
         split = dead.get("c2f.cv1.conv", [])
-        _zero(split, c2f.cv1.conv, c2f.cv1.bn)
+        zero_channels(split, c2f.cv1.conv, c2f.cv1.bn)
         for m in c2f.m:
-            _zero([k - half for k in split if k >= half], m.cv2.conv, m.cv2.bn)
+            zero_channels([k - half for k in split if k >= half], m.cv2.conv, m.cv2.bn)
         for i, m in enumerate(c2f.m):
-            _zero(dead.get(f"c2f.m.{i}.cv1.conv", []), m.cv1.conv, m.cv1.bn)
-        _zero(dead.get("sppf.cv1.conv", []), self.sppf.cv1.conv, self.sppf.cv1.bn)   # max-pool of zeros is zero
-        _zero(dead.get("stem.conv", []), self.stem.conv, self.stem.bn)
+            zero_channels(dead.get(f"c2f.m.{i}.cv1.conv", []), m.cv1.conv, m.cv1.bn)
+        zero_channels(dead.get("sppf.cv1.conv", []), self.sppf.cv1.conv, self.sppf.cv1.bn)   # max-pool of zeros is zero
+        zero_channels(dead.get("stem.conv", []), self.stem.conv, self.stem.bn)
 
 
 class YoloC2fSplit(YoloC2f):
@@ -214,8 +205,8 @@ class GNNet(nn.Module):
         return self.fc(F.relu(self.gn2(self.conv2(x))).mean((2, 3)))
 
     def kill(self, dead):
-        _zero(dead.get("conv1", []), self.conv1, self.gn1)
-        _zero(dead.get("conv2", []), self.conv2, self.gn2)
+        zero_channels(dead.get("conv1", []), self.conv1, self.gn1)
+        zero_channels(dead.get("conv2", []), self.conv2, self.gn2)
 
 
 class GNConcat(nn.Module):
@@ -250,7 +241,7 @@ class UNet(nn.Module):
     def kill(self, dead):
         for key in ("enc1", "enc2", "mid", "dec"):
             layer = getattr(self, key)
-            _zero(dead.get(f"{key}.conv", []), layer.conv, layer.bn)
+            zero_channels(dead.get(f"{key}.conv", []), layer.conv, layer.bn)
 
 
 def densenet(num_classes=10):
@@ -276,24 +267,6 @@ PRUNED = {"densenet": "conv0", "yolo-c2f": "c2f.cv1.conv", "groupnorm": "conv1",
 
 
 # ---- the harness -----------------------------------------------------------------------------------------
-
-class Targeted(Criterion):
-    """Scores 0 for the target ORIGINAL channels of a group (through `info.kept`), 1 for the others, and allocates
-    every group exactly the fraction that removes its targets."""
-
-    name = "targeted"
-
-    def __init__(self):
-        self.target: dict[str, set[int]] = {}
-        self.original: dict[str, int] = {}
-
-    def scores(self, pruner, info, group):
-        target = self.target.get(info.root, set())
-        return torch.tensor([0.0 if k in target else 1.0 for k in info.kept])
-
-    def own_keep_fractions(self):
-        return {root: 1 - len(self.target.get(root, ())) / n for root, n in self.original.items()}
-
 
 @torch.no_grad()
 def _build(arch, dead=None, seed=0):
@@ -325,11 +298,6 @@ def _analysed(arch) -> ChannelPruner:
 def _out(model):
     with torch.no_grad():
         return model(XS)
-
-
-def _close(a, b):
-    scale = float(b.abs().max())
-    torch.testing.assert_close(a, b, atol=1e-5 * max(1.0, scale), rtol=1e-4)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -439,27 +407,17 @@ def test_pruning_exactly_the_dead_channels_keeps_the_outputs(arch):
     model = _build(arch, dead)
     assert (_out(alive) - _out(model)).abs().max() > 1e-3   # the channels killed mattered
     before = copy.deepcopy(model)
-    crit = Targeted()
     pruner = _analysed(arch).for_copy(model)
-    crit.target = {k: set(v) for k, v in dead.items()}
-    crit.original = {g.root: g.original_channels for g in pruner.prunable_groups}
-    own = sum(f * crit.original[r] for r, f in crit.own_keep_fractions().items()) / sum(crit.original.values())
-    prune_to(pruner, crit, own)
-    for g in pruner.groups.values():
-        assert set(range(g.original_channels)) - set(g.kept) == set(dead.get(g.root, ())), g.root
+    prune_dead(pruner, dead)
     layers = dict(model.named_modules())
     for key, idxs in dead.items():
         assert layers[key].out_channels == pruner.groups[key].original_channels - len(idxs)
-    _close(_out(model), _out(before))
+    assert_same_outputs([_out(model)], [_out(before)])
 
 
 def test_groupnorm_loses_its_normalisation_groups_with_the_channels():
     model = _build("groupnorm", GNNet.DEAD)
-    crit = Targeted()
-    pruner = _analysed("groupnorm").for_copy(model)
-    crit.target = {k: set(v) for k, v in GNNet.DEAD.items()}
-    crit.original = {"conv1": 32, "conv2": 32}
-    prune_to(pruner, crit, 1 - 12 / 64)
+    prune_dead(_analysed("groupnorm").for_copy(model), GNNet.DEAD)
     assert (model.gn1.num_groups, model.gn1.num_channels) == (7, 28)
     assert (model.gn2.num_groups, model.gn2.num_channels) == (6, 24)
 
@@ -469,7 +427,7 @@ def test_groupnorm_loses_its_normalisation_groups_with_the_channels():
 @pytest.fixture
 def arch_module(tmp_path, monkeypatch):
     """These models as a user's own module (`--arch structures_zoo:densenet`), importable from tmp_path."""
-    parts = [DenseLayer, DenseNet, Conv, Bottleneck, C2f, SPPF, YoloC2f, GNNet, UNet, _zero, *FACTORIES.values()]
+    parts = [DenseLayer, DenseNet, Conv, Bottleneck, C2f, SPPF, YoloC2f, GNNet, UNet, zero_channels, *FACTORIES.values()]
     source = "import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n\n\n" + \
         "\n\n".join(inspect.getsource(p) for p in parts)
     (tmp_path / "structures_zoo.py").write_text(source)

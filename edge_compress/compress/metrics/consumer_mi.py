@@ -62,7 +62,7 @@ def contributions(consumer: nn.Module, inputs: torch.Tensor, samples: int, gener
     """(M, O, C_in): each input channel's contribution to each output channel of `consumer` (those in
     `outputs`, default all) at M = `samples` positions (image, location) of `inputs`, the consumer's
     input activations, drawn with `generator` (image first, then location; a Linear layer has one
-    position per image). Only the sampled patches are gathered and cast to float64, so memory does not
+    position per row of its last dimension: per image after a flatten, per pixel on channels-last maps). Only the sampled patches are gathered and cast to float64, so memory does not
     grow with the image size."""
     return contributions_from_patches(consumer, gather_patches(consumer, inputs, samples, generator), outputs)
 
@@ -92,9 +92,10 @@ def gather_patches(consumer: nn.Module, inputs: torch.Tensor, samples: int, gene
     if not dense(consumer):
         raise ValueError(f"consumer-mi reads a dense Conv2d or Linear consumer only, got {consumer}")
     x = inputs.detach()
-    if isinstance(consumer, nn.Linear):
+    if isinstance(consumer, nn.Linear):   # on the last dim: every leading index (e.g. ConvNeXt's pixels) is a position
+        x = x.reshape(-1, consumer.in_features)
         rows = torch.randint(len(x), (samples,), generator=generator).to(x.device)
-        return x.reshape(len(x), -1)[rows][:, :, None]
+        return x[rows][:, :, None]
     pads = _pads(consumer)   # (left, right, top, bottom)
     height, width = x.shape[2] + pads[2] + pads[3], x.shape[3] + pads[0] + pads[1]
     (kh, kw), (sh, sw), (dh, dw) = consumer.kernel_size, consumer.stride, consumer.dilation

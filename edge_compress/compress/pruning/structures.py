@@ -60,11 +60,17 @@ def structure_of(graph, group, names: dict) -> tuple[int, int, int, str]:
     (equal numbers from each part, so that chunk still cuts where the rest of the model expects).
     block: GroupNorm's channels per normalisation group (whole groups go, aligned in the root's channels)."""
     n = len(group[0].idxs)
+    if reaches_output(graph, group):
+        return 1, 1, 1, (f"its {n} channels are the model's outputs (or are concatenated into them): pruning them "
+                         "would change the output shape")
     parts, block, chunked = 1, 1, 1
     chunks: dict = {}   # (split op, its parts, part size) -> root channels seen in it
     for item in group:
         dep, idxs = item.dep, item.idxs
         m, root_idxs = dep.target.module, list(item.root_idxs)
+        if isinstance(m, nn.LayerNorm):
+            return 1, 1, 1, (f"LayerNorm: {names.get(m, 'a LayerNorm')} normalises over these channels together, so "
+                             "removing any changes the mean and variance the others are normalised with")
         if isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups < max(m.in_channels, m.out_channels):
             parts = math.lcm(parts, m.groups)
         if dep.target in graph.compress_barriers:
@@ -97,6 +103,16 @@ def structure_of(graph, group, names: dict) -> tuple[int, int, int, str]:
         return 1, 1, 1, (f"GroupNorm: its groups of {block} channels straddle the {parts} parts of a grouped "
                          "convolution or torch.chunk")
     return parts, block, chunked, ""
+
+
+def reaches_output(graph, group) -> bool:
+    """Whether the group's channels are (part of) a model output: a layer or op in the group that nothing reads
+    (the classifier, a detection head's concatenation). The trial would catch it too, but as whatever error the
+    stale output mapping raises first, not as the reason."""
+    out_nodes = {node for node in graph.module2node.values() if not node.outputs}
+    return any(dep.target in out_nodes and (graph.is_out_channel_pruning_fn(dep.handler)   # a layer producing them
+                                            or not isinstance(dep.target.module, ROOT_TYPES))  # an op passing them
+               for dep, _ in group)
 
 
 def prune_group(group) -> None:
@@ -158,6 +174,11 @@ def randomise(model: nn.Module) -> None:
             elif isinstance(m, (nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)) and m.affine:
                 m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
                 m.bias.copy_(torch.rand(m.bias.shape, generator=g) - 0.5)
+            elif not isinstance(m, ROOT_TYPES + NORMS + (nn.LayerNorm,)):
+                # Loose parameters (ConvNeXt's layer scales, 1e-6 at initialisation) at trained-like magnitudes:
+                # at 1e-6 a block's branch is invisible in the outputs and its trial proves nothing.
+                for p in m.parameters(recurse=False):
+                    p.copy_(0.5 + torch.rand(p.shape, generator=g))
 
 
 def zero_out_channels(graph, group) -> None:
