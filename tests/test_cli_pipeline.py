@@ -46,7 +46,10 @@ def test_host_run_writes_every_artifact(tiny_model_file, calib_file, tmp_path, c
     assert report["final"]["latency_kind"].startswith("measured")
     assert report["final"]["latency_stats"]["provider"] == "CPUExecutionProvider"
     stats = report["final"]["latency_stats"]
-    assert stats["runs"] == 200 and stats["warmup_runs"] == 20
+    # Adaptive timing (host profile): at least min_runs, at most max_runs, and the stop reason recorded.
+    precision = stats["precision"]
+    assert 20 <= stats["runs"] <= 400 and stats["warmup_runs"] == 20
+    assert precision["runs"] == stats["runs"] and precision["stopped_on"] in ("precision", "max_runs", "time_cap") and precision["adaptive"]
     assert stats["median_ms"] <= stats["p90_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
     assert report["export"]["parity"]["passed"] and report["export"]["parity"]["max_rel"] < 1e-4
     assert report["export"]["onnx"]["opset"] == 17
