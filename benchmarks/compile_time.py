@@ -7,7 +7,8 @@ calibration data timed in the same run (issue 21, item 1).
 Each configuration runs `python -m edge_compress ...` in a fresh subprocess (so peak memory is that run's own:
 ru_maxrss of the child), reads the stage timings from its report.json, and is preceded by a subprocess that
 loads the same model and data and times one forward pass over all calibration samples (batches of 64,
-after one warm-up batch) with the same thread settings. Ratios cancel most of the machine's speed and load;
+after one warm-up batch) with the same thread settings (--threads, default 1: OMP_NUM_THREADS and
+MKL_NUM_THREADS of both children). Ratios cancel most of the machine's speed and load;
 the absolute seconds are quoted with the machine and its load average.
 
 Configurations (weights: the pretrained CIFAR ResNet-56 from ../shared; random weights for the 224x224
@@ -92,11 +93,11 @@ def _calib_file(arch: str, samples: int, work: Path) -> Path:
     return path
 
 
-def _child(cmd: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
+def _child(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess, float, float]:
     """Run one child; its wall time and its own peak RSS in MB (ru_maxrss of that child, from wait4)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
         _, status, usage = os.wait4(proc.pid, 0)   # this child's own rusage, not the max over all children
         wall = time.perf_counter() - t
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -114,19 +115,21 @@ def _cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
-def run_config(name: str, samples: int, work: Path) -> dict:
+def run_config(name: str, samples: int, work: Path, threads: int) -> dict:
     arch, target, budget = CONFIGS[name]
     model, calib = _model_file(arch, work), _calib_file(arch, samples, work)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     fwd, _, _ = _child([sys.executable, "-c", FORWARD.format(root=str(ROOT), model=str(model), arch=arch,
-                                                               calib=str(calib), samples=samples)])
+                                                               calib=str(calib), samples=samples)], env)
     if fwd.returncode != 0:
         raise RuntimeError(f"forward pass failed: {fwd.stderr[-1000:]}")
     forward_s = json.loads(fwd.stdout.strip().splitlines()[-1])["forward_s"]
     out = work / f"out-{name}"
     cmd = [sys.executable, "-m", "edge_compress", "--target", target, "--arch", arch, "--calib", str(calib),
            "--calib-samples", str(samples), *budget, "--out", str(out), "-q", str(model)]
-    proc, wall, peak_mb = _child(cmd)
+    proc, wall, peak_mb = _child(cmd, env)
     row = {"config": name, "arch": arch, "target": target, "budget": " ".join(budget), "samples": samples,
+           "threads": threads,
            "exit_code": proc.returncode, "wall_s": round(wall, 2), "peak_rss_mb": round(peak_mb, 1),
            "forward_s": round(forward_s, 3), "ratio_to_forward": round(wall / forward_s, 2)}
     report = out / "report.json"
@@ -146,16 +149,21 @@ def main() -> int:
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS))
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--json", type=Path, help="write the rows here")
+    # On a shared machine whose load exceeds its cores, OpenMP's threads wait on each other at every
+    # operator and the many small operators of a compile slow down far more than the forward pass's
+    # large convolutions, so the ratio would measure the load; one thread measures the work.
+    p.add_argument("--threads", type=int, default=1,
+                   help="OMP/MKL threads of both children, the forward pass and compress (default 1)")
     args = p.parse_args()
     rows = []
     load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="compile-time-") as tmp:
         for name in args.configs.split(","):
-            row = run_config(name, args.samples, Path(tmp))
+            row = run_config(name, args.samples, Path(tmp), args.threads)
             rows.append(row)
             print(json.dumps(row), flush=True)
     meta = {"date": datetime.date.today().isoformat(), "machine": _cpu_model(),
-            "cpu_count": os.cpu_count(), "load_average_start": load_start, "load_average_end": os.getloadavg(),
+            "cpu_count": os.cpu_count(), "threads": args.threads, "load_average_start": load_start, "load_average_end": os.getloadavg(),
             "command": "python benchmarks/compile_time.py " + " ".join(sys.argv[1:])}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ final re-estimation after a search whose last round already did it).
 """
 from __future__ import annotations
 
+import math
 import weakref
 
 import torch
@@ -21,13 +22,21 @@ import torch.nn as nn
 from .metrics.memory import release_free_memory
 
 _STATS = ("running_mean", "running_var", "num_batches_tracked")
+# The images one re-estimation reads: at most this many input pixels (1024 CIFAR images), and at least
+# MIN_IMAGES. A 224x224 image gives every channel ~50x the positions of a 32x32 one, so 64 of them estimate a
+# mean and variance as well as 1024 CIFAR images do, and the search re-estimates after every round: on all
+# of 256 calibration images at 224 that alone was several forward passes of the compile.
+MAX_PIXELS = 1024 * 32 * 32
+MIN_IMAGES = 64
 # model -> (fingerprint of what the statistics depend on, the statistics the last run left)
 _LAST: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, list[tuple]]]" = weakref.WeakKeyDictionary()
 
 
 def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> int:
-    """Replace running statistics with the exact average over `x`; return the number of BN layers."""
+    """Replace running statistics with the exact average over the first `images_read(x)` samples of `x`;
+    return the number of BN layers."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    x = x[:images_read(x)]
     if not bns or len(x) < 2:
         return 0
     key = _fingerprint(model, x, batch_size)
@@ -64,6 +73,13 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 6
     _LAST[model] = (key, [tuple(None if getattr(m, n, None) is None else getattr(m, n).detach().clone() for n in _STATS)
                           for m in bns])
     return len(bns)
+
+
+def images_read(x: torch.Tensor) -> int:
+    """How many of the samples `x` (N, C, H, W) a re-estimation reads: all of them up to MAX_PIXELS, at
+    least MIN_IMAGES (or all, if fewer)."""
+    pixels = max(1, math.prod(x.shape[2:]))
+    return min(len(x), max(MIN_IMAGES, MAX_PIXELS // pixels))
 
 
 def _fingerprint(model: nn.Module, x: torch.Tensor, batch_size: int) -> tuple:

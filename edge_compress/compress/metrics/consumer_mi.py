@@ -188,17 +188,20 @@ class GroupContributions:
         for (module, patches, outs, idxs, root_idxs), width in zip(self.readers, self.widths):
             lo, hi = max(a, col), min(b, col + width)
             if lo < hi:
+                # only the block's output columns are expanded: a reader read block by block costs one
+                # expansion of its contributions in all, not one per block
+                cols = outs[lo - col:hi - col] if outs is not None else torch.arange(lo - col, hi - col)
                 row = 0
                 for p in patches:
-                    contrib = contributions_from_patches(module, p, outs)
+                    contrib = contributions_from_patches(module, p, cols)
                     rows = len(contrib)
                     if contrib.device.type == "cpu":   # summed straight into place (duplicates in the order given)
-                        out[row:row + rows, lo - a:hi - a].index_add_(2, root_idxs, contrib[:, lo - col:hi - col][:, :, idxs])
+                        out[row:row + rows, lo - a:hi - a].index_add_(2, root_idxs, contrib[:, :, idxs])
                     else:
                         dev = contrib.device
-                        part = contrib.new_zeros(rows, width, c)
+                        part = contrib.new_zeros(rows, hi - lo, c)
                         part.index_add_(2, root_idxs.to(dev), contrib[:, :, idxs.to(dev)])
-                        out[row:row + rows, lo - a:hi - a] = part[:, lo - col:hi - col].cpu()
+                        out[row:row + rows, lo - a:hi - a] = part.cpu()
                     row += rows
                     del contrib
             col += width
@@ -238,16 +241,13 @@ class CorrelationLoss:
 
     def _init_in_blocks(self, z: torch.Tensor, source: "GroupContributions", loss, weights) -> None:
         """The same numbers as from the whole (M, O, C) x, without the whole x next to the covariance: x is
-        built once for its means (and checked), then again a block of output channels at a time, each
-        block centred with those means and reduced to its rows of the covariances before the next."""
+        built a block of output channels at a time (a column's mean over M is its own), each block checked,
+        centred and reduced to its rows of the covariances before the next."""
         m, o, c = source.shape
         if z.shape != (m, o) or m < 2:
             raise ValueError(f"need z (M, O) and x (M >= 2, O, C), got {tuple(z.shape)} and {(m, o, c)}")
-        x = source.block(0, o)
-        if not (bool(torch.isfinite(x).all()) and bool(torch.isfinite(z).all())):
+        if not bool(torch.isfinite(z).all()):
             raise ValueError("contributions contain NaN or inf values: check the calibration data")
-        mean = x.mean(0, keepdim=True)
-        del x
         z = z - z.mean(0, keepdim=True)
         var_z = (z * z).mean(0)
         live = var_z > 0                                          # a constant output channel carries nothing
@@ -262,7 +262,10 @@ class CorrelationLoss:
         step = max(1, BLOCK_ELEMENTS // max(1, m * c))
         for a in range(0, o, step):
             b = min(o, a + step)
-            xb = source.block(a, b).sub_(mean[:, a:b])
+            xb = source.block(a, b)
+            if not bool(torch.isfinite(xb).all()):
+                raise ValueError("contributions contain NaN or inf values: check the calibration data")
+            xb.sub_(xb.mean(0, keepdim=True))
             keep = live[a:b]
             if not bool(keep.all()):
                 xb = xb[:, keep]

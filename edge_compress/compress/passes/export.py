@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,12 @@ from .load import Loaded, Plan
 from .timing import Timer
 
 log = logging.getLogger("compress")
+
+# Parity reads at most this many input pixels (64 CIFAR images), and at least MIN_PARITY_SAMPLES images: an
+# export error shows on any image, and PyTorch runs the check one fixed-shape batch at a time, so at 224x224
+# 64 images cost more than the whole forward pass over the calibration set the compile is measured against.
+PARITY_PIXELS = 64 * 32 * 32
+MIN_PARITY_SAMPLES = 8
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ def export(config: CompressConfig, plan: Plan, loaded: Loaded, model: nn.Module,
         if not simplified.simplified:
             notes.append(f"onnx-simplifier failed, the unsimplified model was kept: {simplified.reason}")
         atol, rtol = tolerance_for("fp32")
-        parity_inputs = calib.x[: max(example.shape[0], min(len(calib), 64))]
+        parity_inputs = calib.x[:parity_samples(calib.x, example.shape[0])]
         parity = check_parity(od.path("model.onnx"), model, parity_inputs, atol=atol, rtol=rtol,
                               batch_size=example.shape[0])
         parity.raise_if_failed()
@@ -87,3 +94,11 @@ def save_pruned(config: CompressConfig, loaded: LoadedModel, model: nn.Module, o
     torch.save(model, target)
     return ("model.pruned.pt is a pickled full module (the input was one): reload it with "
             "torch.load(path, weights_only=False) only if you trust it",)
+
+
+def parity_samples(x: torch.Tensor, batch: int) -> int:
+    """How many of the calibration images `x` the parity check reads: the PARITY_PIXELS budget (at least
+    MIN_PARITY_SAMPLES, at most all of them), in whole batches of the exported `batch`."""
+    pixels = max(1, math.prod(x.shape[2:]))   # (N, C, H, W): H x W; (N, F): 1
+    n = min(len(x), max(MIN_PARITY_SAMPLES, PARITY_PIXELS // pixels))
+    return max(batch, n // batch * batch)
