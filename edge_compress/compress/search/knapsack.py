@@ -11,10 +11,12 @@ latency and saliency), one block (the profile's channel multiple) at a time, re-
 each block; the resource is then recomputed exactly from the pruned model, so the linearisation never
 accumulates across rounds.
 
-Under a budget of MACs, parameters or memory, a cut that saves the resource can leave the latency
-unchanged or worse (a width below the kernels' channel block runs on slower code). When the target
-has a usable cost model, each block is also priced in predicted latency, and blocks that save none go
-after every block that does: the same greedy, with "does not slow the model down" ranked first.
+Under a budget of MACs, parameters or memory, a cut that saves the resource can make the model slower (a
+width below the kernels' channel block runs on slower code). When the target has a usable cost model, each
+block is also priced in predicted latency, and a block predicted to slow the model down goes after every
+block that does not. Blocks that save no predicted latency are NOT demoted: with channel alignment most
+single blocks save none until a width crosses an alignment step, and ranking them last overrode the
+criterion (the study's ResNet-20 at 50 % MACs on host fell from 55 % to 31 % top-1).
 """
 from __future__ import annotations
 
@@ -183,8 +185,8 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
     blocks: list[str] = []
     saved = value_removed = 0.0
     while saved < needed and priced:
-        # lowest importance per unit of resource saved; a block that saves nothing goes last, and one that saves
-        # no predicted latency goes after every one that does
+        # lowest importance per unit of resource saved; a block that saves nothing goes last, and one predicted
+        # to slow the model down goes after every one that does not
         root = min(priced, key=lambda r: (_slows(faster.get(r)),
                                           (priced[r][0] / priced[r][1]) if priced[r][1] > 0 else float("inf")))
         value, gain, block = priced[root]
@@ -207,10 +209,10 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
     return Plan({r: n for r, n in remove.items() if n}, saved, value_removed, blocks)
 
 
-# Predicted savings this small are rounding in the cost model, not a latency change.
+# Predicted changes this small are rounding in the cost model, not a latency change.
 _NO_GAIN_MS = 1e-9
 
 
 def _slows(latency_gain: float | None) -> bool:
-    """Whether a block saves no predicted latency (None: not priced in latency, so never demoted)."""
-    return latency_gain is not None and latency_gain <= _NO_GAIN_MS
+    """Whether removing a block is predicted to make the model slower (None: not priced in latency)."""
+    return latency_gain is not None and latency_gain < -_NO_GAIN_MS
