@@ -33,10 +33,13 @@ _LAST: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, list[tuple]]]" = weakr
 
 
 def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> int:
-    """Replace running statistics with the exact average over the first `images_read(x)` samples of `x`;
-    return the number of BN layers."""
+    """Replace running statistics with the exact average over `images_read(x)` samples of `x`, evenly spaced
+    (calibration sets are often stored class by class: a prefix would be a few classes); return the number of
+    BN layers."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    x = x[:images_read(x)]
+    n = images_read(x)
+    if n < len(x):
+        x = x[torch.arange(n) * len(x) // n]
     if not bns or len(x) < 2:
         return 0
     key = _fingerprint(model, x, batch_size)
