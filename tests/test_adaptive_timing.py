@@ -118,3 +118,24 @@ def test_a_fixed_count_still_reports_the_interval(two_models):
     p = stats.precision
     assert stats.runs == p.runs == 30 and p.stopped_on == "fixed" and not p.adaptive and p.target_pct is None
     assert p.low_ms <= stats.median_ms <= p.high_ms
+
+
+def test_timing_precision_option_reaches_the_report(tmp_path):
+    """--timing-precision overrides the profile's precision for the final measurement; the report records it."""
+    import json
+
+    import torch
+
+    from edge_compress.compress.archs import get_arch
+    from edge_compress.compress.cli.main import main
+
+    torch.manual_seed(0)
+    model = tmp_path / "m.pt"
+    torch.save(get_arch("example-cnn").factory(width=8).state_dict(), model)
+    out = tmp_path / "out"
+    code = main(["--target", "host", "--arch", "example-cnn", "--arch-kwargs", '{"width": 8}', "--macs", "50%",
+                 "--timing-precision", "5", "--out", str(out), "-q", str(model)])
+    assert code == 0
+    precision = json.loads((out / "report.json").read_text())["final"]["latency_stats"]["precision"]
+    assert precision["target_pct"] == 5 and precision["adaptive"]
+    assert precision["stopped_on"] in ("precision", "max_runs", "time_cap")

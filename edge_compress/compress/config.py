@@ -260,7 +260,12 @@ class ExportConfig(Config):
 
 
 class MeasureConfig(Config):
-    group: ClassVar[str] = "measuring on a device over SSH"
+    group: ClassVar[str] = "measuring latency (on this machine, or on a device over SSH)"
+    timing_precision: Annotated[float | None, checked(lambda v: v is None or (_real(v) and 0 < v <= 50),
+                                                      "a percentage in (0, 50]")] = option(
+        None, "time each model until its median (or its ratio to the original) is known within this many percent "
+        "at 95 % confidence (default: the profile's measurement.precision_pct, 1 on host)", metavar="PCT",
+        rule="a percentage in (0, 50]")
     device: str | None = option(None, "measure latency on this device over SSH (host-key checking on; the key must "
                                 "be in known_hosts) instead of the profile's own method", metavar="USER@HOST[:PORT]")
     ssh_key: str | None = option(None, "private key for --device", metavar="FILE")

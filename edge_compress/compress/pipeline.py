@@ -31,7 +31,8 @@ def run(config: CompressConfig) -> CompressResult:
         loaded = load.load(config, plan)
     with OutputDir(plan.out, list(plan.inputs)) as od:
         od.attach_log("compress")
-        evaluator = LatencyEvaluator(plan.profile, loaded.example, device=plan.device)
+        evaluator = LatencyEvaluator(plan.profile, loaded.example, device=plan.device,
+                                     precision_pct=config.measure.timing_precision)
         try:
             return _run_passes(config, plan, loaded, evaluator, od, timer)
         finally:
