@@ -41,6 +41,8 @@ def run(config: CompressConfig) -> CompressResult:
 
 def _run_passes(config: CompressConfig, plan: load.Plan, loaded: load.Loaded, evaluator: LatencyEvaluator,
                 od: OutputDir, timer: Timer) -> CompressResult:
+    if not evaluator.measured and loaded.model.prunable:
+        export.check_exportable(plan, loaded, timer)
     base = measure.baseline(plan, loaded, evaluator, timer)
     pruned = prune.prune(config, plan, loaded, evaluator, base, timer)
     recovered = recover.recover(config, plan, loaded, pruned, timer)

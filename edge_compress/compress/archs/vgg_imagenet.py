@@ -47,7 +47,8 @@ class ImageNetVGG(nn.Module):
 
 @register_arch("vgg13", description="ImageNet VGG-13 without batch norm, torchvision layout (133 M params)",
                input_shape=(3, 224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000,
-               contract_kwargs={"num_classes": 10, "width_mult": 0.25}, contract_shape=(3, 32, 32))
+               # the contract runs at 224: the 7x7 adaptive pooling exports to ONNX only when it divides its input
+               contract_kwargs={"num_classes": 10, "width_mult": 0.125}, contract_shape=(3, 224, 224))
 def vgg13(num_classes: int = 1000, width_mult: float = 1.0) -> ImageNetVGG:
     cfg = tuple(v if v == "M" else int(v * width_mult) for v in VGG13_CFG)
     return ImageNetVGG(cfg, num_classes, hidden=int(4096 * width_mult))

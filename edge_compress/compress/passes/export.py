@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,14 @@ class Exported:
     onnx: Path                                  # model.onnx: simplified, parity-checked
     record: dict = field(repr=False)            # the report's `export` section
     notes: tuple[str, ...] = ()
+
+
+def check_exportable(plan: Plan, loaded: Loaded, timer: Timer) -> None:
+    """Export the original once, before pruning, on targets whose latency is predicted (a measured target exports
+    it to time it): a model the exporter refuses (e.g. an adaptive pooling that does not divide its input) is then
+    a one-line error before the search, not after it."""
+    with timer.stage("export_check"), tempfile.TemporaryDirectory(prefix="compress-export-check-") as tmp:
+        export_onnx(loaded.model.module, loaded.example, Path(tmp) / "original.onnx", opset=plan.profile.runtime.opset)
 
 
 def export(config: CompressConfig, plan: Plan, loaded: Loaded, model: nn.Module, od: OutputDir,

@@ -317,6 +317,11 @@ def _precision(samples: list[list[float]], i: int, rule: StopRule | None, why: s
     if partner is None:
         return MedianPrecision.of(samples[i], rule, why,
                                   decided_by="ratio" if rule is not None and len(samples) > 1 else "median")
-    ratio, low, high, width = ratio_precision(samples[i], samples[partner], rule.confidence if rule else CONFIDENCE)
+    confidence = rule.confidence if rule else CONFIDENCE
+    if i == 0:   # the pair's precision is that of the ratio the stop rule watched (second / first), inverted
+        r, lo, hi, width = ratio_precision(samples[partner], samples[0], confidence)
+        ratio, low, high = 1.0 / r, (1.0 / hi if hi else None), (1.0 / lo if lo else None)
+    else:
+        ratio, low, high, width = ratio_precision(samples[i], samples[partner], confidence)
     return MedianPrecision.of(samples[i], rule, why, decided_by="ratio" if rule is not None else "median",
                               ratio=ratio, ratio_low=low, ratio_high=high, ratio_half_width_pct=width)
