@@ -41,9 +41,11 @@ import torch_pruning as tp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from cifar_calib import load_split  # noqa: E402
+from train_cifar import normalise as normalise_uint8  # noqa: E402
 
 from edge_compress.compress.api import compress, load_pruned  # noqa: E402
 from edge_compress.compress.archs import get_arch  # noqa: E402
+from edge_compress.compress.archs.resnet_cifar import BasicBlock, PadShortcut  # noqa: E402
 from edge_compress.compress.bn_recalibration import recalibrate_batchnorm  # noqa: E402
 from edge_compress.compress.config import RecoveryOptions  # noqa: E402
 from edge_compress.compress.model_io import load_model  # noqa: E402
@@ -67,8 +69,8 @@ MATCH = 0.05   # a Torch-Pruning arm counts as "at equal latency" within 5 % of 
 
 
 def normalise(x: np.ndarray, info) -> torch.Tensor:
-    t = torch.from_numpy(x).permute(0, 3, 1, 2).float().div_(255)
-    return (t - torch.tensor(info.mean).view(1, -1, 1, 1)) / torch.tensor(info.std).view(1, -1, 1, 1)
+    """NHWC uint8 images as the model's normalised NCHW input (what `compress` does with uint8 data)."""
+    return normalise_uint8(torch.from_numpy(x), info.mean, info.std)
 
 
 @torch.no_grad()
@@ -109,11 +111,9 @@ class Timer:
 
 def stream_layers(model: nn.Module) -> list[nn.Module]:
     """Option-A CIFAR ResNets: the layers writing the residual streams, which Torch-Pruning's users must ignore."""
-    if not any(type(m).__name__ == "PadShortcut" for m in model.modules()):
+    if not any(isinstance(m, PadShortcut) for m in model.modules()):
         return []
-    out = [model.conv1]
-    out += [m.conv2 for m in model.modules() if type(m).__name__ == "BasicBlock"]
-    return out
+    return [model.conv1] + [m.conv2 for m in model.modules() if isinstance(m, BasicBlock)]
 
 
 def tp_prune(model, importance: str, global_pruning: bool, ratio: float, calib) -> nn.Module:
@@ -155,6 +155,7 @@ def run_family(name: str, speedups, recovered: bool, importances, modes, out_fil
     xt, yt = load_split("train", 5000, 2)
     xe, ye = load_split("test", 2000, 0)
     calib = (normalise(xc, info), torch.from_numpy(yc))
+    train = (normalise(xt, info), torch.from_numpy(yt))
     test = (normalise(xe, info), torch.from_numpy(ye))
     base = top1(original, *test)
     shape = info.input_shape
@@ -180,8 +181,7 @@ def run_family(name: str, speedups, recovered: bool, importances, modes, out_fil
                     t0 = time.time()
                     r, pruned, got = match_latency(original, imp, mode == "global", ours_ratio, calib, timer)
                     if recovered:
-                        recover(pruned, None, (torch.cat([normalise(xt, info)]), torch.from_numpy(yt)),
-                                RecoveryOptions(), progress=False)
+                        recover(pruned, None, train, RecoveryOptions(), progress=False)
                     rows.append(dict(arm=f"tp-{imp}-{mode}", ratio=round(r, 4), latency=got,
                                      matched=abs(got / ours_ratio - 1) <= MATCH, top1=top1(pruned, *test),
                                      macs=macs(pruned, shape), seconds=round(time.time() - t0)))

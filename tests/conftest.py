@@ -44,3 +44,13 @@ def calib_file(tmp_path_factory) -> Path:
     return path
 
 
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models: extra threads only cost time on a shared machine (hundreds of
+    times more on busy cores). Modules ask for it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -47,8 +47,11 @@ def test_host_run_writes_every_artifact(tiny_model_file, calib_file, tmp_path, c
     assert report["final"]["latency_stats"]["provider"] == "CPUExecutionProvider"
     stats = report["final"]["latency_stats"]
     # Adaptive timing (host profile): at least min_runs, at most max_runs, and the stop reason recorded.
+    from edge_compress.device_profiles import load_profile
+
+    m = load_profile("host").measurement
     precision = stats["precision"]
-    assert 20 <= stats["runs"] <= 400 and stats["warmup_runs"] == 20
+    assert m.min_runs <= stats["runs"] <= m.max_runs and stats["warmup_runs"] == m.warmup_runs
     assert precision["runs"] == stats["runs"] and precision["stopped_on"] in ("precision", "max_runs", "time_cap") and precision["adaptive"]
     assert stats["median_ms"] <= stats["p90_ms"] <= stats["p95_ms"] <= stats["p99_ms"]
     assert report["export"]["parity"]["passed"] and report["export"]["parity"]["max_rel"] < 1e-4

@@ -28,6 +28,8 @@ from edge_compress.compress.archs.resnet_cifar import BasicBlock, PadShortcut
 from edge_compress.compress.criteria.base import Criterion
 from edge_compress.compress.pruning.pruner import ChannelPruner
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 X = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))   # the pruner's example input
 XS = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))  # the inputs compared
 
@@ -429,15 +431,6 @@ def _close(a, b):
 
 
 # ---- the tests -------------------------------------------------------------------------------------------
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: extra intra-op threads only cost time (hundreds of times more on busy cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_every_live_channel_of_the_fixtures_matters(arch):

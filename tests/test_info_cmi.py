@@ -11,15 +11,9 @@ import torch
 from edge_compress.compress.metrics import cmi, renyi
 from edge_compress.compress.metrics.kmeans import xmeans_cut
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N_CLASSES = 8
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def synthetic(n: int = 256, seed: int = 0):

@@ -10,13 +10,7 @@ from edge_compress.compress.metrics import renyi
 from edge_compress.compress.metrics.features import FeatureCapture, collect_features
 from edge_compress.compress.metrics.mi_gradient import mi_gradient_scores, renyi_mi
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randn(*shape, seed=0):

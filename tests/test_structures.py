@@ -26,6 +26,8 @@ from edge_compress.compress.criteria.registry import make_criterion
 from edge_compress.compress.pruning.pruner import ChannelPruner
 from helpers_dead import assert_same_outputs, prune_dead, zero_channels
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 X = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))    # the pruner's example input
 XS = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))   # the inputs compared
 
@@ -298,15 +300,6 @@ def _analysed(arch) -> ChannelPruner:
 def _out(model):
     with torch.no_grad():
         return model(XS)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: extra intra-op threads only cost time."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ---- which groups are prunable, and why the others are not ------------------------------------------------

@@ -38,6 +38,8 @@ from edge_compress.compress.pruning.pruner import ChannelPruner
 from helpers_dead import assert_same_outputs, largest_change, outputs_of, prune_dead, zero_channels
 from edge_compress.compress.report.schema import validate_report
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CRITERIA = ("l1", "auto")       # auto with --calib resolves to consumer-mi
 TARGETS = ("host", "jetson-nano")
 OPSET = {"host": 17, "jetson-nano": 13}
@@ -116,15 +118,6 @@ def _dead_channels(pruner: ChannelPruner) -> dict[str, list[int]]:
     alignment to respect), kept above the minimum."""
     return {g.root: [0, g.original_channels // 2] for g in pruner.prunable_groups
             if g.divisor == g.block == g.chunks == 1 and g.original_channels >= 4}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Contract-size models are tiny: extra intra-op threads only cost time on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("name", _dead_cases())
