@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from .archs import ArchInfo, arch_names, get_arch
-from .archs.resnet_cifar import PadShortcut
+from .archs.resnet_cifar import PadShortcut, pad_of
 from .errors import InputError, ModelLoadError
 
 PRUNED_FORMAT = "edge-compress.pruned-model/1"
@@ -353,8 +353,6 @@ def rebuild_pruned(ckpt: dict, path: Path | str = "<memory>", *, arch: str | Non
 def _rebuild_shortcut(model: nn.Module, name: str, m: nn.Module, attrs: dict, path, arch_name: str) -> None:
     """A pruned option-A shortcut: the architecture's PadShortcut, or the user's pad module it was converted
     from (checked to compute exactly that pad, as when it was pruned), gets the saved channel map."""
-    from .pruning.shortcuts import pad_of
-
     if set(attrs) != {"in_channels", "source_in_channels", "channel_map"}:
         raise ModelLoadError(f"{path}: shortcut {_quote(name)} is not recorded as in_channels, source_in_channels "
                              "and channel_map; re-create the file with compress")
