@@ -1,8 +1,7 @@
 """Which channels to remove in one round: a knapsack over coupled groups, priced by the device's cost model.
 
 Value of a channel = its criterion score, normalised by its group's mean (so every group's average
-channel is worth 1 and criteria of any scale compare across groups), times the number of layers producing
-it (a residual stream's channel is the sum of one output channel of each), times original / current width
+channel is worth 1 and criteria of any scale compare across groups), times original / current width
 of its group: a channel of a layer already thinned to a quarter counts four times, which keeps the
 cheapest-per-MAC layers from being emptied first (measured on ResNet-56, BENCHMARKS.md). Weight of a block of channels =
 the resource its removal saves (predicted latency on the target, MACs, parameters or memory),
@@ -126,10 +125,7 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
         info = groups.get(root)
         if info is None or not info.prunable or info.channels <= floor_of(info):
             continue
-        # A channel of a residual stream is the sum of every layer writing into it: removing it removes one
-        # output channel of each (as a removed block's value counts each layer output it added).
-        producers = max(1, len(resource_model.members.get(root, ((),))[0]))
-        scores[root] = torch.sort(mean_normalised(criterion.scores(view, info, group))).values * producers
+        scores[root] = torch.sort(mean_normalised(criterion.scores(view, info, group))).values
         if weights:
             scores[root] = scores[root] * weights.get(root, 1.0)
     remove: dict[str, int] = {r: 0 for r in scores}
@@ -177,12 +173,14 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
             break
         if root.startswith("block:"):
             blocks.append(root[6:])
-            saved += gain
+            saved = resource_model.saving(resource, remove, tuple(blocks))
             value_removed += value
             del priced[root]
             continue
         remove[root] += block
-        saved += gain
+        # exactly, not the sum of the gains: groups sharing a layer (a residual stream and the inner channels
+        # of a conv reading it) scale it together, so a price cached before the other's removal is off
+        saved = resource_model.saving(resource, remove, tuple(blocks))
         value_removed += value
         p = price(root)
         if p:
