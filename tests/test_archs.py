@@ -128,7 +128,7 @@ def test_cifar_resnet_depth_and_option_a_shortcuts(name, blocks):
 
 def test_pad_shortcut_subsamples_and_zero_pads():
     x = torch.randn(2, 16, 8, 8)
-    y = PadShortcut(8)(x)
+    y = PadShortcut(16, 8)(x)
     assert y.shape == (2, 32, 4, 4)
     assert torch.equal(y[:, 8:24], x[:, :, ::2, ::2])
     assert torch.count_nonzero(y[:, :8]) == 0 and torch.count_nonzero(y[:, 24:]) == 0

@@ -49,7 +49,8 @@ def _assert_valid_resnet(model, num_classes=10):
         assert block.conv1.out_channels == block.bn1.num_features == block.conv2.in_channels, name
         assert block.conv2.out_channels == block.bn2.num_features, name
         if isinstance(block.shortcut, PadShortcut):
-            assert block.conv1.in_channels + 2 * block.shortcut.pad == block.conv2.out_channels, name
+            assert block.shortcut.in_channels == block.conv1.in_channels, name   # reads the stream before
+            assert block.shortcut.out_channels == block.conv2.out_channels, name  # writes the stream after
         else:
             assert block.conv1.in_channels == block.conv2.out_channels, name
 
@@ -65,21 +66,18 @@ def resnet20_pruner():
 STREAM = ["conv1"] + [f"layer{i}.{j}.conv2" for i in (1, 2, 3) for j in range(3)]
 
 
-def test_resnet20_residual_stream_and_classifier_are_unprunable(resnet20_pruner):
+def test_resnet20_residual_streams_are_prunable_and_the_classifier_is_not(resnet20_pruner):
     _, pruner = resnet20_pruner
     groups = pruner.groups
     # The classifier's outputs are the model's outputs.
     assert groups["linear"].prunable is False
     assert "output shape" in groups["linear"].reason
-    # Every layer writing into the residual stream belongs to an unprunable group with a reason...
+    # Every layer writing into a residual stream belongs to a prunable group: the option-A shortcut is a
+    # layer with its own channel map (tests/test_option_a.py), so each stage's stream is its own group.
     for layer in STREAM:
-        owners = [g for g in groups.values() if g.root == layer or (layer in g.members and not g.prunable)]
-        assert owners and all(not g.prunable and g.reason for g in owners), layer
-    # ...and no prunable group is rooted in the stream.
-    assert not [g.root for g in pruner.prunable_groups if g.root in STREAM]
-    stream_groups = [g for g in groups.values() if not g.prunable and g.root != "linear"]
-    assert stream_groups and all("breaks the forward pass" in g.reason or "output shape" in g.reason
-                                 for g in stream_groups)
+        owners = [g for g in groups.values() if g.root == layer or layer in g.members]
+        assert owners and all(g.prunable for g in owners if g.root != "linear"), layer
+    assert [g.root for g in groups.values() if not g.prunable] == ["linear"]
 
 
 def test_resnet20_every_block_inner_conv_is_prunable(resnet20_pruner):
@@ -92,21 +90,22 @@ def test_resnet20_every_block_inner_conv_is_prunable(resnet20_pruner):
         assert info.original_channels == info.channels == block.conv1.out_channels
         assert {f"{name}.conv1", f"{name}.bn1", f"{name}.conv2"} <= set(info.members)
         assert all(not m.startswith("<") for m in info.members)  # layer names only
-    assert sorted(g.root for g in pruner.prunable_groups) == sorted(f"{n}.conv1" for n in blocks)
+    streams = ["conv1", "layer2.0.conv2", "layer3.0.conv2"]   # each stage's residual stream
+    assert sorted(g.root for g in pruner.prunable_groups) == sorted([f"{n}.conv1" for n in blocks] + streams)
 
 
 def test_resnet20_prune_half_rounds_and_stays_valid(resnet20_pruner):
     model, pruner = resnet20_pruner
     params_before = sum(p.numel() for p in model.parameters())
     removed = prune_to(pruner, make_criterion("l1"), 0.5)
-    assert removed == 3 * (8 + 16 + 32)
+    assert removed == 4 * (8 + 16 + 32)   # half of each block's inner channels and of each stage's stream
     for name, block in _blocks(model).items():
         info = pruner.groups[f"{name}.conv1"]
-        planes = block.conv2.out_channels
+        planes = {"layer1": 16, "layer2": 32, "layer3": 64}[name.split(".")[0]]
         assert info.channels == block.conv1.out_channels == planes // 2
         assert info.channels % 4 == 0 and info.channels >= 4
-        assert planes == {"layer1": 16, "layer2": 32, "layer3": 64}[name.split(".")[0]]  # stream untouched
-    assert model.linear.in_features == 64 and model.linear.out_features == 10
+        assert block.conv2.out_channels == planes // 2   # the stream, halved with its shortcut
+    assert model.linear.in_features == 32 and model.linear.out_features == 10
     assert sum(p.numel() for p in model.parameters()) < params_before
     _assert_valid_resnet(model)
     assert prune_to(pruner, make_criterion("l1"), 0.5) == 0  # already there

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from .archs import ArchInfo, arch_names, get_arch
+from .archs.resnet_cifar import PadShortcut, pad_of
 from .errors import InputError, ModelLoadError
 
 PRUNED_FORMAT = "edge-compress.pruned-model/1"
@@ -270,6 +271,9 @@ def layer_shapes(model: nn.Module) -> dict[str, dict[str, int]]:
             attrs = {"num_channels": m.num_channels, "num_groups": m.num_groups} if isinstance(m, nn.GroupNorm) \
                 else {"normalized_shape": list(m.normalized_shape)}
             shapes[name] = attrs
+        elif isinstance(m, PadShortcut):
+            shapes[name] = {"in_channels": m.in_channels, "source_in_channels": m.source_in_channels,
+                            "channel_map": list(m.channel_map)}
     return shapes
 
 
@@ -292,7 +296,9 @@ def save_pruned_bytes(model: nn.Module, arch: str, arch_kwargs: dict, extra: dic
 # The constructor attributes `layer_shapes` writes, the only ones rebuilding sets (each an int, or a list of
 # ints for normalized_shape): a file cannot set forward, hooks or anything else on a layer.
 _SHAPE_KEYS = frozenset({"in_channels", "out_channels", "groups", "num_features", "in_features", "out_features",
-                         "num_channels", "num_groups", "normalized_shape"})
+                         "num_channels", "num_groups", "normalized_shape", "source_in_channels"})
+# An option-A shortcut's channel map (output position -> input channel, -1 for zeros): a list of ints too.
+_LIST_KEYS = {"normalized_shape": 0, "channel_map": -1}   # key -> the smallest value allowed
 
 
 def check_pruned_arch(ckpt_arch: Any, path: Path | str, arch: str | None = None, trust_model: bool = False) -> None:
@@ -331,8 +337,9 @@ def _check_pruned_fields(ckpt: dict, path: Path | str) -> None:
         if not isinstance(name, str) or not isinstance(attrs, dict):
             raise bad(f"shapes entry {_quote(name)} is not a layer name with a mapping of sizes")
         for key, value in attrs.items():
-            ints = value if key == "normalized_shape" and isinstance(value, list) else [value]
-            if key not in _SHAPE_KEYS or not all(type(v) is int and v >= 0 for v in ints):
+            ints = value if key in _LIST_KEYS and isinstance(value, list) else [value]
+            if (key not in _SHAPE_KEYS and key not in _LIST_KEYS) or \
+                    not all(type(v) is int and v >= _LIST_KEYS.get(key, 0) for v in ints):
                 raise bad(f"layer {_quote(name)} has {_quote(key)}: {_quote(value)}, not a layer size")
     sd = ckpt.get("state_dict")
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
@@ -360,6 +367,9 @@ def rebuild_pruned(ckpt: dict, path: Path | str = "<memory>", *, arch: str | Non
         m = modules.get(name)
         if m is None:
             raise ModelLoadError(f"{path}: pruned layer {_quote(name)} does not exist in --arch {ckpt['arch']}")
+        if "channel_map" in attrs:
+            _rebuild_shortcut(module, name, m, attrs, path, arch_name)
+            continue
         for key, value in attrs.items():
             if not hasattr(m, key):
                 raise ModelLoadError(f"{path}: pruned layer {_quote(name)} ({type(m).__name__}) has no size "
@@ -380,6 +390,30 @@ def rebuild_pruned(ckpt: dict, path: Path | str = "<memory>", *, arch: str | Non
             owner.register_buffer(leaf, torch.empty_like(tensor))
     _load_state_dict(module, sd, Path(str(path)), ckpt["arch"])
     return module.eval(), info
+
+
+def _rebuild_shortcut(model: nn.Module, name: str, m: nn.Module, attrs: dict, path, arch_name: str) -> None:
+    """A pruned option-A shortcut: the architecture's PadShortcut, or the user's pad module it was converted
+    from (checked to compute exactly that pad, as when it was pruned), gets the saved channel map."""
+    if set(attrs) != {"in_channels", "source_in_channels", "channel_map"}:
+        raise ModelLoadError(f"{path}: shortcut {_quote(name)} is not recorded as in_channels, source_in_channels "
+                             "and channel_map; re-create the file with compress")
+    source = attrs["source_in_channels"]
+    if not isinstance(m, PadShortcut):
+        pad = pad_of(m, (2, source, 8, 8)) if source > 0 else None
+        if pad is None:
+            raise ModelLoadError(f"{path}: pruned shortcut {_quote(name)} ({type(m).__name__}) is not a zero-padding "
+                                 f"shortcut in --arch {arch_name}; the file does not match the architecture")
+        m = PadShortcut(source, pad)
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, m)
+    if m.source_in_channels != source:
+        raise ModelLoadError(f"{path}: shortcut {_quote(name)} was built from {source} channels, --arch {arch_name} "
+                             f"builds it from {m.source_in_channels}; the file does not match the architecture")
+    try:
+        m.set_channel_map(attrs["in_channels"], attrs["channel_map"])
+    except ValueError as e:
+        raise ModelLoadError(f"{path}: shortcut {_quote(name)}: {e}; re-create the file with compress") from None
 
 
 def load_pruned(path: str | Path, *, arch: str | None = None, trust_model: bool = False) -> nn.Module:

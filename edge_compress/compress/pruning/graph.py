@@ -3,7 +3,8 @@
 `torch.chunk` / `split` along the channels are traced as one slice per part (Torch-Pruning's split node maps
 the parts of a tensor used twice, as in a YOLO C2f block, to the wrong consumers); concatenations record
 their inputs' sizes; a view that splits the channel dimension (a channel shuffle) is a barrier no group
-crosses. `all_groups` lists the coupled groups, each rooted where a layer's channels are all in it.
+crosses; an option-A shortcut is a layer of its own (compress/pruning/shortcuts.py). `all_groups` lists
+the coupled groups, each rooted where a layer's channels are all in it.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 from torch.overrides import TorchFunctionMode
+
+from .shortcuts import customized_pruners
 
 ROOT_TYPES = (nn.Conv2d, nn.Conv1d, nn.Linear)
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
@@ -77,7 +80,7 @@ class SplitsAsSlices(TorchFunctionMode):
 def build_graph(model: nn.Module, x: torch.Tensor) -> tp.DependencyGraph:
     mode = SplitsAsSlices()
     with mode:
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=x, customized_pruners=customized_pruners())
     graph.compress_splits = mode.parts
     graph.compress_barriers = set()
     for node in graph.module2node.values():

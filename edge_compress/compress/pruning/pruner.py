@@ -26,6 +26,7 @@ from ..errors import PruningError
 from .depth import removable_blocks, remove_block
 from .graph import ROOT_TYPES, all_groups, build_graph
 from .groups import GroupInfo, GroupLayers
+from .shortcuts import convert_pad_shortcuts
 from .structures import (StructureError, crosses_slices, model_outputs, output_shapes, prune_group, randomise, structure_of,
                          suspects, trial_pattern, unit_reason, unit_words, zero_out_channels)
 from .view import GroupView
@@ -42,6 +43,7 @@ class ChannelPruner:
 
     def __post_init__(self):
         self.model.eval()
+        self.converted_shortcuts = convert_pad_shortcuts(self.model, self.example_input)
         self._names = {m: n for n, m in self.model.named_modules()}
         self._modules = dict(self.model.named_modules())
         self._output_shape = output_shapes(self.model, self.example_input)

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from ..archs.resnet_cifar import PadShortcut
 from .graph import NORMS, ROOT_TYPES
 
 def lowest_units(scores: torch.Tensor, n: int, parts: int, block: int = 1) -> list[int]:
@@ -191,6 +192,8 @@ def zero_out_channels(graph, group) -> None:
                 m.weight[list(idxs)] = 0
                 if m.bias is not None:
                     m.bias[list(idxs)] = 0
+            elif idxs and graph.is_out_channel_pruning_fn(dep.handler) and isinstance(m, PadShortcut):
+                m.zero_outputs(idxs)   # the positions it feeds into the stream
 
 
 def model_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

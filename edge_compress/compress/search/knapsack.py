@@ -194,12 +194,14 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
             break
         if root.startswith("block:"):
             blocks.append(root[6:])
-            saved += gain
+            saved = resource_model.saving(resource, remove, tuple(blocks))
             value_removed += value
             del priced[root]
             continue
         remove[root] += block
-        saved += gain
+        # exactly, not the sum of the gains: groups sharing a layer (a residual stream and the inner channels
+        # of a conv reading it) scale it together, so a price cached before the other's removal is off
+        saved = resource_model.saving(resource, remove, tuple(blocks))
         value_removed += value
         p = price(root)
         if p:
