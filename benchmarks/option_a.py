@@ -46,11 +46,12 @@ def test_images(arch: str, samples: int, work: Path) -> tuple[torch.Tensor, torc
     return data.x, data.y
 
 
-def run(arch: str, criterion: str, speedup: float, work: Path, calib: Path) -> dict:
+def run(arch: str, criterion: str, speedup: float, work: Path, calib: Path, target: str = "host",
+        extra: tuple[str, ...] = ()) -> dict:
     out = work / f"{arch}-{criterion}"
-    cmd = [sys.executable, "-m", "edge_compress", "--target", "host", "--arch", arch,
+    cmd = [sys.executable, "-m", "edge_compress", "--target", target, "--arch", arch,
            str(SHARED / "models" / WEIGHTS[arch]), "--calib", str(calib), "--speedup", str(speedup),
-           "--out", str(out), "--json", "-q"] + ([] if criterion == "auto" else ["--criterion", criterion])
+           "--out", str(out), "--json", "-q", *extra] + ([] if criterion == "auto" else ["--criterion", criterion])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-1500:]}")
@@ -69,6 +70,8 @@ def main() -> int:
     p.add_argument("--criteria", default="auto,l1", help="comma-separated; auto is the product's default")
     p.add_argument("--speedup", type=float, default=1.5)
     p.add_argument("--test-samples", type=int, default=2000)
+    p.add_argument("--target", default="host", help="a predicted target (raspberry-pi-4) gives a deterministic search")
+    p.add_argument("--extra", default="", help="more compress options, space-separated")
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args()
     from edge_compress.compress.model_io import load_model, load_pruned
@@ -81,10 +84,10 @@ def main() -> int:
         original = load_model(SHARED / "models" / WEIGHTS[args.arch], arch=args.arch).module
         base = top1(original, x, y)
         for criterion in args.criteria.split(","):
-            r = run(args.arch, criterion, args.speedup, work, work / "calib.npz")
+            r = run(args.arch, criterion, args.speedup, work, work / "calib.npz", args.target, tuple(args.extra.split()))
             rep = r["report"]
             o, f = rep["original"], rep["final"]
-            row = {"arch": args.arch, "criterion": criterion, "speedup": args.speedup,
+            row = {"arch": args.arch, "criterion": criterion, "speedup": args.speedup, "target": args.target,
                    "top1_original": base, "top1_pruned": top1(load_pruned(r["pruned"]), x, y),
                    "latency_ms": [o["latency_ms"], f["latency_ms"]], "latency_kind": f.get("latency_kind"),
                    "latency_ratio": o["latency_ms"] / f["latency_ms"], "macs": [o["macs"], f["macs"]],

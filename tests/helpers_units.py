@@ -48,3 +48,26 @@ def forget_module(name: str) -> None:
     """Drop a test-only module (and its submodules) from sys.modules."""
     for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
         del sys.modules[key]
+
+
+def cifar_test_images(n: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """n seeded CIFAR-10 test images from ../shared, normalised as the pretrained CIFAR ResNets expect, and labels."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from edge_compress.compress.archs import IMAGENET_MEAN, IMAGENET_STD
+
+
+    with np.load(need_shared(CIFAR_NPZ)) as d:
+        jpeg, offsets, labels = d["test_jpeg"], d["test_offsets"], d["test_labels"]
+    # The test split is stored class by class, so take a seeded sample rather than the first n.
+    idx = np.sort(np.random.default_rng(seed).choice(len(labels), n, replace=False))
+    images = np.stack([np.asarray(Image.open(io.BytesIO(jpeg[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
+                       for i in idx])
+    assert images.shape == (n, 32, 32, 3) and images.dtype == np.uint8
+    mean = np.array(IMAGENET_MEAN, np.float32)   # the statistics these ResNets were trained with
+    std = np.array(IMAGENET_STD, np.float32)
+    x = (images.astype(np.float32) / 255.0 - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), labels[idx].astype(np.int64)

@@ -2,19 +2,16 @@
 CIFAR ResNets of ../shared (strict key matching, documented accuracy on CIFAR-10 JPEG images)."""
 from __future__ import annotations
 
-import io
 import inspect
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-from edge_compress.compress.archs import (IMAGENET_MEAN, IMAGENET_STD, TASKS, ArchInfo, arch_names, get_arch,
-                                          register_arch)
+from edge_compress.compress.archs import TASKS, ArchInfo, arch_names, get_arch, register_arch
 from edge_compress.compress.archs.resnet_cifar import PadShortcut
 from edge_compress.compress.model_io import load_model
-from helpers_units import CIFAR_NPZ, RESNET20_FILE, RESNET56_FILE, need_shared
+from helpers_units import RESNET20_FILE, RESNET56_FILE, cifar_test_images, need_shared
 
 EXPECTED = {"example-cnn", "mobilenetv2", "resnet20", "resnet32", "resnet44", "resnet56", "vgg16_bn",
             "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0",
@@ -153,25 +150,9 @@ def test_pretrained_resnet_loads_with_strict_keys(arch, path):
     assert not loaded.module.training
 
 
-def _decode_cifar_test(n: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
-    from PIL import Image
-
-    with np.load(need_shared(CIFAR_NPZ)) as d:
-        jpeg, offsets, labels = d["test_jpeg"], d["test_offsets"], d["test_labels"]
-    # The test split is stored class by class, so take a seeded sample rather than the first n.
-    idx = np.sort(np.random.default_rng(seed).choice(len(labels), n, replace=False))
-    images = np.stack([np.asarray(Image.open(io.BytesIO(jpeg[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
-                       for i in idx])
-    assert images.shape == (n, 32, 32, 3) and images.dtype == np.uint8
-    mean = np.array(IMAGENET_MEAN, np.float32)   # the statistics these ResNets were trained with
-    std = np.array(IMAGENET_STD, np.float32)
-    x = (images.astype(np.float32) / 255.0 - mean) / std
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), labels[idx].astype(np.int64)
-
-
 def test_pretrained_resnet20_reaches_documented_accuracy_on_jpeg_cifar10():
     need_shared(RESNET20_FILE)
-    x, y = _decode_cifar_test(1000)
+    x, y = cifar_test_images(1000)
     model = load_model(RESNET20_FILE, arch="resnet20").module
     with torch.no_grad():
         pred = torch.cat([model(x[i:i + 250]).argmax(1) for i in range(0, len(x), 250)]).numpy()

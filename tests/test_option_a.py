@@ -24,7 +24,7 @@ from edge_compress.compress.model_io import load_pruned, rebuild_pruned, save_pr
 from edge_compress.compress.pruning.pruner import ChannelPruner
 from edge_compress.compress.pruning.structures import model_outputs, randomise, zero_out_channels
 from edge_compress.export import check_parity, export_onnx, simplify_onnx, tolerance_for
-from helpers_units import forget_module, one_line
+from helpers_units import RESNET20_FILE, cifar_test_images, forget_module, need_shared, one_line
 
 STREAMS = ("conv1", "layer2.0.conv2", "layer3.0.conv2")   # the first producer of each stage's stream
 # stream channels to remove: both ends, the middle, and (stages 2 and 3) positions the shortcut pads with zeros
@@ -220,3 +220,45 @@ def test_a_lambda_that_is_not_exactly_the_pad_is_left_unpruned_with_the_reason(u
     stage1 = _stream_group(pruner, "conv1")
     assert not stage1.prunable and stage1.reason
     assert pruner.groups["layer1.0.conv1"].prunable   # inner channels are not affected
+
+
+# -- what removing stream channels does, measured without removing them (search/stream_value.py) --------------
+
+
+def test_zeroed_channels_give_the_pruned_output_and_are_put_back(analysed):
+    """Inside `zeroed` the model computes what it computes with those channels removed; after it, exactly the
+    original parameters and shortcut maps again."""
+    model, x, pruner = _fresh(analysed)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    maps = {n: list(m.channel_map) for n, m in model.named_modules() if isinstance(m, PadShortcut)}
+    root = _stream_group(pruner, "layer2.0.conv2").root
+    idxs = PLAN["layer2.0.conv2"]
+    with pruner.zeroed(root, idxs):
+        inside = model_outputs(model, x)[0]
+    after = model_outputs(model, x)[0]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert maps == {n: list(m.channel_map) for n, m in model.named_modules() if isinstance(m, PadShortcut)}
+    pruned_model, _, pruned = _fresh(analysed)
+    assert pruned.remove(_stream_group(pruned, "layer2.0.conv2").root, idxs)
+    removed = model_outputs(pruned_model, x)[0]
+    scale = float(removed.abs().max())
+    assert torch.allclose(inside, removed, rtol=1e-4, atol=1e-4 * scale)
+    assert not torch.allclose(inside, after, rtol=1e-4, atol=1e-4 * scale)   # the zeroing did something
+
+
+def test_pretrained_streams_are_valued_above_one_layers_channels():
+    """On the pretrained ResNet-20 and real images, each stage's stream loses more per unit of knapsack value
+    than the median inner layer: its weight is above 1 (the weights never go below 1)."""
+    from edge_compress.compress.criteria.registry import make_criterion
+    from edge_compress.compress.model_io import load_model
+    from edge_compress.compress.search.stream_value import stream_weights, streams
+    model = load_model(need_shared(RESNET20_FILE), arch="resnet20").module
+    x, _ = cifar_test_images(64)
+    pruner = ChannelPruner(model, x[:2])
+    criterion = make_criterion("l1")
+    criterion.prepare(pruner.view, x, None)
+    roots = streams(pruner)
+    assert sorted(_stream_group(pruner, s).root for s in STREAMS) == sorted(roots)
+    weights = stream_weights(pruner, criterion, x)
+    assert set(weights) == set(roots)
+    assert all(w > 1.0 for w in weights.values()), weights

@@ -126,7 +126,8 @@ def _search(config: CompressConfig, plan: Plan, loaded: Loaded, calib: CalibData
     progress = _progress(None if c.selection == "knapsack" else int(np.ceil(1.0 / c.step)), config.output.progress)
     fraction = plan.spec.latency_fraction
     setup = SearchSetup(plan.criterion, evaluator, margin, prepare, after_round, progress, record["rounds"],
-                        latency_fraction=fraction if evaluator.reference_onnx is not None else None, guard=guard)
+                        latency_fraction=fraction if evaluator.reference_onnx is not None else None, guard=guard,
+                        samples=None if calib.synthetic else calib.x)
     start = SearchState(pruner, budget, base.original)
     try:
         final = knapsack_search(setup, start) if c.selection == "knapsack" else uniform_search(setup, start, c.step)

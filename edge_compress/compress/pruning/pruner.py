@@ -13,6 +13,7 @@ a chunk or split (the structures themselves: compress/pruning/structures.py).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -22,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
+from ..archs.resnet_cifar import PadShortcut
 from ..errors import PruningError
 from .depth import removable_blocks, remove_block
 from .graph import ROOT_TYPES, all_groups, build_graph
@@ -187,6 +189,35 @@ class ChannelPruner:
         if crosses_slices(pruning_group):   # Torch-Pruning's slice bounds are not updated exactly: rebuild
             self.graph = build_graph(self.model, self.example_input)
         return True
+
+    @contextlib.contextmanager
+    def zeroed(self, name: str, idxs: list[int]):
+        """Channels `idxs` of the group rooted at `name` made exactly zero all along the group, as removing them
+        would (filters, biases, norm scale and shift, the positions a zero-padding shortcut feeds), and put back
+        on exit: what removing them would do to the outputs, without removing them."""
+        module = self._modules[name]
+        handler = self.graph.get_pruner_of_module(module).prune_out_channels
+        group = self.graph.get_pruning_group(module, handler, idxs=list(idxs))
+        tensors, maps, seen = [], [], set()
+        for dep, _ in group:
+            m = dep.target.module
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            if isinstance(m, PadShortcut):
+                maps.append((m, m.in_channels, list(m.channel_map)))
+            for t in (getattr(m, "weight", None), getattr(m, "bias", None)):
+                if isinstance(t, torch.Tensor):
+                    tensors.append((t, t.detach().clone()))
+        try:
+            zero_out_channels(self.graph, group)
+            yield
+        finally:
+            with torch.no_grad():
+                for t, saved in tensors:
+                    t.copy_(saved)
+            for m, n, channel_map in maps:
+                m.set_channel_map(n, channel_map)
 
     def root_groups_by_name(self) -> dict:
         return dict(self._root_groups())

@@ -118,22 +118,26 @@ class ResourceModel:
 
 def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceModel, resource: str, needed: float,
                block_of: Callable[[object], int], floor_of: Callable[[object], int],
-               depth_blocks: dict[str, list[str]] | None = None, prefer_faster: bool = True) -> Plan:
+               depth_blocks: dict[str, list[str]] | None = None, prefer_faster: bool = True,
+               weights: dict[str, float] | None = None) -> Plan:
     """Blocks to remove so that the priced saving of `resource` reaches `needed` at the least importance.
 
     `depth_blocks` (residual block -> the prunable groups inside it) adds whole-block removal as an item
     once every group inside the block is at its minimum: its value is what is left of those groups,
     its weight everything the block's layers cost (overhead included). `prefer_faster`: under a budget other
-    than latency, blocks that save no predicted latency go last (see the module docstring).
+    than latency, blocks that save no predicted latency go last (see the module docstring). `weights`: per
+    group root, a factor on its channels' value (residual streams, search/stream_value.py).
     """
     scores: dict[str, torch.Tensor] = {}
     groups = view.groups
-    weights = criterion.group_weights()   # the criterion's own weighting across layers, if any
+    own = criterion.group_weights()   # the criterion's own weighting across layers, if any
     for root, group in view.root_groups_by_name().items():
         info = groups.get(root)
         if info is None or not info.prunable or info.channels <= floor_of(info):
             continue
         scores[root] = torch.sort(mean_normalised(criterion.scores(view, info, group))).values
+        if own:
+            scores[root] = scores[root] * own.get(root, 1.0)
         if weights:
             scores[root] = scores[root] * weights.get(root, 1.0)
     remove: dict[str, int] = {r: 0 for r in scores}

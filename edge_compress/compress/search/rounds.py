@@ -32,6 +32,7 @@ from ..pruning.view import GroupView
 from .budget import Budget
 from .knapsack import ResourceModel, plan_round
 from .removal import prune_lowest, prune_to
+from .stream_value import stream_weights, streams
 
 log = logging.getLogger("compress")
 
@@ -61,6 +62,7 @@ class SearchSetup:
     rounds: list                               # each round's record is appended here (report.json)
     latency_fraction: float | None = None      # a relative latency budget, confirmed against the original
     guard: object | None = None                # an AccuracyGuard (search/guard.py): the accuracy limit, if any
+    samples: object | None = None              # calibration inputs the residual streams are valued on (None: none)
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ def knapsack_search(setup: SearchSetup, start: SearchState) -> SearchState:
     state = start
     status = _Status(setup.progress, start.budget, start.evaluation)
     cap, broken = MAX_ROUND_SHARE, None     # the round's cap, halved each time the accuracy limit undoes a round
+    weights = None                          # residual streams' value factors, measured once (search/stream_value.py)
     for k in range(1, MAX_ROUNDS + 1):
         pruner = state.pruner
         need = binding(state.budget, state.evaluation, setup.margin, evaluator.measured)
@@ -174,10 +177,13 @@ def knapsack_search(setup: SearchSetup, start: SearchState) -> SearchState:
             state = refreshed(setup, state, "prepare")
         status(k, "scoring channels")
         setup.prepare(pruner.view)
+        if weights is None:
+            weights = _stream_weights(setup, pruner)
         rm = ResourceModel(pruner.view, state.evaluation.layers, evaluator.factors, state.evaluation.metrics.params)
         now = rm.value(priced)
         plan = plan_round(pruner.view, criterion, rm, priced, now * min(share, cap),
-                          lambda info: _first_block(pruner, info), pruner.floor_of, pruner.depth_blocks())
+                          lambda info: _first_block(pruner, info), pruner.floor_of, pruner.depth_blocks(),
+                          weights=weights)
         if not plan.remove and not plan.blocks:
             if broken is not None:
                 return stopped_by_accuracy(setup, state, broken)
@@ -233,6 +239,15 @@ def knapsack_search(setup: SearchSetup, start: SearchState) -> SearchState:
     if broken is not None:
         return stopped_by_accuracy(setup, state, broken)
     raise _unreachable(setup)
+
+
+def _stream_weights(setup: SearchSetup, pruner: ChannelPruner) -> dict[str, float]:
+    if setup.samples is None:
+        if streams(pruner):
+            log.warning("no calibration data: residual streams are valued like one layer's channels and may be cut "
+                        "too far; pass --calib to value them by what removing them does to the outputs")
+        return {}
+    return stream_weights(pruner, setup.criterion, setup.samples)
 
 
 def _first_block(pruner: ChannelPruner, info) -> int:

@@ -1,0 +1,90 @@
+"""What a residual stream's channel is worth next to one layer's, from what removing it does to the outputs.
+
+The knapsack values a channel by its criterion score normalised within its group, so every group's average
+channel is worth the same. That holds for groups with one producing layer; a residual stream (a group that
+several layers add into: every block of a stage) carries what all of them wrote, and priced like one
+layer's channel it is cut first and hardest (ResNet-56 at 1.5x predicted on raspberry-pi-4: 80.8 % top-1 with
+the streams left alone, 50.7 % with them valued like a layer's channels; BENCHMARKS.md, option A).
+
+So, once per search, each stream and a sample of one-producer groups have their lowest-scored channels (an
+eighth of the group, at least one step) zeroed all along the group, exactly as removing them would, on a few
+calibration samples. The outputs' relative squared error per unit of knapsack value removed is each group's
+damage rate; a stream's weight is its rate over the median rate of the one-producer groups, never below 1
+(a stream is never made cheaper than a layer). Without calibration data there is nothing to measure, and
+the streams keep weight 1: the caller says so.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..criteria.base import Criterion, mean_normalised
+from ..pruning.pruner import ChannelPruner
+from ..pruning.structures import model_outputs
+
+log = logging.getLogger("compress")
+
+# Calibration samples the outputs are compared on: 32 at CIFAR size, fewer for larger inputs (at least 4), so
+# the 10-20 forward passes stay a small part of the search.
+SAMPLES, MIN_SAMPLES, PIXELS = 32, 4, 32 * 32 * 32
+REFERENCE_GROUPS = 16  # one-producer groups measured for the reference rate
+SHARE = 0.125          # share of a group's channels zeroed
+
+
+def streams(pruner: ChannelPruner) -> list[str]:
+    """Roots of the prunable groups that several layers write into (residual streams)."""
+    view = pruner.view
+    return [r for r, info in view.groups.items()
+            if info.prunable and info.channels > pruner.floor_of(info) and len(view.producers(r)) > 1]
+
+
+def stream_weights(pruner: ChannelPruner, criterion: Criterion, x: torch.Tensor) -> dict[str, float]:
+    """Per stream root, the factor on its channels' knapsack value (see the module docstring); {} without
+    streams. The criterion must be prepared for the pruner's current model."""
+    roots = streams(pruner)
+    if not roots:
+        return {}
+    view = pruner.view
+    single = [r for r, info in view.groups.items()
+              if info.prunable and info.channels > pruner.floor_of(info) and len(view.producers(r)) == 1]
+    if not single:
+        return {}
+    order = [r for r in view.execution_order() if r in set(single)] or single
+    step = max(1, len(order) / REFERENCE_GROUPS)
+    reference = sorted({order[min(len(order) - 1, int(i * step))] for i in range(min(REFERENCE_GROUPS, len(order)))})
+    pixels = int(x[0].numel() // max(1, x.shape[1])) if x.dim() > 2 else 1
+    x = x[:max(MIN_SAMPLES, min(SAMPLES, PIXELS // max(1, pixels)))]
+    model = pruner.model
+    was_training = model.training
+    model.eval()
+    try:
+        base = model_outputs(model, x)
+        rates = {r: _rate(pruner, criterion, r, x, base) for r in reference + roots}
+    finally:
+        model.train(was_training)
+    ref = sorted(v for r, v in rates.items() if r in reference and v is not None)
+    if not ref or ref[len(ref) // 2] <= 0:
+        return {}
+    median = ref[len(ref) // 2]
+    weights = {r: max(1.0, rates[r] / median) for r in roots if rates[r] is not None}
+    log.info("residual streams valued by what removing their channels does to the outputs: %s",
+             ", ".join(f"{r} x{w:.3g}" for r, w in weights.items()))
+    return weights
+
+
+def _rate(pruner: ChannelPruner, criterion: Criterion, root: str, x: torch.Tensor, base) -> float | None:
+    """Relative squared output error per unit of knapsack value when the group's lowest-scored channels go."""
+    info = pruner.groups[root]
+    room = info.channels - pruner.floor_of(info)
+    step = pruner.step_of(info)
+    k = min(room, max(step, int(round(info.channels * SHARE / step)) * step))
+    if k <= 0:
+        return None
+    scores = mean_normalised(criterion.scores(pruner.view, info, pruner.group(root)))
+    lowest = torch.argsort(scores)[:k]
+    value = float(scores[lowest].sum()) * info.original_channels / info.channels
+    with pruner.zeroed(root, sorted(int(i) for i in lowest)):
+        out = model_outputs(pruner.model, x)
+    err = sum(float(((o - b).double() ** 2).sum() / (b.double() ** 2).sum().clamp_min(1e-30)) for o, b in zip(out, base))
+    return err / max(value, 1e-9)
