@@ -52,7 +52,8 @@ def run(arch: str, criterion: str, speedup: float, work: Path, calib: Path, targ
     cmd = [sys.executable, "-m", "edge_compress", "--target", target, "--arch", arch,
            str(SHARED / "models" / WEIGHTS[arch]), "--calib", str(calib), "--speedup", str(speedup),
            "--out", str(out), "--json", "-q", *extra] + ([] if criterion == "auto" else ["--criterion", criterion])
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # from this checkout's root, so `python -m edge_compress` runs the code this script imports from it
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-1500:]}")
     report = json.loads((out / "report.json").read_text())
