@@ -162,7 +162,6 @@ def knapsack_search(setup: SearchSetup, start: SearchState) -> SearchState:
     state = start
     status = _Status(setup.progress, start.budget, start.evaluation)
     cap, broken = MAX_ROUND_SHARE, None     # the round's cap, halved each time the accuracy limit undoes a round
-    weights = None                          # residual streams' value factors, measured once (search/stream_value.py)
     for k in range(1, MAX_ROUNDS + 1):
         pruner = state.pruner
         need = binding(state.budget, state.evaluation, setup.margin, evaluator.measured)
@@ -177,8 +176,11 @@ def knapsack_search(setup: SearchSetup, start: SearchState) -> SearchState:
             state = refreshed(setup, state, "prepare")
         status(k, "scoring channels")
         setup.prepare(pruner.view)
-        if weights is None:
-            weights = _stream_weights(setup, pruner)
+        if state.stale and setup.samples is not None and streams(pruner):
+            status(k, "re-estimating BatchNorm")   # the streams' damage is measured on the current model
+            state = refreshed(setup, state, "accuracy")
+        status(k, "valuing residual streams")
+        weights = _stream_weights(setup, pruner, warn=k == 1)   # again each round: a thinner stream loses more
         rm = ResourceModel(pruner.view, state.evaluation.layers, evaluator.factors, state.evaluation.metrics.params)
         now = rm.value(priced)
         plan = plan_round(pruner.view, criterion, rm, priced, now * min(share, cap),
@@ -241,9 +243,10 @@ def knapsack_search(setup: SearchSetup, start: SearchState) -> SearchState:
     raise _unreachable(setup)
 
 
-def _stream_weights(setup: SearchSetup, pruner: ChannelPruner) -> dict[str, float]:
+def _stream_weights(setup: SearchSetup, pruner: ChannelPruner, warn: bool) -> dict[str, float]:
+    """The residual streams' value factors for this round (search/stream_value.py)."""
     if setup.samples is None:
-        if streams(pruner):
+        if warn and streams(pruner):
             log.warning("no calibration data: residual streams are valued like one layer's channels and may be cut "
                         "too far; pass --calib to value them by what removing them does to the outputs")
         return {}

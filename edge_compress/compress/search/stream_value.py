@@ -6,7 +6,7 @@ several layers add into: every block of a stage) carries what all of them wrote,
 layer's channel it is cut first and hardest (ResNet-56 at 1.5x predicted on raspberry-pi-4: 80.8 % top-1 with
 the streams left alone, 50.7 % with them valued like a layer's channels; BENCHMARKS.md, option A).
 
-So, once per search, each stream and a sample of one-producer groups have their lowest-scored channels (an
+So, before each round, each stream and a sample of one-producer groups have their lowest-scored channels (an
 eighth of the group, at least one step) zeroed all along the group, exactly as removing them would, on a few
 calibration samples. The outputs' relative squared error per unit of knapsack value removed is each group's
 damage rate; a stream's weight is its rate over the median rate of the one-producer groups, never below 1
@@ -68,7 +68,7 @@ def stream_weights(pruner: ChannelPruner, criterion: Criterion, x: torch.Tensor)
         return {}
     median = ref[len(ref) // 2]
     weights = {r: max(1.0, rates[r] / median) for r in roots if rates[r] is not None}
-    log.info("residual streams valued by what removing their channels does to the outputs: %s",
+    log.debug("residual streams valued by what removing their channels does to the outputs: %s",
              ", ".join(f"{r} x{w:.3g}" for r, w in weights.items()))
     return weights
 
