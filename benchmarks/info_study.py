@@ -99,7 +99,8 @@ def prune_one(config, calib, budget: Budget, original, measured: bool = False, m
         crit.prepare(view, cx, cy)
         timing["score"] += time.perf_counter() - t
 
-    setup = SearchSetup(crit, evaluator, 1.0, prepare, lambda: recalibrate_batchnorm(model, cx), tqdm(disable=True), [])
+    setup = SearchSetup(crit, evaluator, 1.0, prepare, lambda current: recalibrate_batchnorm(current, cx),
+                        tqdm(disable=True), [], samples=cx)   # samples: the streams valued as the product does
     try:
         start = SearchState(pruner, budget, evaluator.evaluate(model))
         if selection == "knapsack":
