@@ -6,7 +6,7 @@ several layers add into: every block of a stage) carries what all of them wrote,
 layer's channel it is cut first and hardest (ResNet-56 at 1.5x predicted on raspberry-pi-4: 80.8 % top-1 with
 the streams left alone, 50.7 % with them valued like a layer's channels; BENCHMARKS.md, option A).
 
-So, before each round, each stream and a sample of one-producer groups have their lowest-scored channels (an
+So, before each round, each stream and up to 8 one-producer groups have their lowest-scored channels (an
 eighth of the group, at least one step) zeroed all along the group, exactly as removing them would, on a few
 calibration samples. The outputs' relative squared error per unit of knapsack value removed is each group's
 damage rate; a stream's weight is its rate over the median rate of the one-producer groups, never below 1
@@ -25,10 +25,10 @@ from ..pruning.structures import model_outputs
 
 log = logging.getLogger("compress")
 
-# Calibration samples the outputs are compared on: 32 at CIFAR size, fewer for larger inputs (at least 4), so
-# the 10-20 forward passes stay a small part of the search.
-SAMPLES, MIN_SAMPLES, PIXELS = 32, 4, 32 * 32 * 32
-REFERENCE_GROUPS = 16  # one-producer groups measured for the reference rate
+# Calibration samples the outputs are compared on: 16 at CIFAR size, fewer for larger inputs (at least 4), so
+# the dozen forward passes per round stay a small part of the search.
+SAMPLES, MIN_SAMPLES, PIXELS = 16, 4, 16 * 32 * 32
+REFERENCE_GROUPS = 8   # one-producer groups measured for the reference rate (spread over the model)
 SHARE = 0.125          # share of a group's channels zeroed
 
 
@@ -50,7 +50,7 @@ def stream_weights(pruner: ChannelPruner, criterion: Criterion, x: torch.Tensor)
               if info.prunable and info.channels > pruner.floor_of(info) and len(view.producers(r)) == 1]
     if not single:
         return {}
-    order = [r for r in view.execution_order() if r in set(single)] or single
+    order = single   # the graph's order: spread over the model, without a forward pass to sort it
     step = max(1, len(order) / REFERENCE_GROUPS)
     reference = sorted({order[min(len(order) - 1, int(i * step))] for i in range(min(REFERENCE_GROUPS, len(order)))})
     pixels = int(x[0].numel() // max(1, x.shape[1])) if x.dim() > 2 else 1
