@@ -83,12 +83,13 @@ class IdentityRes(nn.Module):
 class OptionA(nn.Module):
     """The reference CIFAR ResNet's BasicBlock in two stages joined by its zero-padding (option A) shortcut.
 
-    Stage-1 stream channel k lands on stage-2 stream channel k + pad: to be dead it must be dead in both."""
+    Stage-1 stream channel k lands on stage-2 stream position k + pad through the shortcut; each stage's stream is
+    its own group, so a stage-1 channel is dead once the stage-1 layers writing it are (the pad carries the zeros)."""
 
     DEAD = {"stem": [1], "layer1.0.conv1": [1], "layer2.0.conv1": [0, 5]}
     LIVE = {"stem": [2], "layer1.0.conv1": [0], "layer2.0.conv1": [3, 7]}
     MAY_REFUSE: set[str] = set()
-    MUST_REFUSE = {"stem"}   # the residual stream across the zero-padding shortcut
+    MUST_REFUSE: set[str] = set()   # the shortcut is a layer with a channel map: each stage's stream prunes exactly
 
     def __init__(self):
         super().__init__()
@@ -106,7 +107,6 @@ class OptionA(nn.Module):
         b1, b2 = self.layer1[0], self.layer2[0]
         stream = dead.get("stem", [])
         _zero(stream, self.stem, self.bn0, b1.conv2, b1.bn2)
-        _zero([k + b2.shortcut.pad for k in stream], b2.conv2, b2.bn2)
         _zero(dead.get("layer1.0.conv1", []), b1.conv1, b1.bn1)
         _zero(dead.get("layer2.0.conv1", []), b2.conv1, b2.bn1)
 
@@ -483,14 +483,13 @@ def test_pruning_live_channels_changes_the_outputs_exactly_as_zeroing_them(arch)
     _close(y, _out(ablated))
 
 
-def test_option_a_stream_is_unprunable_with_a_reason_and_the_inner_channels_prune_exactly():
+def test_option_a_streams_are_groups_of_their_own_and_the_inner_channels_prune_exactly():
     _, _, pruner, removed = _prune("option-a-residual", OptionA.DEAD)
-    for layer in ["stem", "layer1.0.conv2", "layer2.0.conv2"]:   # every layer writing into a residual stream
-        owners = [g for g in pruner.groups.values() if g.root == layer or layer in g.members]
-        owners = [g for g in owners if g.root not in ("layer1.0.conv1", "layer2.0.conv1")]
-        assert owners and all(not g.prunable and g.reason for g in owners), \
-            (layer, [(g.root, g.prunable, g.reason) for g in owners])
-    assert removed["layer1.0.conv1"] == {1} and removed["layer2.0.conv1"] == {0, 5}
+    owner = {layer: next(g for g in pruner.groups.values() if g.root == layer or layer in g.members)
+             for layer in ["stem", "layer1.0.conv2", "layer2.0.conv2"]}   # every layer writing into a residual stream
+    assert owner["stem"] is owner["layer1.0.conv2"] and owner["layer2.0.conv2"] is not owner["stem"]
+    assert all(g.prunable for g in owner.values()), [(g.root, g.reason) for g in owner.values()]
+    assert removed["stem"] == {1} and removed["layer1.0.conv1"] == {1} and removed["layer2.0.conv1"] == {0, 5}
 
 
 @pytest.mark.parametrize("dead", [
