@@ -362,11 +362,11 @@ def test_write_cost_model_replaces_the_block_and_keeps_the_rest(tmp_path):
 
 # ---- variants and explain ------------------------------------------------------------------------
 
-def test_resnet_variants_narrow_the_inner_convs_to_random_widths():
+def test_resnet_variants_narrow_every_prunable_group_to_random_widths():
     x = torch.randn(2, 3, 32, 32)
     (desc, small), = random_variants("resnet20", 1, seed=3)
     widths = desc["widths"]
-    assert desc["arch"] == "resnet20" and len(widths) == 9
+    assert desc["arch"] == "resnet20" and len(widths) == 12   # 9 inner convs and the 3 stages' residual streams
     assert all(w % 4 == 0 and w >= 4 for w in widths.values())
     assert small.layer2[1].conv1.out_channels == widths["layer2.1.conv1"] == small.layer2[1].conv2.in_channels
     assert small(x).shape == (2, 10)
