@@ -176,9 +176,6 @@ def knapsack_search(setup: SearchSetup, start: SearchState) -> SearchState:
             state = refreshed(setup, state, "prepare")
         status(k, "scoring channels")
         setup.prepare(pruner.view)
-        if state.stale and setup.samples is not None and streams(pruner):
-            status(k, "re-estimating BatchNorm")   # the streams' damage is measured on the current model
-            state = refreshed(setup, state, "accuracy")
         status(k, "valuing residual streams")
         weights = _stream_weights(setup, pruner, warn=k == 1)   # again each round: a thinner stream loses more
         rm = ResourceModel(pruner.view, state.evaluation.layers, evaluator.factors, state.evaluation.metrics.params)

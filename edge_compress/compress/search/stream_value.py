@@ -25,9 +25,9 @@ from ..pruning.structures import model_outputs
 
 log = logging.getLogger("compress")
 
-# Calibration samples the outputs are compared on: 16 at CIFAR size, fewer for larger inputs (at least 4), so
+# Calibration samples the outputs are compared on: 8 at CIFAR size, fewer for larger inputs (at least 2), so
 # the dozen forward passes per round stay a small part of the search.
-SAMPLES, MIN_SAMPLES, PIXELS = 16, 4, 16 * 32 * 32
+SAMPLES, MIN_SAMPLES, PIXELS = 8, 2, 8 * 32 * 32
 REFERENCE_GROUPS = 8   # one-producer groups measured for the reference rate (spread over the model)
 SHARE = 0.125          # share of a group's channels zeroed
 
