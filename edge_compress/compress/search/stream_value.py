@@ -54,7 +54,8 @@ def stream_weights(pruner: ChannelPruner, criterion: Criterion, x: torch.Tensor)
     step = max(1, len(order) / REFERENCE_GROUPS)
     reference = sorted({order[min(len(order) - 1, int(i * step))] for i in range(min(REFERENCE_GROUPS, len(order)))})
     pixels = int(x[0].numel() // max(1, x.shape[1])) if x.dim() > 2 else 1
-    x = x[:max(MIN_SAMPLES, min(SAMPLES, PIXELS // max(1, pixels)))]
+    n = min(len(x), max(MIN_SAMPLES, min(SAMPLES, PIXELS // max(1, pixels))))
+    x = x[torch.linspace(0, len(x) - 1, n).round().long()]   # evenly spaced: calibration sets are often stored by class
     model = pruner.model
     was_training = model.training
     model.eval()
