@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn as nn
 
+from ..hooked_pass import hooked_pass
+
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "int8": 1}
 LAYER_KINDS = ("conv_kxk", "conv_1x1", "depthwise", "linear")
 
@@ -51,7 +53,6 @@ class LayerCost:
 def layer_costs(model: nn.Module, example_input: torch.Tensor) -> list[LayerCost]:
     """Shapes and MACs of every conv/linear layer, from one forward pass with hooks."""
     costs: list[LayerCost] = []
-    handles = []
 
     def hook(name):
         def fn(m, inputs, output):
@@ -69,15 +70,8 @@ def layer_costs(model: nn.Module, example_input: torch.Tensor) -> list[LayerCost
                                    k, groups))
         return fn
 
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
-            handles.append(m.register_forward_hook(hook(name)))
-    try:
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    hooked_pass(model, example_input, [(m, hook(name)) for name, m in model.named_modules()
+                                       if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))])
     return costs
 
 

@@ -25,6 +25,7 @@ import torch_pruning as tp
 
 from ..archs.resnet_cifar import PadShortcut
 from ..errors import PruningError
+from ..hooked_pass import hooked_pass
 from .depth import removable_blocks, remove_block
 from .graph import ROOT_TYPES, all_groups, build_graph
 from .groups import GroupInfo, GroupLayers
@@ -262,13 +263,9 @@ class ChannelPruner:
     def execution_order(self, types=ROOT_TYPES) -> list[str]:
         """Names of the model's layers of `types` in the order a forward pass runs them."""
         order: list[str] = []
-        handles = [m.register_forward_hook(lambda mod, i, o, n=n: order.append(n) if n not in order else None)
-                   for n, m in self.model.named_modules() if isinstance(m, types)]
-        try:
-            output_shapes(self.model, self.example_input)
-        finally:
-            for h in handles:
-                h.remove()
+        hooked_pass(self.model, self.example_input,
+                    [(m, lambda mod, i, o, n=n: order.append(n) if n not in order else None)
+                     for n, m in self.model.named_modules() if isinstance(m, types)])
         return order
 
     def producers(self, root: str) -> list[tuple[str, list[int], list[int]]]:

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 from ..archs.resnet_cifar import PadShortcut, pad_of, stateless_leaf
+from ..hooked_pass import hooked_pass
 
 
 class PadShortcutPruner(tp.pruner.function.BasePruningFunc):
@@ -42,22 +43,20 @@ def convert_pad_shortcuts(model: nn.Module, example_input: torch.Tensor) -> list
     """Replace the user's option-A shortcut modules by PadShortcuts (in place); the names replaced."""
     shapes: dict[str, tuple[int, ...]] = {}
     calls: dict[str, int] = {}
-    handles = []
-    for name, m in model.named_modules():
-        if name and stateless_leaf(m) and not type(m).__module__.startswith("torch.") and not isinstance(m, PadShortcut):
-            def hook(mod, inputs, output, name=name):
-                calls[name] = calls.get(name, 0) + 1
-                if len(inputs) == 1 and isinstance(inputs[0], torch.Tensor):
-                    shapes[name] = tuple(inputs[0].shape)
-            handles.append(m.register_forward_hook(hook))
-    if not handles:
+
+    def hook(name):
+        def fn(mod, inputs, output):
+            calls[name] = calls.get(name, 0) + 1
+            if len(inputs) == 1 and isinstance(inputs[0], torch.Tensor):
+                shapes[name] = tuple(inputs[0].shape)
+        return fn
+
+    candidates = [(m, hook(name)) for name, m in model.named_modules()
+                  if name and stateless_leaf(m) and not type(m).__module__.startswith("torch.")
+                  and not isinstance(m, PadShortcut)]
+    if not candidates:
         return []
-    try:
-        with torch.no_grad():
-            model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
+    hooked_pass(model, example_input, candidates)
     replaced = []
     for name, shape in shapes.items():
         module = model.get_submodule(name)

@@ -34,25 +34,31 @@ SHARE = 0.125          # share of a group's channels zeroed
 
 def streams(pruner: ChannelPruner) -> list[str]:
     """Roots of the prunable groups that several layers write into (residual streams)."""
-    view = pruner.view
-    return [r for r, info in view.groups.items()
-            if info.prunable and info.channels > pruner.floor_of(info) and len(view.producers(r)) > 1]
+    return _by_producers(pruner)[0]
+
+
+def _by_producers(pruner: ChannelPruner) -> tuple[list[str], list[str]]:
+    """Roots of the groups that can still lose channels: (several producing layers, one producing layer)."""
+    view, many, one = pruner.view, [], []
+    for r, info in view.groups.items():
+        if info.prunable and info.channels > pruner.floor_of(info):
+            (many if len(view.producers(r)) > 1 else one).append(r)
+    return many, one
 
 
 def stream_weights(pruner: ChannelPruner, criterion: Criterion, x: torch.Tensor) -> dict[str, float]:
     """Per stream root, the factor on its channels' knapsack value (see the module docstring); {} without
     streams. The criterion must be prepared for the pruner's current model."""
-    roots = streams(pruner)
+    roots, single = _by_producers(pruner)
     if not roots:
         return {}
-    view = pruner.view
-    single = [r for r, info in view.groups.items()
-              if info.prunable and info.channels > pruner.floor_of(info) and len(view.producers(r)) == 1]
     if not single:
+        log.warning("residual streams valued like one layer's channels: no one-producer group is left to compare "
+                    "them with")
         return {}
-    order = single   # the graph's order: spread over the model, without a forward pass to sort it
-    step = max(1, len(order) / REFERENCE_GROUPS)
-    reference = sorted({order[min(len(order) - 1, int(i * step))] for i in range(min(REFERENCE_GROUPS, len(order)))})
+    # spread over the model in the graph's order (no forward pass to sort them)
+    reference = [single[i * len(single) // min(REFERENCE_GROUPS, len(single))]
+                 for i in range(min(REFERENCE_GROUPS, len(single)))]
     pixels = int(x[0].numel() // max(1, x.shape[1])) if x.dim() > 2 else 1
     n = min(len(x), max(MIN_SAMPLES, min(SAMPLES, PIXELS // max(1, pixels))))
     x = x[torch.linspace(0, len(x) - 1, n).round().long()]   # evenly spaced: calibration sets are often stored by class
@@ -64,24 +70,24 @@ def stream_weights(pruner: ChannelPruner, criterion: Criterion, x: torch.Tensor)
         rates = {r: _rate(pruner, criterion, r, x, base) for r in reference + roots}
     finally:
         model.train(was_training)
-    ref = sorted(v for r, v in rates.items() if r in reference and v is not None)
-    if not ref or ref[len(ref) // 2] <= 0:
-        return {}
+    ref = sorted(rates[r] for r in reference)
     median = ref[len(ref) // 2]
-    weights = {r: max(1.0, rates[r] / median) for r in roots if rates[r] is not None}
+    if median <= 0:
+        log.warning("residual streams valued like one layer's channels: removing the lowest-scored channels of "
+                    "most of the %d layers compared with them changed no output", len(reference))
+        return {}
+    weights = {r: max(1.0, rates[r] / median) for r in roots}
     log.debug("residual streams valued by what removing their channels does to the outputs: %s",
-             ", ".join(f"{r} x{w:.3g}" for r, w in weights.items()))
+              ", ".join(f"{r} x{w:.3g}" for r, w in weights.items()))
     return weights
 
 
-def _rate(pruner: ChannelPruner, criterion: Criterion, root: str, x: torch.Tensor, base) -> float | None:
-    """Relative squared output error per unit of knapsack value when the group's lowest-scored channels go."""
+def _rate(pruner: ChannelPruner, criterion: Criterion, root: str, x: torch.Tensor, base) -> float:
+    """Relative squared output error per unit of knapsack value when the group's lowest-scored channels go
+    (the group has room to lose at least one channel: `_by_producers`)."""
     info = pruner.groups[root]
-    room = info.channels - pruner.floor_of(info)
     step = pruner.step_of(info)
-    k = min(room, max(step, int(round(info.channels * SHARE / step)) * step))
-    if k <= 0:
-        return None
+    k = min(info.channels - pruner.floor_of(info), max(step, int(round(info.channels * SHARE / step)) * step))
     scores = mean_normalised(criterion.scores(pruner.view, info, pruner.group(root)))
     lowest = torch.argsort(scores)[:k]
     value = float(scores[lowest].sum()) * info.original_channels / info.channels
