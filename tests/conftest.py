@@ -54,3 +54,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cost_model_cache(tmp_path_factory):
+    """Host cost models fitted during the tests are cached in the session's temporary folder, not in the user's
+    ~/.cache (costmodel/host.py); runs in subprocesses inherit the variable."""
+    import os
+
+    before = os.environ.get("EDGE_COMPRESS_CACHE_DIR")
+    os.environ["EDGE_COMPRESS_CACHE_DIR"] = str(tmp_path_factory.mktemp("edge-compress-cache"))
+    yield Path(os.environ["EDGE_COMPRESS_CACHE_DIR"])
+    if before is None:
+        os.environ.pop("EDGE_COMPRESS_CACHE_DIR", None)
+    else:
+        os.environ["EDGE_COMPRESS_CACHE_DIR"] = before

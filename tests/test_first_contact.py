@@ -221,6 +221,92 @@ def test_host_profile_on_another_cpu_is_labelled_not_fitted(monkeypatch):
     assert adapted.cost_model.reference_gflops.confidence == "measured" and adapted.cost_model.reference_gflops.value > 0
 
 
+def _on_another_cpu(profile):
+    from edge_compress.device_profiles.schema import FitMachine
+
+    return profile.model_copy(update={"cost_model": profile.cost_model.model_copy(update={
+        "fit": profile.cost_model.fit.model_copy(update={
+            "machine": FitMachine(cpu="Some Other CPU", isa="sse4.2", cores=64)})})})
+
+
+def test_host_cost_model_from_another_cpu_is_fitted_here_once_and_cached(tmp_path, monkeypatch):
+    """A latency budget on a CPU the host fit is not from: the cost model is fitted here (real measurements), cached,
+    and the next run reads the cache instead of fitting again."""
+    from edge_compress.deploy import cpu_fingerprint
+    from edge_compress.device_profiles import load_profile
+
+    from edge_compress.compress.costmodel import fit, host as host_fit
+
+    other = _on_another_cpu(load_profile("host"))
+    assert host_fit.fitted_here(other) is False
+    fitted, note = host_fit.fitted_for_this_machine(other, folder=tmp_path)
+    cm = fitted.cost_model
+    assert cm.fitted and host_fit.same_machine(cm.fit.machine, cpu_fingerprint()) and host_fit.fitted_here(fitted)
+    assert cm.fit.samples == host_fit.FIT_SAMPLES and cm.reference_gflops.confidence == "measured"
+    assert 0 < cm.compute_efficiency <= 1 and cm.layer_overhead_ms >= 0
+    cached = host_fit.cache_path(other, tmp_path)
+    assert cached.is_file() and "fitted here" in note and str(cached) in note and "Some Other CPU" in note
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted again although the cache holds this CPU's fit")
+
+    monkeypatch.setattr(fit, "fit_for_target", no_fit)
+    again, note = host_fit.fitted_for_this_machine(other, folder=tmp_path)
+    assert again.cost_model == cm and "read from the cache" in note
+    # the same CPU with other measurement settings is another fit
+    assert host_fit.cache_path(other.model_copy(update={"measurement": other.measurement.model_copy(
+        update={"threads": 2})}), tmp_path) != cached
+
+
+def test_a_cached_cost_model_is_data_checked_before_use(tmp_path):
+    """The cache file is the user's disk: anything but a valid cost model fitted on this CPU is refused with the
+    reason (and refitted by the caller), and YAML tags that would construct objects are not honoured."""
+    from edge_compress.deploy import cpu_fingerprint
+
+    from edge_compress.compress.costmodel.host import _read_cached
+
+    here, path = cpu_fingerprint(), tmp_path / "c.yaml"
+    assert _read_cached(path, here) == (None, None)
+    for data in (b"cost_model: [1, 2", b"cost_model: !!python/object/apply:os.system ['touch pwned']\n",
+                 b"just text", b"cost_model:\n  compute_efficiency: 7\n", b"\xff\xfe"):
+        path.write_bytes(data)
+        cm, why = _read_cached(path, here)
+        assert cm is None and why, data
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+    block = load_host_block()
+    path.write_text(block, encoding="utf-8")   # valid, but fitted on another CPU
+    assert _read_cached(path, {"cpu": "Some Other CPU", "isa": "sse4.2", "cores": 64}) == (
+        None, "it was not fitted on this CPU")
+
+
+def test_the_cost_model_is_fitted_only_where_it_prices_a_latency_budget(tiny_model_file, tmp_path):
+    """A MACs budget, or --no-cost-fit, keeps the profile's factors with re-measured reference rates (seconds), labelled
+    as not fitted here; a latency budget fits (the test above)."""
+    from dataclasses import replace
+
+    from edge_compress.compress.config import CompressConfig
+    from edge_compress.compress.passes import load
+
+    for options in ({"macs": "50%"}, {"speedup": 1.5, "no_cost_fit": True}):
+        config = CompressConfig.from_keywords(model=str(tiny_model_file), target="host", arch="example-cnn",
+                                              arch_kwargs={"width": 8}, out=str(tmp_path / "out"), **options)
+        plan = load.plan(config)
+        plan = replace(plan, profile=_on_another_cpu(plan.profile))
+        adapted = load.on_this_machine(config, plan, load.load(config, plan))
+        assert adapted.profile.cost_model.fitted is False, options
+        assert any("re-measured here" in n and "Some Other CPU" in n for n in adapted.notes), options
+    assert not (tmp_path / "out").exists()
+
+
+def load_host_block() -> str:
+    """The built-in host profile's cost_model block, as text."""
+    import yaml
+    from edge_compress.device_profiles.loader import BUILTIN_DIR
+
+    data = yaml.safe_load((BUILTIN_DIR / "host.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_dump({"cost_model": data["cost_model"]})
+
+
 def test_help_is_generated_from_the_configs_and_api_keywords_are_the_long_options(capsys):
     """Every option of every pass's config is on the command line under the name the Python API takes."""
     from edge_compress.compress.config import CompressConfig, extra_of, leaves

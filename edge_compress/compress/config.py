@@ -272,6 +272,9 @@ class MeasureConfig(Config):
     known_hosts: str | None = option(None, "known_hosts file to trust for --device (default: ssh's)", metavar="FILE")
     device_python: str | None = option(None, "Python on the device with onnxruntime and numpy (default python3)",
                                        metavar="PATH")
+    no_cost_fit: bool = option(False, "on a host whose CPU is not the one its cost model was fitted on, do not fit "
+                               "it here before pruning to a latency budget (about 20 s, cached per machine); "
+                               "re-measure its reference rates only")
 
 
 class OutputConfig(Config):

@@ -29,6 +29,8 @@ def run(config: CompressConfig) -> CompressResult:
     with timer.stage("load"):
         plan = load.plan(config)
         loaded = load.load(config, plan)
+    with timer.stage("cost model"):
+        plan = load.on_this_machine(config, plan, loaded)
     with OutputDir(plan.out, list(plan.inputs)) as od:
         od.attach_log("compress")
         evaluator = LatencyEvaluator(plan.profile, loaded.example, device=plan.device,

@@ -221,14 +221,16 @@ def fit_nano(profile="jetson-nano") -> FitResult:
 
 
 
-def fit_for_target(target: str, samples: int = 24, seed: int = 0) -> tuple[FitResult, str]:
-    """Fit the factors of `target`; returns the fit and the cost_model YAML block to store."""
+def fit_for_target(target, samples: int = 24, seed: int = 0) -> tuple[FitResult, str]:
+    """Fit the factors of `target` (a profile name or file, or a loaded profile); returns the fit and the
+    cost_model YAML block to store."""
     from edge_compress.deploy import cpu_fingerprint, environment_info
     from edge_compress.device_profiles import load_profile
 
     from ..errors import InputError
 
-    profile = load_profile(target)
+    profile = load_profile(target) if isinstance(target, str) else target
+    target = target if isinstance(target, str) else profile.name
     command = f"compress fit-cost-model --target {target} --samples {samples} --seed {seed}"
     if profile.measurement.method == "local":
         if samples < 4:

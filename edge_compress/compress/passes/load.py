@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from ..config import CompressConfig, MeasureConfig, RecoveryOptions
 from ..criteria.defaults import DATA_FREE_DEFAULT, resolve_criterion
 from ..criteria.registry import make_criterion
 from ..errors import InputError
-from ..costmodel.host import for_this_machine
+from ..costmodel.host import fitted_for_this_machine, for_this_machine
 from ..model_io import LoadedModel, load_model
 from ..output import check_out_dir
 
@@ -54,9 +54,7 @@ class Loaded:
 
 def plan(config: CompressConfig) -> Plan:
     notes = []
-    profile, note = for_this_machine(load_profile(config.target))
-    if note:
-        notes.append(note)
+    profile = load_profile(config.target)   # its cost model is adapted to this machine after loading (on_this_machine)
     calib, recover = config.calibration, config.recover
     name, note = resolve_criterion(config.prune.criterion, calib.calib is not None, bool(recover.train_data))
     if note:   # why `auto` chose what it did; a warning only when no information could be measured
@@ -83,6 +81,18 @@ def plan(config: CompressConfig) -> Plan:
     out = Path(config.output.out) if config.output.out else Path("compressed") / f"{stem}-{profile.name}"
     check_out_dir(out, list(inputs))
     return Plan(profile, spec, name, criterion, recovery, device, out, inputs, tuple(notes))
+
+
+def on_this_machine(config: CompressConfig, plan: Plan, loaded: Loaded) -> Plan:
+    """The plan with its cost model adapted to the machine that measures, once the inputs have been checked: a host
+    cost model fitted on another CPU is fitted here where it will price a latency budget (costmodel/host.py), and
+    otherwise has its reference rates re-measured."""
+    prices_latency = plan.spec.latency_ms is not None or plan.spec.speedup is not None
+    if prices_latency and loaded.model.prunable and plan.device is None and not config.measure.no_cost_fit:
+        profile, note = fitted_for_this_machine(plan.profile)
+    else:
+        profile, note = for_this_machine(plan.profile)
+    return replace(plan, profile=profile, notes=plan.notes + ((note,) if note else ()))
 
 
 def ssh_device(m: MeasureConfig):
