@@ -29,7 +29,9 @@ from .timing import Timer
 
 log = logging.getLogger("compress")
 
-LATENCY_MARGIN = 0.97  # accept a measured round only 3 % under budget: the final re-measurement is noisy too
+# Accept a measured round only 2 % under budget: the final re-measurement is noisy too (a paired confirmation is
+# within +-1 % at 95 % confidence on host). 3 % made a pretrained ResNet-56 at a confirmed 1.54x prune again.
+LATENCY_MARGIN = 0.98
 
 
 @dataclass(frozen=True)
