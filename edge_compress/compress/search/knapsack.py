@@ -142,8 +142,9 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
             scores[root] = scores[root] * weights.get(root, 1.0)
     remove: dict[str, int] = {r: 0 for r in scores}
     priced: dict[str, tuple[float, float, int]] = {}
+    faster: dict[str, float | None] = {}
 
-    def price(root: str) -> tuple[float, float, int] | None:
+    def price(root: str, remove: dict[str, int] = remove, faster: dict = faster) -> tuple[float, float, int] | None:
         info = groups[root]
         n = remove[root]
         room = info.channels - floor_of(info) - n
@@ -170,7 +171,29 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
         return resource_model.saving("latency_ms", after) - resource_model.saving("latency_ms", before)
 
     latency_aware = prefer_faster and resource != "latency_ms" and getattr(resource_model.factors, "usable", False)
-    faster: dict[str, float | None] = {}
+
+    def ratio(entry: tuple[float, float, int]) -> float:
+        return entry[0] / entry[1] if entry[1] > 0 else float("inf")
+
+    def channel_fill(target: float) -> float | None:
+        """The importance the greedy would remove to reach `target` with channels alone from here (None: it cannot):
+        what a coarse block is weighed against."""
+        sim, sim_faster = dict(remove), dict(faster)
+        items = {r: p for r, p in priced.items() if not r.startswith("block:")}
+        done, value = saved, 0.0
+        while done < target and items:
+            r = min(items, key=lambda r: (_slows(sim_faster.get(r)), ratio(items[r])))
+            if items[r][1] <= 0 and all(p[1] <= 0 for p in items.values()):
+                return None
+            sim[r] += items[r][2]
+            value += items[r][0]
+            done = resource_model.saving(resource, sim, tuple(blocks))
+            p = price(r, sim, sim_faster)
+            if p:
+                items[r] = p
+            else:
+                del items[r]
+        return value if done >= target else None
 
     for r in scores:
         p = price(r)
@@ -191,16 +214,16 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
     while saved < needed and priced:
         # lowest importance per unit of resource saved; a block that saves nothing goes last, and one predicted
         # to slow the model down goes after every one that does not
-        root = min(priced, key=lambda r: (_slows(faster.get(r)),
-                                          (priced[r][0] / priced[r][1]) if priced[r][1] > 0 else float("inf")))
+        root = min(priced, key=lambda r: (_slows(faster.get(r)), ratio(priced[r])))
         value, gain, block = priced[root]
         if gain <= 0 and all(p[1] <= 0 for p in priced.values()):
             break
         if root.startswith("block:"):
-            if gain > BLOCK_OVERSHOOT * (needed - saved) and any(
-                    p[1] > 0 for r, p in priced.items() if not r.startswith("block:")):
-                del priced[root]   # it would overshoot the round by far: channels fill it, the block waits
-                continue
+            if gain > BLOCK_OVERSHOOT * (needed - saved):
+                fill = channel_fill(needed)
+                if fill is not None and fill < value:
+                    del priced[root]   # it would overshoot the round by far and channels fill it for less: it waits
+                    continue
             blocks.append(root[6:])
             saved = resource_model.saving(resource, remove, tuple(blocks))
             value_removed += value
@@ -219,9 +242,9 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
     return Plan({r: n for r, n in remove.items() if n}, saved, value_removed, blocks)
 
 
-# A whole block is one coarse item: where it alone would save more than this multiple of what the round still needs,
-# channels fill the round and the block waits for a round that needs it (on a measured host a ResNet-56 block as a
-# last round's last pick took a 1.5x budget to 1.63x and cost 4 points of top-1).
+# A whole block is one coarse item: where it alone would save more than this multiple of what the round still needs
+# and channels can fill the round at less importance, they do and the block waits for a round that needs it (on a
+# measured host a ResNet-56 block as a last round's last pick took a 1.5x budget to 1.63x and cost 4 points of top-1).
 BLOCK_OVERSHOOT = 2.0
 
 # Predicted changes this small are rounding in the cost model, not a latency change.
