@@ -167,6 +167,17 @@ def test_rounds_plot_predicted_and_measured():
     assert "0.972" in rounds  # 0.104 / 0.107, the measured/predicted ratio of round 1
 
 
+def test_undone_rounds_say_so_and_why():
+    r = host_report()
+    overshoot = {**_round(0.05, 0.05, 4_000_000, True), "undone": True,
+                 "undone_why": "landed under 93% of the latency budget"}
+    guard = {**_round(0.06, 0.06, 5_000_000, False), "undone": True, "accuracy_guard": {"within_limit": False}}
+    r["pruning"]["rounds"] = [guard, overshoot, *r["pruning"]["rounds"]]
+    page = render_html(r)
+    assert "undone: broke the accuracy limit" in page and "undone: landed under 93% of the latency budget" in page
+    assert page.count("undone") == 2
+
+
 def test_optional_sections_absent_without_data():
     r = int8_report()
     for k in ("accuracy", "artifacts", "timings_s", "layers"):

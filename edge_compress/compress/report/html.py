@@ -365,11 +365,15 @@ def _rounds(r: dict) -> str:
     for i, x in enumerate(rounds, 1):
         m = x.get("metrics") or {}
         met = x.get("meets_budget")
+        verdict = ('<span class="ok">&#10004; yes</span>' if met else ('<span class="bad">&#10008; no</span>'
+                                                                       if met is False else "&ndash;"))
+        if x.get("undone"):   # the search went back to the round before: an accuracy limit broken, or far past the budget
+            why = x.get("undone_why") or ("broke the accuracy limit" if _get(x, "accuracy_guard", "within_limit")
+                                          is False else "")
+            verdict += f' <span class="sub">undone{": " + _e(why) if why else ""}</span>'
         rows.append([str(i), _e(x.get("selection")), _e(x.get("binding")), _num(x.get("channels_removed")),
                      _num(m.get("macs")), _num(x.get("predicted_latency_ms")), _num(meas[i - 1]),
-                     _num(x.get("measured_over_predicted"), digits=3),
-                     '<span class="ok">&#10004; yes</span>' if met else ('<span class="bad">&#10008; no</span>'
-                                                                         if met is False else "&ndash;")])
+                     _num(x.get("measured_over_predicted"), digits=3), verdict])
     parts.append(_table(["Round", "Selection", "Binding", "Channels removed", "MACs", "Predicted ms", "Measured ms",
                          "Measured / predicted", "Met"], rows, {0, 3, 4, 5, 6, 7}))
     return _section("rounds", "Pruning rounds: predicted vs measured latency", _criterion_line(r) + "".join(parts))
