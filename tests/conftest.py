@@ -59,11 +59,13 @@ def one_thread():
 @pytest.fixture(scope="session", autouse=True)
 def cost_model_cache(tmp_path_factory):
     """Host cost models fitted during the tests are cached in the session's temporary folder, not in the user's
-    ~/.cache (costmodel/host.py); runs in subprocesses inherit the variable."""
+    ~/.cache (costmodel/host.py); runs in subprocesses inherit the variable. EDGE_COMPRESS_TEST_CACHE_DIR names a
+    folder to share between sessions instead (.ci/run: its two passes fit once)."""
     import os
 
     before = os.environ.get("EDGE_COMPRESS_CACHE_DIR")
-    os.environ["EDGE_COMPRESS_CACHE_DIR"] = str(tmp_path_factory.mktemp("edge-compress-cache"))
+    os.environ["EDGE_COMPRESS_CACHE_DIR"] = (os.environ.get("EDGE_COMPRESS_TEST_CACHE_DIR")
+                                             or str(tmp_path_factory.mktemp("edge-compress-cache")))
     yield Path(os.environ["EDGE_COMPRESS_CACHE_DIR"])
     if before is None:
         os.environ.pop("EDGE_COMPRESS_CACHE_DIR", None)
