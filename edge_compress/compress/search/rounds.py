@@ -6,7 +6,8 @@ model: measured where the target can be measured (host), predicted elsewhere. Th
 relative terms: a round asks the cost model for the share of the resource that the last evaluation
 says is still too much, so a cost model that is off by a constant factor is corrected by each
 measurement (the ratio measured / predicted is recorded per round). Rounds aim a little under the
-budget (AIM) and shrink as they get close, so the result lands at 90-100 % of it rather than far below.
+budget (AIM, nearer it in the last rounds) and shrink as they get close, so the result lands at 90-100 % of it
+rather than far below; a measured round that lands far under it (OVERSHOOT) is undone and redone at half its size.
 Each round is capped (MAX_ROUND_SHARE) so scores can be recomputed as the network shrinks.
 
 With an accuracy limit (search/guard.py), each round's model is checked against it before its latency is
@@ -173,7 +174,7 @@ def knapsack_search(setup: SearchSetup, start: SearchState) -> SearchState:
     evaluator, criterion = setup.evaluator, setup.criterion
     state = start
     status = _Status(setup.progress, start.budget, start.evaluation)
-    cap, broken = MAX_ROUND_SHARE, None     # the round's cap, halved each time the accuracy limit undoes a round
+    cap, broken = MAX_ROUND_SHARE, None     # the round's cap, halved each time a round is undone (accuracy, overshoot)
     redos = 0                               # rounds undone for landing far under a measured latency budget
     for k in range(1, MAX_ROUNDS + 1):
         pruner = state.pruner
