@@ -119,6 +119,7 @@ def fitted_for_this_machine(profile, folder: Path | None = None):
     from edge_compress.deploy import atomic_write_text, cpu_fingerprint
 
     from .fit import fit_for_target
+    from .profile_block import parse_block
 
     here = cpu_fingerprint()
     this = f"{here['cpu']} ({here['isa']}, {here['cores']} cores)"
@@ -139,7 +140,7 @@ def fitted_for_this_machine(profile, folder: Path | None = None):
              "ResNet-20/56 variants (about 20 s, once per machine; --no-cost-fit skips it) ...",
              profile.name, there, this, FIT_SAMPLES)
     result, block = fit_for_target(profile, FIT_SAMPLES, 0)
-    cost_model = _parse(block, "the fit just made")
+    cost_model = parse_block(block, "the fit just made")
     stats = result.stats()
     note = (f"the {profile.name} cost model was fitted on {there}, not on this CPU ({this}): it was fitted here "
             f"before pruning ({FIT_SAMPLES} networks, median error {stats['median_abs_error_pct']} %, largest "
@@ -163,14 +164,6 @@ def _made(path: Path) -> Path:
     return path
 
 
-def _parse(block: str, where: str):
-    import yaml
-
-    from edge_compress.device_profiles.schema import CostModel, parse_section
-
-    return parse_section(CostModel, yaml.safe_load(block)["cost_model"], where, key="cost_model")
-
-
 def _read_cached(path: Path, here: dict):
     """(cost model, None) from the cache file; (None, why) when it is there but unusable; (None, None) if absent.
     The file is data only: parsed as YAML and checked against the profile schema, never run."""
@@ -184,8 +177,10 @@ def _read_cached(path: Path, here: dict):
 
     from edge_compress.device_profiles import ProfileError
 
+    from .profile_block import parse_block
+
     try:
-        cost_model = _parse(text, str(path))
+        cost_model = parse_block(text, str(path))
     except (yaml.YAMLError, ProfileError, KeyError, TypeError) as e:   # ours to replace, not the run's to fail on
         return None, (str(e).splitlines() or [type(e).__name__])[0][:200]
     if not cost_model.fitted or cost_model.fit is None or not same_machine(cost_model.fit.machine, here):

@@ -122,7 +122,7 @@ def write_cost_model(path: str | Path, block: str, profile=None) -> None:
         check = Path(tmp) / path.name  # same name: a built-in's `name` must match its file name
         check.write_text(new, encoding="utf-8")
         loaded = load_profile(str(check))
-        if lines is None and loaded.cost_model != _parse_block(block, str(check)):
+        if lines is None and loaded.cost_model != parse_block(block, str(check)):
             # `extends:` merges key by key: a key of the base's cost model that the block leaves out (an
             # optional one) would survive into the new file. Write every key out instead.
             new = new_profile_text(profile, path, block, extends=False)
@@ -135,7 +135,8 @@ def write_cost_model(path: str | Path, block: str, profile=None) -> None:
             from None
 
 
-def _parse_block(block: str, where: str):
+def parse_block(block: str, where: str):
+    """The CostModel of a `cost_model:` block's YAML text (ProfileError naming `where` when it does not validate)."""
     import yaml
 
     from edge_compress.device_profiles.schema import CostModel, parse_section
