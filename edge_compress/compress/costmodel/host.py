@@ -34,7 +34,11 @@ def same_machine(machine, here: dict) -> bool:
 
 
 def describe_machine(machine) -> str:
-    return f"{machine.cpu} ({machine.isa}, {machine.cores} cores)" if machine is not None else "an unrecorded CPU"
+    """A FitMachine, or a cpu_fingerprint() dict, in words."""
+    if machine is None:
+        return "an unrecorded CPU"
+    m = machine if isinstance(machine, dict) else machine.model_dump()
+    return f"{m['cpu']} ({m['isa']}, {m['cores']} cores)"
 
 
 def fitted_here(profile) -> bool | None:
@@ -60,7 +64,7 @@ def for_this_machine(profile):
     cm = profile.cost_model
     here = cpu_fingerprint()
     there = describe_machine(cm.fit.machine if cm.fit else None)
-    this = f"{here['cpu']} ({here['isa']}, {here['cores']} cores)"
+    this = describe_machine(here)
     log.info("the %s cost model was fitted on %s, not on this CPU, %s: re-measuring its reference rates ...",
              profile.name, there, this)
     threads = profile.measurement.threads or 1
@@ -122,7 +126,7 @@ def fitted_for_this_machine(profile, folder: Path | None = None):
     from .profile_block import parse_block
 
     here = cpu_fingerprint()
-    this = f"{here['cpu']} ({here['isa']}, {here['cores']} cores)"
+    this = describe_machine(here)
     there = describe_machine(profile.cost_model.fit.machine if profile.cost_model.fit else None)
     path = cache_path(profile, folder)
     cost_model, problem = _read_cached(path, here)

@@ -175,6 +175,25 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
     def ratio(entry: tuple[float, float, int]) -> float:
         return entry[0] / entry[1] if entry[1] > 0 else float("inf")
 
+    def cheapest(items: dict, faster: dict) -> str | None:
+        """The item of lowest importance per unit saved (one predicted to slow the model down after every one that
+        does not); None when nothing left saves anything."""
+        root = min(items, key=lambda r: (_slows(faster.get(r)), ratio(items[r])))
+        if items[root][1] <= 0 and all(p[1] <= 0 for p in items.values()):
+            return None
+        return root
+
+    def take(root: str, items: dict, remove: dict[str, int], faster: dict) -> float:
+        """Remove the channel item `root` from `remove`, re-price the group in `items`; the importance removed."""
+        value, _, block = items[root]
+        remove[root] += block
+        p = price(root, remove, faster)
+        if p:
+            items[root] = p
+        else:
+            del items[root]
+        return value
+
     def channel_fill(target: float) -> float | None:
         """The importance the greedy would remove to reach `target` with channels alone from here (None: it cannot):
         what a coarse block is weighed against."""
@@ -182,17 +201,11 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
         items = {r: p for r, p in priced.items() if not r.startswith("block:")}
         done, value = saved, 0.0
         while done < target and items:
-            r = min(items, key=lambda r: (_slows(sim_faster.get(r)), ratio(items[r])))
-            if items[r][1] <= 0 and all(p[1] <= 0 for p in items.values()):
+            r = cheapest(items, sim_faster)
+            if r is None:
                 return None
-            sim[r] += items[r][2]
-            value += items[r][0]
+            value += take(r, items, sim, sim_faster)
             done = resource_model.saving(resource, sim, tuple(blocks))
-            p = price(r, sim, sim_faster)
-            if p:
-                items[r] = p
-            else:
-                del items[r]
         return value if done >= target else None
 
     for r in scores:
@@ -211,34 +224,30 @@ def plan_round(view: GroupView, criterion: Criterion, resource_model: ResourceMo
             priced["block:" + block] = (value, resource_model.saving(resource, {}, (block,)), 0)
     blocks: list[str] = []
     saved = value_removed = 0.0
+    fill_at: tuple | None = None   # (moves made, importance of the channel-only fill from there)
     while saved < needed and priced:
         # lowest importance per unit of resource saved; a block that saves nothing goes last, and one predicted
         # to slow the model down goes after every one that does not
-        root = min(priced, key=lambda r: (_slows(faster.get(r)), ratio(priced[r])))
-        value, gain, block = priced[root]
-        if gain <= 0 and all(p[1] <= 0 for p in priced.values()):
+        root = cheapest(priced, faster)
+        if root is None:
             break
+        value, gain, _ = priced[root]
         if root.startswith("block:"):
             if gain > BLOCK_OVERSHOOT * (needed - saved):
-                fill = channel_fill(needed)
-                if fill is not None and fill < value:
+                moves = sum(remove.values()) + len(blocks)   # grows with every move: the state's identity
+                if fill_at is None or fill_at[0] != moves:   # once per state: waiting blocks leave it unchanged
+                    fill_at = (moves, channel_fill(needed))
+                if fill_at[1] is not None and fill_at[1] < value:
                     del priced[root]   # it would overshoot the round by far and channels fill it for less: it waits
                     continue
             blocks.append(root[6:])
-            saved = resource_model.saving(resource, remove, tuple(blocks))
-            value_removed += value
             del priced[root]
-            continue
-        remove[root] += block
+            value_removed += value
+        else:
+            value_removed += take(root, priced, remove, faster)
         # exactly, not the sum of the gains: groups sharing a layer (a residual stream and the inner channels
         # of a conv reading it) scale it together, so a price cached before the other's removal is off
         saved = resource_model.saving(resource, remove, tuple(blocks))
-        value_removed += value
-        p = price(root)
-        if p:
-            priced[root] = p
-        else:
-            del priced[root]
     return Plan({r: n for r, n in remove.items() if n}, saved, value_removed, blocks)
 
 

@@ -208,15 +208,15 @@ def knapsack_search(setup: SearchSetup, start: SearchState) -> SearchState:
         if plan.blocks:
             pruner = pruner.without_blocks(plan.blocks)
         state = replace(state, pruner=pruner, stale=True)
+        moved = {"selection": "knapsack", "binding": resource, "priced_by": priced, "share_asked": round(share, 4),
+                 "channels_removed": removed, "removed_per_group": plan.remove, "blocks_removed": plan.blocks}
         record: dict = {}
         status(k, "checking the accuracy limit")
         state, broken_now = guarded(setup, state, record)
         if broken_now is not None:
             broken, cap = broken_now, cap / 2
-            setup.rounds.append({
-                "selection": "knapsack", "binding": resource, "priced_by": priced, "share_asked": round(share, 4),
-                "channels_removed": removed, "removed_per_group": plan.remove, "blocks_removed": plan.blocks,
-                "metrics": state.evaluation.metrics.to_dict(), "meets_budget": False, "undone": True, **record})
+            setup.rounds.append({**moved, "metrics": state.evaluation.metrics.to_dict(), "meets_budget": False,
+                                 "undone": True, **record})
             log.info("round %d undone: %s", k, setup.guard.describe(broken_now.value))
             state = kept
             if cap < MIN_GUARD_SHARE:
@@ -236,20 +236,16 @@ def knapsack_search(setup: SearchSetup, start: SearchState) -> SearchState:
         if (met and resource == "latency_ms" and redos < MAX_REDOS and _far_under(state, evaluator.measured)
                 and _steps(pruner, plan) > 1):   # a round of one step cannot be halved
             redos, cap = redos + 1, min(cap, share) / 2
-            setup.rounds.append({
-                "selection": "knapsack", "binding": resource, "priced_by": priced, "share_asked": round(share, 4),
-                "channels_removed": removed, "removed_per_group": plan.remove, "blocks_removed": plan.blocks,
-                "metrics": ev.metrics.to_dict(), "meets_budget": True, "undone": True,
-                "undone_why": f"landed under {OVERSHOOT:.0%} of the latency budget", **_paired(ev), **record})
+            setup.rounds.append({**moved, "metrics": ev.metrics.to_dict(), "meets_budget": True, "undone": True,
+                                 "undone_why": f"landed under {OVERSHOOT:.0%} of the latency budget", **_paired(ev),
+                                 **record})
             log.info("round %d undone: %s is under %d %% of the budget %s; trying it at half the size", k,
                      units.ms(ev.metrics.latency_ms), round(100 * OVERSHOOT), units.ms(state.budget.latency_ms))
             state = kept
             continue
         predicted_after = predict_latency_ms(ev.layers, evaluator.factors) if evaluator.factors.usable else None
         setup.rounds.append({
-            "selection": "knapsack", "binding": resource, "priced_by": priced, "share_asked": round(share, 4),
-            "channels_removed": removed, "removed_per_group": plan.remove, "blocks_removed": plan.blocks,
-            "priced_saving": plan.saving, "importance_removed": round(plan.value, 4),
+            **moved, "priced_saving": plan.saving, "importance_removed": round(plan.value, 4),
             "predicted_latency_ms": predicted_after,
             "measured_over_predicted": (ev.metrics.latency_ms / predicted_after
                                         if evaluator.measured and predicted_after else None),
